@@ -1,0 +1,5 @@
+import sys
+
+from mwai.cli import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""Logging: one JSON object per line on stdout (or text for humans).
+
+Context that belongs to the work at hand (run_id, issue_key, worker, action,
+request_id) lives in contextvars and is added to every record written while it
+is set, so a worker's lines can be filtered by run without passing ids around.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import logging
+import sys
+from collections.abc import Iterator
+from typing import IO, Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+CONTEXT_FIELDS = ("run_id", "issue_key", "worker", "action", "request_id")
+_context: dict[str, contextvars.ContextVar[Any]] = {
+    name: contextvars.ContextVar(f"mwai_{name}", default=None) for name in CONTEXT_FIELDS
+}
+
+# Attributes every LogRecord has; anything else passed via extra= is a field.
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Set context fields for the duration of the block (and tasks it creates)."""
+    tokens = [(_context[name], _context[name].set(value)) for name, value in fields.items()]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def bind(**fields: Any) -> None:
+    """Set context fields for the rest of the current task."""
+    for name, value in fields.items():
+        _context[name].set(value)
+
+
+def current(name: str) -> Any:
+    return _context[name].get()
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in _context.items():
+            value = var.get()
+            if value is not None and not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+class _JsonFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = dt.datetime.fromtimestamp(record.created, tz=dt.UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {
+            key: value
+            for key, value in vars(record).items()
+            if key not in _RESERVED and not key.startswith("_")
+        }
+        if extras:
+            line += " " + " ".join(f"{key}={value}" for key, value in extras.items())
+        return line
+
+
+def configure_logging(
+    log_format: str = "json", debug: bool = False, stream: IO[str] | None = None
+) -> None:
+    """Route every logger (mwai, aiohttp, asyncio...) to one stdout handler."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    formatter: logging.Formatter
+    if log_format == "json":
+        formatter = _JsonFormatter(
+            "{timestamp}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp=True,
+            json_ensure_ascii=False,
+        )
+    else:
+        formatter = _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    handler.addFilter(_ContextFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    # aiohttp.access lines are written by our own AccessLogger; keep the rest quiet.
+    logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)

@@ -1,0 +1,79 @@
+"""The processing hook: what a worker calls for each claimed run.
+
+A processor gets a ``RunContext`` (the run, a journal, a way to queue follow-up
+runs) and either returns (the run completes), raises ``TransientError`` (the run
+is retried later), or raises anything else (the run fails with that message).
+``MWAI_PROCESSOR`` picks one: ``noop`` here, ``jira`` in ``mwai.flow``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mwai.settings import Settings
+from mwai.store import ClaimedRun, EnqueueResult, Store
+
+log = logging.getLogger("mwai.run")
+
+
+@dataclass
+class RunContext:
+    run: ClaimedRun
+    store: Store
+    settings: Settings
+    notify: Callable[[int], None]
+
+    @property
+    def worker(self) -> str:
+        return self.run.worker
+
+    async def event(self, message: str, level: str = "info", **meta: Any) -> None:
+        """Journal a step: an events row and a log line carrying the run's context."""
+        await self.store.add_event(self.run.id, message, level, **meta)
+        log.log(
+            getattr(logging, level.upper(), logging.INFO),
+            message,
+            extra={"event": message, "meta": meta} if meta else {"event": message},
+        )
+
+    async def record(self, **fields: Any) -> None:
+        """Record what the run produced on the run row (action, branch, pr_url, cost...)."""
+        await self.store.set_run_result(self.run.id, **fields)
+
+    async def enqueue(self, issue_key: str, payload_json: str, event_type: str) -> EnqueueResult:
+        """Queue a follow-up run (e.g. the next sub-task) and wake a worker for it."""
+        result = await self.store.enqueue(
+            issue_key, payload_json, request_id=self.run.request_id, source="mwai",
+            event_type=event_type,
+        )
+        self.notify(1)
+        return result
+
+
+class Processor(Protocol):
+    async def process(self, ctx: RunContext) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class NoopProcessor:
+    """Completes every run at once: smoke tests, benchmarks, dry runs of a setup."""
+
+    async def process(self, ctx: RunContext) -> None:
+        await ctx.event("Processed (noop processor)", action="noop")
+
+    async def close(self) -> None:
+        return None
+
+
+def make_processor(settings: Settings) -> Processor:
+    if settings.processor == "noop":
+        return NoopProcessor()
+    # Imported here: the flow pulls in the HTTP, git and LLM clients.
+    flow = importlib.import_module("mwai.flow")
+    processor: Processor = flow.JiraProcessor(settings)
+    return processor

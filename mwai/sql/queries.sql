@@ -1,0 +1,208 @@
+-- Every statement mwai runs, by name. The store loads this file once; nothing
+-- else in mwai builds SQL. Parameters are named (:name).
+
+-- name: find_delivery
+SELECT run_id FROM deliveries WHERE delivery_id = :delivery_id;
+
+-- name: insert_delivery
+INSERT OR IGNORE INTO deliveries (delivery_id, run_id, received_at)
+VALUES (:delivery_id, :run_id, :now);
+
+-- name: enqueue
+-- A trigger for an issue that already has a queued run coalesces into it:
+-- the latest payload wins and the duplicate is counted.
+INSERT INTO runs (issue_key, status, payload_json, created_at, updated_at, available_at,
+                  priority, delivery_id, request_id)
+VALUES (:issue_key, 'queued', :payload_json, :now, :now, :now,
+        :priority, :delivery_id, :request_id)
+ON CONFLICT (issue_key) WHERE status = 'queued' DO UPDATE SET
+    payload_json = excluded.payload_json,
+    updated_at   = excluded.updated_at,
+    priority     = max(runs.priority, excluded.priority),
+    duplicates   = runs.duplicates + 1
+RETURNING id, duplicates;
+
+-- name: insert_event
+INSERT INTO events (run_id, ts, level, message, meta_json)
+VALUES (:run_id, :ts, :level, :message, :meta_json);
+
+-- name: claim
+-- One atomic statement: the best queued run that is due and whose issue has
+-- no running run becomes running, owned by :worker.
+UPDATE runs SET
+    status           = 'running',
+    attempts         = attempts + 1,
+    locked_by        = :worker,
+    locked_at        = :now,
+    lease_expires_at = :lease_expires_at,
+    started_at       = coalesce(started_at, :now),
+    updated_at       = :now
+WHERE id = (
+    SELECT q.id FROM runs AS q
+    WHERE q.status = 'queued'
+      AND q.available_at <= :now
+      AND NOT EXISTS (
+          SELECT 1 FROM runs AS r WHERE r.issue_key = q.issue_key AND r.status = 'running')
+    ORDER BY q.priority DESC, q.id
+    LIMIT 1)
+RETURNING id, issue_key, attempts, payload_json, created_at, available_at, priority,
+          request_id, branch, pr_url, action;
+
+-- name: renew_lease
+UPDATE runs SET lease_expires_at = :lease_expires_at, updated_at = :now
+WHERE id = :run_id AND status = 'running' AND locked_by = :worker;
+
+-- name: finish_run
+UPDATE runs SET
+    status           = :status,
+    last_error       = :last_error,
+    updated_at       = :now,
+    finished_at      = :now,
+    locked_by        = NULL,
+    locked_at        = NULL,
+    lease_expires_at = NULL
+WHERE id = :run_id AND status = 'running' AND locked_by = :worker;
+
+-- name: requeue_running
+-- A running run goes back to the queue (retry after a transient error, or
+-- shutdown); :attempt_delta is -1 when the attempt is given back.
+UPDATE runs SET
+    status           = 'queued',
+    available_at     = :available_at,
+    last_error       = coalesce(:last_error, last_error),
+    attempts         = max(0, attempts + :attempt_delta),
+    updated_at       = :now,
+    locked_by        = NULL,
+    locked_at        = NULL,
+    lease_expires_at = NULL
+WHERE id = :run_id AND status = 'running';
+
+-- name: queued_run_for_issue
+SELECT id FROM runs WHERE issue_key = :issue_key AND status = 'queued';
+
+-- name: inherit_into_queued
+-- The queued run of the same issue takes over a released run's attempts.
+UPDATE runs SET
+    attempts     = max(attempts, :attempts),
+    available_at = max(available_at, :available_at),
+    updated_at   = :now
+WHERE id = :run_id;
+
+-- name: close_superseded
+UPDATE runs SET
+    status           = 'cancelled',
+    last_error       = :last_error,
+    updated_at       = :now,
+    finished_at      = :now,
+    locked_by        = NULL,
+    locked_at        = NULL,
+    lease_expires_at = NULL
+WHERE id = :run_id;
+
+-- name: update_run_result
+UPDATE runs SET
+    action        = coalesce(:action, action),
+    branch        = coalesce(:branch, branch),
+    pr_url        = coalesce(:pr_url, pr_url),
+    cost_usd      = coalesce(:cost_usd, cost_usd),
+    input_tokens  = coalesce(:input_tokens, input_tokens),
+    output_tokens = coalesce(:output_tokens, output_tokens),
+    updated_at    = :now
+WHERE id = :run_id;
+
+-- name: expired_runs
+-- Running runs whose lease ran out, except those of the asking process (it
+-- knows its own workers are alive, whatever the wall clock says).
+SELECT id, issue_key, attempts, locked_by, cancel_requested
+FROM runs
+WHERE status = 'running'
+  AND lease_expires_at < :now
+  AND (locked_by IS NULL OR substr(locked_by, 1, length(:process_id)) != :process_id);
+
+-- name: runs_of_process
+SELECT id, issue_key, attempts, locked_by, cancel_requested
+FROM runs
+WHERE status = 'running' AND locked_by >= :prefix_low AND locked_by < :prefix_high;
+
+-- name: fail_lost_run
+UPDATE runs SET
+    status           = :status,
+    last_error       = :last_error,
+    updated_at       = :now,
+    finished_at      = :now,
+    locked_by        = NULL,
+    locked_at        = NULL,
+    lease_expires_at = NULL
+WHERE id = :run_id AND status = 'running';
+
+-- name: upsert_process
+INSERT INTO processes (process_id, pid, hostname, started_at, heartbeat_at)
+VALUES (:process_id, :pid, :hostname, :now, :now)
+ON CONFLICT (process_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                                       stopped_at = NULL;
+
+-- name: stop_process
+UPDATE processes SET stopped_at = :now, heartbeat_at = :now WHERE process_id = :process_id;
+
+-- name: live_processes
+SELECT process_id, pid, hostname, started_at, heartbeat_at
+FROM processes WHERE stopped_at IS NULL ORDER BY started_at;
+
+-- name: forget_old_processes
+DELETE FROM processes WHERE stopped_at IS NOT NULL AND stopped_at < :before;
+
+-- name: request_cancel
+UPDATE runs SET cancel_requested = 1, updated_at = :now
+WHERE id = :run_id AND status = 'running';
+
+-- name: cancel_queued
+UPDATE runs SET
+    status      = 'cancelled',
+    last_error  = :last_error,
+    updated_at  = :now,
+    finished_at = :now
+WHERE id = :run_id AND status = 'queued';
+
+-- name: cancel_requests
+SELECT id FROM runs
+WHERE status = 'running' AND cancel_requested = 1
+  AND locked_by >= :prefix_low AND locked_by < :prefix_high;
+
+-- name: requeue_finished
+UPDATE runs SET
+    status           = 'queued',
+    attempts         = 0,
+    available_at     = :now,
+    updated_at       = :now,
+    finished_at      = NULL,
+    cancel_requested = 0
+WHERE id = :run_id AND status IN ('completed', 'failed', 'cancelled');
+
+-- name: get_run
+SELECT * FROM runs WHERE id = :run_id;
+
+-- name: run_status
+SELECT status FROM runs WHERE id = :run_id;
+
+-- name: events_of_run
+SELECT id, run_id, ts, level, message, meta_json
+FROM events WHERE run_id = :run_id AND id > :after_id ORDER BY id LIMIT :limit;
+
+-- name: health_counts
+SELECT
+    (SELECT count(*) FROM runs WHERE status = 'queued')                         AS queued,
+    (SELECT count(*) FROM runs WHERE status = 'running')                        AS running,
+    (SELECT count(*) FROM runs WHERE status = 'running' AND updated_at < :stuck_before)
+                                                                                AS stuck,
+    (SELECT min(created_at) FROM runs WHERE status = 'queued')                  AS oldest_queued_at,
+    (SELECT min(available_at) FROM runs WHERE status = 'queued')                AS next_due_at;
+
+-- name: next_due_at
+SELECT min(available_at) FROM runs WHERE status = 'queued';
+
+-- name: kv_get
+SELECT value, updated_at FROM kv WHERE key = :key;
+
+-- name: kv_set
+INSERT INTO kv (key, value, updated_at) VALUES (:key, :value, :now)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at;

@@ -1,0 +1,285 @@
+"""The HTTP side: webhook intake and health routes, and ``serve()``.
+
+The store, the processor and the worker pool are opened and closed in the
+app's ``cleanup_ctx``, so the test client and ``mwai serve`` share one life
+cycle: open store -> start workers -> serve ... stop workers -> close store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from mwai import __version__
+from mwai import webhook as wh
+from mwai.errors import StoreError, StoreUnavailable
+from mwai.logs import log_context
+from mwai.processing import Processor, make_processor
+from mwai.settings import Settings
+from mwai.store import Store
+from mwai.workers import WorkerPool
+
+log = logging.getLogger("mwai.web")
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+STORE_KEY = web.AppKey("store", Store)
+POOL_KEY = web.AppKey("pool", WorkerPool)
+STARTED_KEY = web.AppKey("started_monotonic", float)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+RETRY_AFTER_S = 1
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: dict[str, Any], status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None
+                   ) -> web.Response:
+    return json_response({"ok": False, "error": message}, status, headers)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request an id (X-Request-Id or a new one) and JSON errors."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+    request["request_id"] = request_id
+    with log_context(request_id=request_id):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(exc.status, exc.reason)
+        except Exception:
+            log.exception("Unhandled error while answering a request")
+            response = error_response(500, "internal error; see the service log for "
+                                           f"request id {request_id}")
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise wh.WebhookError(413, f"body of {request.content_length} bytes is over the "
+                                   f"limit of {limit} bytes (MWAI_MAX_BODY_BYTES)")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise wh.WebhookError(413, f"body is over the limit of {limit} bytes "
+                                       "(MWAI_MAX_BODY_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def webhook_jira(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    try:
+        return await _accept_webhook(request, settings)
+    except wh.WebhookError as exc:
+        log.warning("Webhook rejected", extra={"status": exc.status, "error": exc.message})
+        return error_response(exc.status, exc.message)
+
+
+async def _accept_webhook(request: web.Request, settings: Settings) -> web.Response:
+    header_secret = request.headers.get(wh.SECRET_HEADER)
+    signature = request.headers.get(wh.SIGNATURE_HEADER)
+    if header_secret is not None or signature is None:
+        wh.authenticate(settings.jira_webhook_secret, header_secret, signature, None)
+    wh.check_content_type(request.headers.get("Content-Type", ""))
+    delivery_id = wh.check_delivery_id(request.headers.get(wh.DELIVERY_HEADER))
+    body = await _read_body(request, settings.max_body_bytes)
+    if header_secret is None:
+        wh.authenticate(settings.jira_webhook_secret, None, signature, body)
+    trigger = wh.to_trigger(wh.parse_body(body))
+    request_id = request["request_id"]
+    try:
+        result = await request.app[STORE_KEY].enqueue(
+            trigger.issue_key,
+            body.decode("utf-8"),
+            delivery_id=delivery_id,
+            request_id=request_id,
+            source=trigger.source,
+            event_type=trigger.event_type,
+        )
+    except StoreError as exc:
+        log.error("Webhook not stored; answering 503", extra={
+            "issue_key": trigger.issue_key, "error": str(exc)})
+        message = "the database cannot take the webhook right now; retry later"
+        if not isinstance(exc, StoreUnavailable):
+            message = "the database refused the webhook; retry later"
+        return error_response(503, message, {"Retry-After": str(RETRY_AFTER_S)})
+    if not result.deduplicated and not result.coalesced:
+        request.app[POOL_KEY].notify(1)
+    log.info("Webhook accepted", extra={
+        "issue_key": trigger.issue_key, "run_id": result.run_id,
+        "deduplicated": result.deduplicated, "coalesced": result.coalesced,
+        "source": trigger.source, "event_type": trigger.event_type})
+    return json_response({
+        "ok": True,
+        "run_id": result.run_id,
+        "deduplicated": result.deduplicated or result.coalesced,
+        "coalesced": result.coalesced,
+    })
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def health_detailed(request: web.Request) -> web.Response:
+    report = await health_report(request.app)
+    status = 503 if report["status"] == "unhealthy" else 200
+    return json_response(report, status)
+
+
+async def health_report(app: web.Application) -> dict[str, Any]:
+    settings = app[SETTINGS_KEY]
+    pool = app[POOL_KEY]
+    now = time.time()
+    problems: list[str] = []
+    database = "healthy"
+    counts = None
+    try:
+        counts = await app[STORE_KEY].health_counts(settings.stuck_after_s)
+    except StoreError as exc:
+        database = f"unhealthy: {exc}"
+    workers = {"configured": pool.size, "alive": pool.alive, "busy": pool.busy}
+    oldest_age_s = None
+    if counts is not None and counts.oldest_queued_at is not None:
+        oldest_age_s = round(max(0.0, now - counts.oldest_queued_at), 3)
+    if counts is None:
+        status = "unhealthy"
+        problems.append("database unavailable")
+    elif pool.alive == 0:
+        status = "unhealthy"
+        problems.append("no worker is alive")
+    else:
+        if counts.stuck:
+            problems.append(f"{counts.stuck} stuck run(s)")
+        if pool.alive < pool.size:
+            problems.append(f"only {pool.alive} of {pool.size} workers alive")
+        if oldest_age_s is not None and oldest_age_s > settings.queue_age_alert_s:
+            problems.append(f"oldest queued run waits for {oldest_age_s:.0f} s")
+        status = "degraded" if problems else "healthy"
+    return {
+        "status": status,
+        "database": database,
+        "stuck_runs": counts.stuck if counts else None,
+        "queued": counts.queued if counts else None,
+        "running": counts.running if counts else None,
+        "oldest_queued_age_s": oldest_age_s,
+        "workers": workers,
+        "problems": problems,
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),
+        "timestamp": now,
+    }
+
+
+def _service_ctx(processor: Processor | None) -> Callable[[web.Application],
+                                                          AsyncIterator[None]]:
+    async def service(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS_KEY]
+        store = Store(settings.db, settings.synchronous, settings.db_busy_timeout_ms)
+        await store.open()
+        chosen = processor or make_processor(settings)
+        pool = WorkerPool(store, chosen, settings)
+        app[STORE_KEY] = store
+        app[POOL_KEY] = pool
+        try:
+            await pool.start()
+        except BaseException:
+            await chosen.close()
+            await store.close()
+            raise
+        yield
+        await pool.stop()
+        await chosen.close()
+        await store.close()
+
+    return service
+
+
+def create_app(settings: Settings, processor: Processor | None = None) -> web.Application:
+    """The aiohttp application; ``processor`` overrides MWAI_PROCESSOR (tests)."""
+    app = web.Application(
+        middlewares=[request_context],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS_KEY] = settings
+    app[STARTED_KEY] = time.monotonic()
+    app.cleanup_ctx.append(_service_ctx(processor))
+    app.router.add_post("/webhook/jira", webhook_jira)
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/detailed", health_detailed)
+    return app
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One structured line per request: method, path, status, duration."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s", request.method, request.path, response.status,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round(time * 1000, 3),
+                "remote": request.remote,
+                "request_id": response.headers.get(REQUEST_ID_HEADER),
+                "bytes": response.body_length,
+            },
+        )
+
+
+async def serve(settings: Settings, processor: Processor | None = None,
+                ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT: listen, work, then stop in order."""
+    app = create_app(settings, processor)
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False,
+                           shutdown_timeout=5)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.listen_host, settings.listen_port,
+                           backlog=1024, reuse_address=True)
+        await site.start()
+        log.info("Listening", extra={"listen": settings.listen, "db": settings.db,
+                                     "processor": settings.processor,
+                                     "workers": settings.workers, "version": __version__})
+        if ready is not None:
+            ready()
+        await stop.wait()
+        log.info("Stopping: no new webhooks or claims; running runs get the grace period",
+                 extra={"grace_s": settings.shutdown_grace_s})
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()
+        log.info("Stopped")

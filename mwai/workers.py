@@ -1,0 +1,314 @@
+"""The worker pool: N coroutines that claim runs and hand them to the processor.
+
+* claim: one atomic UPDATE ... RETURNING in the store; idle workers sleep until
+  an enqueue wakes exactly as many of them as there are new runs (a slow
+  safety poll covers runs queued by other processes or coming due later);
+* heartbeat: the leases of running runs are renewed while their task lives;
+* recovery: runs whose lease expired in other (dead) processes go back to the
+  queue, or fail once their attempts are spent;
+* retry: a TransientError re-queues the run with exponential backoff + jitter;
+* cancel: an operator's cancel request (a flag in the database) cancels the
+  run's task here;
+* stop: no more claims, running runs get a grace period, then they are put
+  back to queued without spending an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mwai.errors import StoreError, TransientError
+from mwai.logs import log_context
+from mwai.processing import Processor, RunContext
+from mwai.settings import Settings
+from mwai.store import ClaimedRun, Store
+
+log = logging.getLogger("mwai.workers")
+
+CANCEL_POLL_S = 0.5
+STORE_RETRY_S = 1.0
+
+
+def backoff_s(attempt: int, base_s: float, max_s: float, retry_after_s: float | None) -> float:
+    """Delay before the next attempt: exponential with 'equal jitter', at least Retry-After."""
+    ceiling = min(max_s, base_s * (2 ** max(0, attempt - 1)))
+    delay: float = ceiling / 2 + random.uniform(0, ceiling / 2)
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, max_s))
+    return delay
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass
+class _Active:
+    run: ClaimedRun
+    task: asyncio.Task[None]
+    started_monotonic: float
+    cancel_reason: str | None = None
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        store: Store,
+        processor: Processor,
+        settings: Settings,
+        on_run_finished: Callable[[ClaimedRun, str, float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.processor = processor
+        self.settings = settings
+        self.size = settings.workers
+        self._on_run_finished = on_run_finished
+        self._workers: list[asyncio.Task[None]] = []
+        self._background: list[asyncio.Task[None]] = []
+        self._active: dict[int, _Active] = {}
+        self._idle: list[asyncio.Future[None]] = []
+        self._wake_seq = 0
+        self._stopping = False
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.last_heartbeat_monotonic = time.monotonic()
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def alive(self) -> int:
+        return sum(1 for task in self._workers if not task.done())
+
+    @property
+    def busy(self) -> int:
+        return len(self._active)
+
+    def active_runs(self) -> list[ClaimedRun]:
+        return [active.run for active in self._active.values()]
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        await self.store.register_process()
+        for lost in await self.store.recover_dead_processes(self.settings.max_attempts):
+            log.warning("Recovered run of a dead process", extra={
+                "run_id": lost.run_id, "issue_key": lost.issue_key, "outcome": lost.outcome,
+                "lost_worker": lost.worker})
+        await self._recover_once()
+        for index in range(self.size):
+            worker_id = f"{self.store.process_id}/w{index + 1}"
+            self._workers.append(asyncio.create_task(self._worker(worker_id), name=worker_id))
+        self._background = [
+            asyncio.create_task(self._heartbeat_loop(), name="mwai-heartbeat"),
+            asyncio.create_task(self._recovery_loop(), name="mwai-recovery"),
+            asyncio.create_task(self._cancel_loop(), name="mwai-cancel-poll"),
+        ]
+        log.info("Workers started", extra={"workers": self.size,
+                                            "process_id": self.store.process_id})
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop claiming; let running runs finish for ``grace_s``, then release them."""
+        grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        self._stopping = True
+        self.notify(len(self._idle))
+        for handle in self._timers:
+            handle.cancel()
+        running = [active.task for active in self._active.values()]
+        if running:
+            log.info("Waiting for running runs to finish", extra={
+                "running": len(running), "grace_s": grace_s})
+            await asyncio.wait(running, timeout=grace_s)
+        for active in list(self._active.values()):
+            if not active.task.done():
+                active.cancel_reason = "shutdown"
+                active.task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        with contextlib.suppress(StoreError):
+            await self.store.unregister_process()
+        log.info("Workers stopped")
+
+    # ------------------------------------------------------------------ wakeup
+
+    def notify(self, count: int = 1) -> None:
+        """Wake up to ``count`` idle workers (new runs were queued)."""
+        self._wake_seq += 1
+        for _ in range(min(count, len(self._idle))):
+            waiter = self._idle.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _notify_later(self, delay_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self.notify(1)
+
+        handle = loop.call_later(delay_s, fire)
+        self._timers.add(handle)
+
+    async def _wait_for_work(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout=self.settings.poll_s)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._idle:
+                self._idle.remove(waiter)
+
+    # ------------------------------------------------------------------ workers
+
+    async def _worker(self, worker_id: str) -> None:
+        while not self._stopping:
+            seq = self._wake_seq
+            try:
+                run = await self.store.claim(worker_id, self.settings.lease_s)
+            except StoreError as exc:
+                log.error("Claim failed; retrying", extra={"worker": worker_id,
+                                                           "error": str(exc)})
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
+            if run is None:
+                if seq == self._wake_seq and not self._stopping:
+                    await self._wait_for_work()
+                continue
+            task = asyncio.create_task(self._run(run), name=f"run-{run.id}")
+            self._active[run.id] = _Active(run, task, time.monotonic())
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    raise
+            finally:
+                self._active.pop(run.id, None)
+
+    async def _run(self, run: ClaimedRun) -> None:
+        with log_context(run_id=run.id, issue_key=run.issue_key, worker=run.worker):
+            log.info("Run claimed", extra={"event": "Run claimed", "attempt": run.attempts,
+                                           "queue_wait_s": round(run.claimed_at -
+                                                                 run.available_at, 6)})
+            ctx = RunContext(run=run, store=self.store, settings=self.settings,
+                             notify=self.notify)
+            started = time.monotonic()
+            outcome = await self._process(ctx)
+            duration_s = time.monotonic() - started
+            log.info(f"Run {outcome}", extra={"event": f"Run {outcome}",
+                                               "duration_s": round(duration_s, 6)})
+            if self._on_run_finished is not None:
+                self._on_run_finished(run, outcome, duration_s)
+
+    async def _process(self, ctx: RunContext) -> str:
+        run = ctx.run
+        try:
+            await self.processor.process(ctx)
+        except asyncio.CancelledError:
+            reason = self._active[run.id].cancel_reason if run.id in self._active else None
+            if reason == "cancel":
+                await self._settle(lambda: self.store.finish_cancelled(
+                    run.id, run.worker, "cancelled by operator while running"))
+                return "cancelled"
+            await self._settle(lambda: self.store.release(
+                run.id, run.issue_key, run.attempts, "service shutting down"))
+            return "released"
+        except TransientError as exc:
+            return await self._retry_or_fail(run, exc)
+        except Exception as exc:
+            log.exception("Run failed", extra={"event": "Run failed"})
+            error = describe_error(exc)
+            await self._settle(lambda: self.store.fail(run.id, run.worker, error))
+            return "failed"
+        await self._settle(lambda: self.store.complete(run.id, run.worker))
+        return "completed"
+
+    async def _retry_or_fail(self, run: ClaimedRun, exc: TransientError) -> str:
+        error = describe_error(exc)
+        if run.attempts >= self.settings.max_attempts:
+            message = f"gave up after {run.attempts} attempts: {error}"
+            log.error("Run failed", extra={"event": "Run failed", "error": message})
+            await self._settle(lambda: self.store.fail(run.id, run.worker, message))
+            return "failed"
+        delay_s = backoff_s(run.attempts, self.settings.retry_base_s,
+                            self.settings.retry_max_s, exc.retry_after_s)
+        log.warning("Transient error; retry scheduled", extra={
+            "event": "Retry scheduled", "error": error, "delay_s": round(delay_s, 3)})
+        await self._settle(lambda: self.store.retry_later(
+            run.id, run.issue_key, error, delay_s, run.attempts))
+        self._notify_later(delay_s)
+        return "retried"
+
+    async def _settle(self, write: Callable[[], Awaitable[object]]) -> None:
+        """Write a run's final state, retrying while the database is unavailable.
+
+        If it never succeeds, the run stays 'running' and lease recovery takes it
+        over later: nothing is lost, at worst the run is done again.
+        """
+        for attempt in range(5):
+            try:
+                await write()
+                return
+            except StoreError as exc:
+                log.error("Could not record the run's outcome; retrying", extra={
+                    "error": str(exc), "attempt": attempt + 1})
+                await asyncio.sleep(STORE_RETRY_S * (attempt + 1))
+        log.error("Gave up recording the run's outcome; lease recovery will take it over")
+
+    # --------------------------------------------------------------- background
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            self.last_heartbeat_monotonic = time.monotonic()
+            pairs = [(active.run.id, active.run.worker) for active in self._active.values()]
+            try:
+                await self.store.renew_leases(pairs, self.settings.lease_s)
+            except StoreError as exc:
+                log.error("Lease renewal failed", extra={"error": str(exc)})
+
+    async def _recovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.recovery_interval_s)
+            await self._recover_once()
+
+    async def _recover_once(self) -> None:
+        try:
+            lost = await self.store.recover_expired(self.settings.max_attempts)
+        except StoreError as exc:
+            log.error("Lease recovery failed", extra={"error": str(exc)})
+            return
+        for item in lost:
+            log.warning("Lease expired; worker lost", extra={
+                "run_id": item.run_id, "issue_key": item.issue_key, "outcome": item.outcome,
+                "lost_worker": item.worker})
+        requeued = sum(1 for item in lost if item.outcome == "queued")
+        if requeued:
+            self.notify(requeued)
+
+    async def _cancel_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CANCEL_POLL_S)
+            if not self._active:
+                continue
+            try:
+                wanted = await self.store.cancel_requests()
+            except StoreError as exc:
+                log.error("Reading cancel requests failed", extra={"error": str(exc)})
+                continue
+            for run_id in wanted:
+                active = self._active.get(run_id)
+                if active is not None and active.cancel_reason is None:
+                    log.warning("Cancelling run on operator request", extra={"run_id": run_id})
+                    active.cancel_reason = "cancel"
+                    active.task.cancel()
+
