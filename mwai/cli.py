@@ -59,7 +59,11 @@ def common_parser() -> argparse.ArgumentParser:
 def load_settings(args: argparse.Namespace, overrides: Mapping[str, Any] | None = None,
                   require_secret: bool = False,
                   environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment, --env-file and command-line overrides."""
+    """Settings from the environment, --env-file and command-line overrides.
+
+    ``require_secret=True`` for commands that run the service: every setting the
+    chosen processor needs is then required (the webhook secret first of all).
+    """
     source = dict(os.environ if environ is None else environ)
     if getattr(args, "env_file", None):
         source.update(read_env_file(args.env_file))
@@ -67,7 +71,7 @@ def load_settings(args: argparse.Namespace, overrides: Mapping[str, Any] | None 
               if value is not None}
     if getattr(args, "db", None):
         values["MWAI_DB"] = args.db
-    return Settings.from_env(source, values, require_secret=require_secret)
+    return Settings.from_env(source, values, check_required=require_secret)
 
 
 def print_json(document: Any) -> None:
@@ -88,9 +92,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  "MWAI_PROCESSOR": args.processor}
     settings = load_settings(args, overrides, require_secret=True)
     configure_logging(settings.log_format, settings.debug)
+    from mwai import telemetry
+    from mwai.sdnotify import Notifier
     from mwai.web import serve
 
-    asyncio.run(serve(settings))
+    telemetry.init_sentry(settings)
+    try:
+        asyncio.run(serve(settings, notifier=Notifier.from_environ(os.environ)))
+    finally:
+        telemetry.close_sentry()
     return EXIT_OK
 
 

@@ -17,6 +17,7 @@ goes through ``ApiClient.request``:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import logging
 import random
@@ -37,6 +38,10 @@ USER_AGENT = "mwai (+https://github.com/mwai)"
 
 # Called after every attempt with (service, status or "error"): metrics hook.
 CallObserver = Callable[[str, str], None]
+# Used by clients created without an observer; mwai.web sets it to the app's
+# metrics before the workers start, so every task they create inherits it.
+DEFAULT_OBSERVER: contextvars.ContextVar[CallObserver | None] = contextvars.ContextVar(
+    "mwai_http_observer", default=None)
 
 
 class HttpError(PermanentError):
@@ -128,8 +133,9 @@ class ApiClient:
         return max(delay, retry_after_s or 0.0)
 
     def _observe(self, outcome: str) -> None:
-        if self.observer is not None:
-            self.observer(self.service, outcome)
+        observer = self.observer or DEFAULT_OBSERVER.get()
+        if observer is not None:
+            observer(self.service, outcome)
 
     async def request(
         self,

@@ -334,18 +334,18 @@ class Settings:
         cls,
         environ: Mapping[str, str],
         overrides: Mapping[str, str] | None = None,
-        require_secret: bool = True,
+        check_required: bool = True,
     ) -> Settings:
         """Parse every setting; raise ConfigError listing *all* problems at once.
 
         ``overrides`` (setting name -> raw value) win over ``environ``: command-line
-        options use them. ``require_secret=False`` serves commands that never
-        receive webhooks (mwai runs, stats...).
+        options use them. ``check_required=False`` serves the operator commands
+        (mwai runs, stats...): they need no secret and no Jira/GitHub/LLM setting.
         """
         source = {**environ, **(overrides or {})}
         values, problems = _parse_all(source)
-        if not problems:
-            problems = _missing_required(values, require_secret)
+        if "processor" in values and check_required:
+            problems += _missing_required(values)
         if problems:
             raise ConfigError(problems)
         return cls(**values)
@@ -385,25 +385,24 @@ def _parse_all(source: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     return values, problems
 
 
-def _missing_required(values: Mapping[str, Any], require_secret: bool) -> list[str]:
+def _missing_required(values: Mapping[str, Any]) -> list[str]:
     problems = []
     processor = values["processor"]
     for setting in SETTINGS:
-        if setting.name == "JIRA_WEBHOOK_SECRET" and not require_secret:
-            continue
-        if processor in setting.required_by and not values[setting.field]:
+        # A value that failed to parse is already reported; only flag empty ones.
+        if processor in setting.required_by and not values.get(setting.field, "?"):
             problems.append(
                 f"{setting.name} is required (MWAI_PROCESSOR={processor}): {setting.help}"
             )
     if processor == "jira":
-        if not values["repo_url"] and not values["repos_file"]:
+        if not values.get("repo_url") and not values.get("repos_file"):
             problems.append(
                 "MWAI_REPO_URL or MWAI_REPOS_FILE is required (MWAI_PROCESSOR=jira): "
                 "say which git repository the agent works on"
             )
-        provider = values["llm_provider"]
+        provider = values.get("llm_provider", "anthropic")
         key_field = f"{provider}_api_key"
-        if not values[key_field]:
+        if not values.get(key_field):
             problems.append(
                 f"{key_field.upper()} is required (MWAI_LLM_PROVIDER={provider}): "
                 "the plans are written by this LLM"
