@@ -102,3 +102,20 @@ def test_env_file_errors_name_the_line(tmp_path: Path) -> None:
         read_env_file(path)
     with pytest.raises(ConfigError, match="cannot read it"):
         read_env_file(tmp_path / "missing.env")
+
+
+def test_readme_configuration_table_is_current() -> None:
+    """README's table is `mwai settings --markdown`; regenerate it when this fails."""
+    import contextlib
+    import io
+
+    from mwai.cli import main
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- settings:start")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- settings:end -->")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["settings", "--markdown"]) == 0
+    assert readme[start:end] == printed.getvalue()
