@@ -188,6 +188,12 @@ SELECT status FROM runs WHERE id = :run_id;
 SELECT id, run_id, ts, level, message, meta_json
 FROM events WHERE run_id = :run_id AND id > :after_id ORDER BY id LIMIT :limit;
 
+-- name: events_since
+-- Every event after :after_id with its run's issue key (mwai demo's timeline).
+SELECT e.id, e.run_id, r.issue_key, e.ts, e.level, e.message, e.meta_json
+FROM events AS e JOIN runs AS r ON r.id = e.run_id
+WHERE e.id > :after_id ORDER BY e.id LIMIT :limit;
+
 -- name: health_counts
 SELECT
     (SELECT count(*) FROM runs WHERE status = 'queued')                         AS queued,
