@@ -1,0 +1,223 @@
+"""The Anthropic and OpenAI-compatible clients against FakeLlm over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from mwai.errors import PermanentError, TransientError
+from mwai.http import HttpError, new_session
+from mwai.llm import AnthropicClient, OpenAIClient, estimate_cost_usd, make_llm
+from mwai.settings import Settings
+from mwai.testing.fake_llm import FakeLlm
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeLlm]:
+    async with FakeLlm() as server:
+        yield server
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with new_session() as client_session:
+        yield client_session
+
+
+def llm_settings(tmp_path: Path, fake: FakeLlm, **changes: Any) -> Settings:
+    base: dict[str, Any] = {
+        "anthropic_api_key": fake.anthropic_key,
+        "anthropic_base_url": fake.anthropic_base_url,
+        "anthropic_model": "claude-sonnet-4-5",
+        "openai_api_key": fake.openai_key,
+        "openai_base_url": fake.openai_base_url,
+        "openai_model": "gpt-4o",
+        "llm_max_tokens": 1234,
+        "llm_timeout_s": 5.0,
+        "http_retries": 2,
+    }
+    return make_settings(tmp_path, **{**base, **changes})
+
+
+MESSAGES = [{"role": "user", "content": "Plan PROJ-1"}]
+
+
+async def test_anthropic_request_shape_and_reply(tmp_path: Path, fake: FakeLlm,
+                                                 session: aiohttp.ClientSession) -> None:
+    fake.add_reply("the plan")
+    client = make_llm(llm_settings(tmp_path, fake, llm_provider="anthropic"), session)
+    assert isinstance(client, AnthropicClient)
+    reply = await client.complete("You plan.", MESSAGES)
+
+    (request,) = fake.requests
+    assert (request.method, request.path) == ("POST", "/v1/messages")
+    assert request.headers["x-api-key"] == fake.anthropic_key
+    assert request.headers["anthropic-version"] == "2023-06-01"
+    assert request.headers["Content-Type"] == "application/json"
+    assert "Authorization" not in request.headers
+    assert request.json == {"model": "claude-sonnet-4-5", "max_tokens": 1234,
+                            "system": "You plan.", "messages": MESSAGES}
+    assert reply.text == "the plan"
+    assert reply.model == "claude-sonnet-4-5"
+    assert reply.input_tokens > 0 and reply.output_tokens > 0
+    assert reply.cost_usd == estimate_cost_usd("claude-sonnet-4-5", reply.input_tokens,
+                                               reply.output_tokens)
+    assert reply.cost_usd is not None and reply.cost_usd > 0
+    assert reply.stop_reason == "end_turn"
+
+
+async def test_openai_request_shape_and_reply(tmp_path: Path, fake: FakeLlm,
+                                              session: aiohttp.ClientSession) -> None:
+    fake.add_reply("openai plan")
+    client = make_llm(llm_settings(tmp_path, fake, llm_provider="openai"), session)
+    assert isinstance(client, OpenAIClient)
+    reply = await client.complete("You plan.", MESSAGES, max_tokens=99)
+
+    (request,) = fake.requests
+    assert (request.method, request.path) == ("POST", "/v1/chat/completions")
+    assert request.headers["Authorization"] == f"Bearer {fake.openai_key}"
+    assert "x-api-key" not in request.headers
+    assert request.json == {
+        "model": "gpt-4o", "max_tokens": 99,
+        "messages": [{"role": "system", "content": "You plan."}, *MESSAGES],
+    }
+    assert reply.text == "openai plan"
+    assert reply.input_tokens > 0 and reply.output_tokens > 0
+    assert reply.cost_usd is not None and reply.cost_usd > 0
+
+
+async def test_unknown_model_has_unknown_cost(tmp_path: Path, fake: FakeLlm,
+                                              session: aiohttp.ClientSession) -> None:
+    fake.add_reply("local answer")
+    settings = llm_settings(tmp_path, fake, llm_provider="openai", openai_model="llama3.1:8b")
+    reply = await make_llm(settings, session).complete("", MESSAGES)
+    assert reply.cost_usd is None
+    assert reply.model == "llama3.1:8b"
+    assert fake.requests[0].json["messages"] == MESSAGES  # no empty system message
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_429_with_retry_after_then_success(tmp_path: Path, fake: FakeLlm,
+                                                 session: aiohttp.ClientSession,
+                                                 provider: str) -> None:
+    fake.fail_next("429", retry_after_s=0)
+    fake.add_reply("after the rate limit")
+    calls: list[tuple[str, str]] = []
+    client = make_llm(llm_settings(tmp_path, fake, llm_provider=provider), session,
+                      observer=lambda service, outcome: calls.append((service, outcome)))
+    reply = await client.complete("s", MESSAGES)
+    assert reply.text == "after the rate limit"
+    assert [r.status for r in fake.requests] == [429, 200]
+    assert calls == [(provider, "429"), (provider, "200")]
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_500_and_html_page_are_retried(tmp_path: Path, fake: FakeLlm,
+                                             session: aiohttp.ClientSession,
+                                             provider: str) -> None:
+    fake.fail_next("500")
+    fake.fail_next("html")
+    fake.add_reply("finally")
+    reply = await make_llm(llm_settings(tmp_path, fake, llm_provider=provider),
+                           session).complete("s", MESSAGES)
+    assert reply.text == "finally"
+    assert [r.status for r in fake.requests] == [500, 200, 200]
+
+
+async def test_retries_exhausted_is_a_transient_error(tmp_path: Path, fake: FakeLlm,
+                                                      session: aiohttp.ClientSession) -> None:
+    fake.fail_next("500", count=2)
+    settings = llm_settings(tmp_path, fake, http_retries=1)
+    with pytest.raises(TransientError, match="anthropic POST /v1/messages failed after 2"):
+        await make_llm(settings, session).complete("s", MESSAGES)
+
+
+async def test_slow_answer_times_out_then_retry_succeeds(tmp_path: Path, fake: FakeLlm,
+                                                         session: aiohttp.ClientSession) -> None:
+    fake.fail_next("slow", delay_s=1.0)
+    fake.add_reply("second try")
+    settings = llm_settings(tmp_path, fake, llm_timeout_s=0.3, http_retries=1)
+    reply = await make_llm(settings, session).complete("s", MESSAGES)
+    assert reply.text == "second try"
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("provider, key_field", [("anthropic", "anthropic_api_key"),
+                                                 ("openai", "openai_api_key")])
+async def test_wrong_key_is_a_permanent_401(tmp_path: Path, fake: FakeLlm,
+                                            session: aiohttp.ClientSession, provider: str,
+                                            key_field: str) -> None:
+    settings = llm_settings(tmp_path, fake, llm_provider=provider, **{key_field: "wrong-key"})
+    with pytest.raises(HttpError) as caught:
+        await make_llm(settings, session).complete("s", MESSAGES)
+    assert caught.value.status == 401
+    assert "wrong-key" not in str(caught.value)
+    assert len(fake.requests) == 1  # not retried
+
+
+async def test_bad_messages_are_refused_before_sending(tmp_path: Path, fake: FakeLlm,
+                                                       session: aiohttp.ClientSession) -> None:
+    client = make_llm(llm_settings(tmp_path, fake), session)
+    with pytest.raises(PermanentError, match="role 'system'"):
+        await client.complete("s", [{"role": "system", "content": "x"}])
+    with pytest.raises(PermanentError, match="without messages"):
+        await client.complete("s", [])
+    assert fake.requests == []
+
+
+async def test_anthropic_fake_rejects_malformed_requests(fake: FakeLlm,
+                                                         session: aiohttp.ClientSession) -> None:
+    headers = {"x-api-key": fake.anthropic_key, "anthropic-version": "2023-06-01"}
+    url = f"{fake.url}/v1/messages"
+    cases = [
+        ({}, {"model": "m", "max_tokens": 5, "messages": MESSAGES}, 401,
+         "authentication_error"),
+        ({"x-api-key": fake.anthropic_key}, {"model": "m", "max_tokens": 5,
+                                             "messages": MESSAGES}, 400, "anthropic-version"),
+        (headers, {"model": "m", "messages": MESSAGES}, 400, "max_tokens: Field required"),
+        (headers, {"max_tokens": 5, "messages": MESSAGES}, 400, "model: Field required"),
+        (headers, {"model": "m", "max_tokens": 5, "messages": []}, 400, "at least one"),
+        (headers, {"model": "m", "max_tokens": 5,
+                   "messages": [{"role": "system", "content": "x"}]}, 400, "role"),
+    ]
+    for send_headers, body, status, text in cases:
+        async with session.post(url, json=body, headers=send_headers) as answer:
+            document = await answer.json()
+        assert answer.status == status, body
+        assert document["type"] == "error"
+        assert text in str(document["error"]), document
+
+
+async def test_openai_fake_rejects_malformed_requests(fake: FakeLlm,
+                                                      session: aiohttp.ClientSession) -> None:
+    url = f"{fake.openai_base_url}/chat/completions"
+    auth = {"Authorization": f"Bearer {fake.openai_key}"}
+    cases = [
+        ({}, {"model": "m", "messages": MESSAGES}, 401, "API key"),
+        (auth, {"messages": MESSAGES}, 400, "model parameter"),
+        (auth, {"model": "m"}, 400, "'messages'"),
+    ]
+    for send_headers, body, status, text in cases:
+        async with session.post(url, json=body, headers=send_headers) as answer:
+            document = await answer.json()
+        assert answer.status == status, body
+        assert text in document["error"]["message"]
+
+
+async def test_scripted_function_sees_the_request(tmp_path: Path,
+                                                  session: aiohttp.ClientSession) -> None:
+    async with FakeLlm(lambda request: f"you said {request['messages'][-1]['content']}") as fake:
+        reply = await make_llm(llm_settings(tmp_path, fake), session).complete("s", MESSAGES)
+    assert reply.text == "you said Plan PROJ-1"
+
+
+def test_price_table_uses_the_longest_prefix() -> None:
+    assert estimate_cost_usd("gpt-4o-mini-2024-07-18", 1_000_000, 0) == 0.15
+    assert estimate_cost_usd("gpt-4o-2024-08-06", 1_000_000, 1_000_000) == 12.5
+    assert estimate_cost_usd("claude-sonnet-4-5-20250929", 1_000_000, 1_000_000) == 18.0
+    assert estimate_cost_usd("mystery-model", 10, 10) is None
