@@ -1,0 +1,365 @@
+"""JiraClient against FakeJira over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from mwai.errors import PermanentError, TransientError
+from mwai.http import HttpError
+from mwai.jira import JiraClient
+from mwai.settings import Settings
+from mwai.testing.fake_jira import NOT_ADF, NOT_FOUND, FakeJira
+from tests.conftest import SECRET, make_settings
+from tests.integration.helpers import wait_for
+
+RETRIES = 2
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeJira]:
+    async with FakeJira() as jira:
+        yield jira
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+def jira_settings(tmp_path: Path, fake: FakeJira, **changes: Any) -> Settings:
+    values = {**fake.settings_changes(), "http_retries": RETRIES, "http_timeout_s": 5.0,
+              **changes}
+    return dataclasses.replace(make_settings(tmp_path), **values)
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, fake: FakeJira, session: aiohttp.ClientSession,
+                ) -> Callable[..., JiraClient]:
+    def build(**changes: Any) -> JiraClient:
+        return JiraClient(jira_settings(tmp_path, fake, **changes), session,
+                          backoff_base_s=0.01, backoff_max_s=0.05)
+    return build
+
+
+@pytest.fixture
+def client(make_client: Callable[..., JiraClient]) -> JiraClient:
+    return make_client()
+
+
+async def test_get_issue_reads_every_field(fake: FakeJira, client: JiraClient) -> None:
+    parent = fake.create_issue(summary="Add login", description="## Goal\n\n- a form",
+                               assignee=fake.ai_account_id, labels=["web", "ai"])
+    sub = fake.create_issue(parent=parent, summary="Login form", status="In Progress")
+
+    issue = await client.get_issue(parent)
+
+    assert (issue.key, issue.summary, issue.status) == (parent, "Add login", "Backlog")
+    assert issue.description == "## Goal\n\n- a form"
+    assert (issue.issue_type, issue.is_subtask) == ("Story", False)
+    assert issue.assignee_account_id == fake.ai_account_id
+    assert issue.project_key == "PROJ" and issue.parent_key is None
+    assert issue.labels == ("web", "ai") and issue.subtask_keys == (sub,)
+    subtask = await client.get_issue(sub)
+    assert subtask.is_subtask and subtask.parent_key == parent
+    assert subtask.assignee_account_id is None and subtask.status == "In Progress"
+    request = fake.calls("GET", f"/issue/{parent}")[0]
+    assert request.path == f"/rest/api/3/issue/{parent}" and request.auth_ok
+    assert request.query["fields"].split(",") == [
+        "summary", "description", "status", "issuetype", "assignee", "parent", "project",
+        "labels", "subtasks"]
+
+
+async def test_comments_are_read_across_pages_oldest_first(
+        fake: FakeJira, client: JiraClient) -> None:
+    fake.max_page_size = 2  # the server caps pages below what the client asks for
+    key = fake.create_issue()
+    for number in range(5):
+        fake.human_comment(key, f"comment {number}")
+
+    comments = await client.get_comments(key)
+
+    assert [c.body for c in comments] == [f"comment {n}" for n in range(5)]
+    assert {c.author_account_id for c in comments} == {fake.human_account_id}
+    assert all(c.created.endswith("+0000") for c in comments)
+    pages = fake.calls("GET", f"/issue/{key}/comment")
+    assert [p.query["startAt"] for p in pages] == ["0", "2", "4"]
+    assert {p.query["orderBy"] for p in pages} == {"created"}
+
+
+async def test_add_comment_posts_an_adf_document(fake: FakeJira, client: JiraClient) -> None:
+    key = fake.create_issue()
+
+    comment_id = await client.add_comment(key, "Plan:\n\n- step **one**\n- step two")
+
+    assert fake.comments_of(key) == ["Plan:\n\n- step **one**\n- step two"]
+    assert fake.comment_records(key)[0].id == comment_id
+    assert fake.comment_records(key)[0].author_account_id == fake.ai_account_id
+    body = fake.calls("POST", "/comment")[0].json["body"]
+    assert body["type"] == "doc" and body["version"] == 1
+    assert [node["type"] for node in body["content"]] == ["paragraph", "bulletList"]
+    assert (await client.get_comments(key))[0].body == "Plan:\n\n- step **one**\n- step two"
+
+
+async def test_v3_comment_as_plain_string_is_rejected_like_jira(
+        fake: FakeJira, session: aiohttp.ClientSession) -> None:
+    key = fake.create_issue()
+    async with session.post(f"{fake.url}/rest/api/3/issue/{key}/comment",
+                            json={"body": "just text"}, headers=fake.auth_headers()) as answer:
+        assert answer.status == 400
+        assert (await answer.json())["errors"] == {"comment": NOT_ADF}
+    assert fake.comments_of(key) == []
+
+
+async def test_v2_mode_sends_and_reads_plain_strings(
+        fake: FakeJira, make_client: Callable[..., JiraClient]) -> None:
+    client = make_client(jira_api_version="2")
+    parent = fake.create_issue(description="Plain description")
+    fake.human_comment(parent, "human says hi")
+
+    issue = await client.get_issue(parent)
+    comment_id = await client.add_comment(parent, "- mwai answers")
+    sub_key = await client.create_subtask(issue, "Do it", "Sub-task text")
+
+    assert issue.description == "Plain description"
+    assert [c.body for c in await client.get_comments(parent)] == [
+        "human says hi", "- mwai answers"]
+    assert comment_id == fake.comment_records(parent)[1].id
+    assert fake.calls("POST", "/comment")[0].json == {"body": "- mwai answers"}
+    assert fake.issue(sub_key).description == "Sub-task text"
+    assert all(r.path.startswith("/rest/api/2/") for r in fake.requests)
+
+
+async def test_transition_by_status_name_uses_the_workflow_transition(
+        fake: FakeJira, client: JiraClient) -> None:
+    reviewed = fake.create_issue(status="Plan Review")
+    fresh = fake.create_issue(status="Backlog")
+
+    await client.transition_to(reviewed, "In Progress")
+    await client.transition_to(fresh, "in progress")  # status names compare case-blind
+
+    assert fake.issue(reviewed).status == "In Progress"
+    assert fake.issue(fresh).status == "In Progress"
+    posted = [r.json for r in fake.calls("POST", "/transitions")]
+    # "Approve plan" from Plan Review, "Start work" from Backlog.
+    assert posted == [{"transition": {"id": "31"}}, {"transition": {"id": "41"}}]
+
+
+async def test_transition_to_the_current_status_does_nothing(
+        fake: FakeJira, client: JiraClient) -> None:
+    key = fake.create_issue(status="In Testing")
+    await client.transition_to(key, "In Testing")
+    await client.transition_to(key, "In Testing", current_status="In Testing")
+    assert fake.calls("POST", "/transitions") == []
+    assert fake.issue(key).status == "In Testing"
+
+
+async def test_transition_to_an_unknown_status_names_the_choices(
+        fake: FakeJira, client: JiraClient) -> None:
+    key = fake.create_issue(status="Backlog")
+    with pytest.raises(PermanentError) as caught:
+        await client.transition_to(key, "Shipped")
+    message = str(caught.value)
+    assert f"{key} cannot move from 'Backlog' to 'Shipped'" in message
+    assert "'Send to plan review' -> Plan Review" in message and "JIRA_STATUS_" in message
+    assert fake.issue(key).status == "Backlog"
+
+
+async def test_an_invalid_transition_id_gets_400(
+        fake: FakeJira, session: aiohttp.ClientSession) -> None:
+    key = fake.create_issue(status="Plan Review")
+    async with session.post(f"{fake.url}/rest/api/3/issue/{key}/transitions",
+                            json={"transition": {"id": "41"}},
+                            headers=fake.auth_headers()) as answer:
+        assert answer.status == 400  # "Start work" is not available from Plan Review
+        assert (await answer.json())["errorMessages"] == [
+            "Transition id '41' is not valid for this issue."]
+
+
+async def test_assign_and_unassign(fake: FakeJira, client: JiraClient) -> None:
+    key = fake.create_issue(assignee=fake.ai_account_id)
+    await client.assign(key, fake.human_account_id)
+    assert fake.issue(key).assignee_account_id == fake.human_account_id
+    await client.assign(key, None)
+    assert fake.issue(key).assignee_account_id is None
+    assert [r.json for r in fake.calls("PUT", "/assignee")] == [
+        {"accountId": fake.human_account_id}, {"accountId": None}]
+    with pytest.raises(HttpError) as caught:
+        await client.assign(key, "someone@example.com")  # an email is not an accountId
+    assert caught.value.status == 400 and "cannot be assigned" in str(caught.value)
+
+
+async def test_create_subtask_finds_the_projects_subtask_type(
+        session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    async with FakeJira(subtask_type_name="AI Sub-task") as fake:
+        client = JiraClient(jira_settings(tmp_path, fake), session)
+        parent_key = fake.create_issue(project="WEB", summary="Parent")
+        parent = await client.get_issue(parent_key)
+
+        first = await client.create_subtask(parent, "Form\nwith a newline", "Build **it**")
+        second = await client.create_subtask(parent, "x" * 300, "")
+
+        created = fake.issue(first)
+        assert (created.issue_type, created.parent_key, created.project) == (
+            "AI Sub-task", parent_key, "WEB")
+        assert created.summary == "Form with a newline"
+        assert len(fake.issue(second).summary) == 255
+        assert fake.issue(parent_key).subtask_keys == [first, second]
+        fields = fake.calls("POST", "/rest/api/3/issue")[0].json["fields"]
+        assert fields["issuetype"] == {"id": "10005"}
+        assert fields["project"] == {"key": "WEB"} and fields["parent"] == {"key": parent_key}
+        assert fields["description"]["type"] == "doc"
+        assert len(fake.calls("GET", "/createmeta/WEB/issuetypes")) == 1  # cached
+
+
+async def test_create_subtask_without_a_subtask_type_is_a_clear_error(
+        fake: FakeJira, client: JiraClient) -> None:
+    parent = await client.get_issue(fake.create_issue())
+    # A project whose issue type scheme has no sub-task type.
+    fake.issue_types = lambda: [  # type: ignore[method-assign]
+        {"id": "1", "name": "Task", "subtask": False}]
+    with pytest.raises(PermanentError, match="PROJ has no sub-task issue type .*Task"):
+        await client.create_subtask(parent, "s", "d")
+
+
+async def test_list_subtasks_orders_by_key_number(fake: FakeJira, client: JiraClient) -> None:
+    parent = fake.create_issue("PROJ-1")
+    fake.create_issue("PROJ-10", parent=parent, summary="ten", status="Done")
+    fake.create_issue("PROJ-9", parent=parent, summary="nine")
+
+    subtasks = await client.list_subtasks(parent)
+
+    assert [(s.key, s.summary, s.status) for s in subtasks] == [
+        ("PROJ-9", "nine", "Backlog"), ("PROJ-10", "ten", "Done")]
+    assert all(s.is_subtask and s.parent_key == parent for s in subtasks)
+
+
+async def test_myself(fake: FakeJira, client: JiraClient) -> None:
+    me = await client.myself()
+    assert me["accountId"] == fake.ai_account_id and me["emailAddress"] == fake.email
+
+
+async def test_429_with_retry_after_then_success(fake: FakeJira, client: JiraClient) -> None:
+    key = fake.create_issue()
+    fake.fail_next(1, status=429, retry_after_s=0.1)
+    assert (await client.get_issue(key)).key == key
+    assert [r.status for r in fake.calls("GET")] == [429, 200]
+
+
+async def test_html_page_with_200_is_retried(fake: FakeJira, client: JiraClient) -> None:
+    key = fake.create_issue()
+    fake.html_next(1)
+    assert (await client.get_issue(key)).key == key
+    assert len(fake.calls("GET")) == 2
+
+
+async def test_slow_answer_times_out_and_is_retried(
+        fake: FakeJira, make_client: Callable[..., JiraClient]) -> None:
+    client = make_client(http_timeout_s=0.2)
+    key = fake.create_issue()
+    fake.slow_next(1, delay_s=0.6)
+    assert (await client.get_issue(key)).key == key
+    assert len(fake.calls("GET")) == 2
+
+
+async def test_500_until_retries_run_out_is_transient(
+        fake: FakeJira, client: JiraClient) -> None:
+    key = fake.create_issue()
+    fake.fail_next(RETRIES + 1, status=500)
+    with pytest.raises(TransientError, match="500"):
+        await client.add_comment(key, "hello")
+    assert len(fake.calls("POST", "/comment")) == RETRIES + 1
+    assert fake.comments_of(key) == []
+    assert await client.add_comment(key, "hello")  # the service is back
+
+
+async def test_unknown_issue_is_permanent_with_jiras_message(client: JiraClient) -> None:
+    with pytest.raises(PermanentError) as caught:
+        await client.get_issue("NOPE-1")
+    assert isinstance(caught.value, HttpError) and caught.value.status == 404
+    assert NOT_FOUND in str(caught.value)
+
+
+async def test_wrong_token_is_401_and_never_echoes_the_token(
+        fake: FakeJira, make_client: Callable[..., JiraClient]) -> None:
+    client = make_client(jira_api_token="wrong-token-value")
+    with pytest.raises(HttpError) as caught:
+        await client.myself()
+    assert caught.value.status == 401
+    assert "wrong-token-value" not in str(caught.value)
+    assert fake.requests[0].auth_ok is False
+
+
+class Receiver:
+    """A tiny stand-in for mwai's webhook endpoint."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, Any], str | None]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        payload = await request.json()
+        self.received.append((payload, request.headers.get("X-Moveware-Webhook-Secret")))
+        return web.json_response({"ok": True})
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    target = Receiver()
+    app = web.Application()
+    app.router.add_post("/webhook/jira", target.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield target, f"http://127.0.0.1:{port}/webhook/jira"
+    await runner.cleanup()
+
+
+async def test_rules_post_automation_payloads_on_assignment_and_status_change(
+        receiver: tuple[Receiver, str], session: aiohttp.ClientSession,
+        tmp_path: Path) -> None:
+    target, url = receiver
+    async with FakeJira(webhook_url=url, webhook_secret=SECRET) as fake:
+        client = JiraClient(jira_settings(tmp_path, fake), session)
+        parent = fake.create_issue(summary="Parent")
+        sub = fake.create_issue(parent=parent, project="PROJ")
+        assert target.received == []  # creating an issue fires nothing
+
+        await client.assign(sub, fake.ai_account_id)
+        await client.transition_to(sub, "In Progress")
+        fake.human_transition(parent, "In Progress", assignee=fake.human_account_id)
+        await wait_for(lambda: len(target.received) == 4, what="4 rule deliveries")
+
+        payloads = {(p["event_type"], p["issue_key"]): p for p, _ in target.received}
+        assert payloads[("issue_assigned", sub)] == {
+            "event_type": "issue_assigned", "issue_key": sub, "issue_type": "Sub-task",
+            "status": "Backlog", "assignee_account_id": fake.ai_account_id,
+            "parent_key": parent, "project_key": "PROJ"}
+        assert payloads[("issue_transitioned", sub)]["status"] == "In Progress"
+        assert payloads[("issue_assigned", parent)]["assignee_account_id"] == (
+            fake.human_account_id)
+        assert {secret for _, secret in target.received} == {SECRET}
+
+        fake.rules_enabled = False
+        fake.human_transition(parent, "Done")
+        await fake.wait_webhooks()
+        assert len(target.received) == 4
+
+
+async def test_rule_delivery_failure_is_recorded_not_raised(
+        fake: FakeJira, client: JiraClient) -> None:
+    fake.webhook_url = "http://127.0.0.1:9/nothing-listens-here"
+    key = fake.create_issue()
+    await client.assign(key, fake.ai_account_id)
+    await fake.wait_webhooks()
+    assert fake.webhook_deliveries[0].status is None
+    assert fake.webhook_deliveries[0].error
+    assert fake.issue(key).assignee_account_id == fake.ai_account_id
