@@ -1,0 +1,138 @@
+"""Which git repository a Jira project's tickets are worked on.
+
+Single-repo setups use MWAI_REPO_URL / BASE_BRANCH / GH_REPO. Multi-repo setups
+map Jira project keys to repositories in a TOML file (MWAI_REPOS_FILE)::
+
+    [projects.PROJ]
+    repo_url = "https://github.com/acme/app.git"
+    base_branch = "main"          # optional, default BASE_BRANCH
+    github_repo = "acme/app"      # optional when repo_url is a github.com URL
+
+The file is read on every call so an edit takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mwai.errors import ConfigError, PermanentError
+from mwai.settings import Settings
+
+_GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_GITHUB_URL = re.compile(
+    r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
+    r"([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?/?$"
+)
+_PROJECT_KEYS = {"repo_url", "base_branch", "github_repo"}
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    url: str
+    base_branch: str
+    github_repo: str  # owner/name
+
+
+def github_repo_from_url(url: str) -> str:
+    """owner/name of a github.com clone URL, or "" when the URL is not one."""
+    match = _GITHUB_URL.match(url.strip())
+    return f"{match.group(1)}/{match.group(2)}" if match else ""
+
+
+def load_repos(settings: Settings) -> dict[str, RepoConfig]:
+    """The project -> repository mapping of MWAI_REPOS_FILE ({} when unset).
+
+    Raises ConfigError listing every problem of the file at once.
+    """
+    if not settings.repos_file:
+        return {}
+    path = Path(settings.repos_file)
+    where = f"MWAI_REPOS_FILE {path}"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{where}: cannot read it ({exc.strerror or exc})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{where}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{where}: invalid TOML ({exc})"]) from None
+    projects = data.get("projects")
+    if not isinstance(projects, dict) or not projects:
+        raise ConfigError([
+            f"{where}: no [projects.KEY] table; add one per Jira project, e.g. "
+            '[projects.PROJ] repo_url = "https://github.com/owner/name.git"'
+        ])
+    repos: dict[str, RepoConfig] = {}
+    problems: list[str] = []
+    for key, table in projects.items():
+        repo = _parse_project(where, str(key), table, settings, problems)
+        if repo is not None:
+            repos[str(key).upper()] = repo
+    if problems:
+        raise ConfigError(problems)
+    return repos
+
+
+def _parse_project(
+    where: str, key: str, table: Any, settings: Settings, problems: list[str]
+) -> RepoConfig | None:
+    name = f"{where}: [projects.{key}]"
+    if not isinstance(table, dict):
+        problems.append(f"{name}: expected a table with repo_url, base_branch, github_repo")
+        return None
+    before = len(problems)
+    for unknown in sorted(set(table) - _PROJECT_KEYS):
+        problems.append(f"{name}: unknown key {unknown!r} (allowed: {sorted(_PROJECT_KEYS)})")
+    url = table.get("repo_url")
+    if not isinstance(url, str) or not url.strip():
+        problems.append(f'{name}: repo_url is missing; add repo_url = "<git clone URL>"')
+        url = ""
+    base = table.get("base_branch", settings.base_branch)
+    if not isinstance(base, str) or not base.strip():
+        problems.append(f'{name}: base_branch must be a branch name, e.g. "main"')
+        base = ""
+    github = table.get("github_repo", "") or github_repo_from_url(url)
+    if not isinstance(github, str) or not _GITHUB_REPO.match(github):
+        problems.append(
+            f'{name}: github_repo is missing or not "owner/name" (got {github!r}); '
+            'add github_repo = "owner/name"'
+        )
+    if len(problems) > before:
+        return None
+    return RepoConfig(url=url.strip(), base_branch=base.strip(), github_repo=str(github))
+
+
+def resolve_repo(settings: Settings, project_key: str) -> RepoConfig:
+    """The repository for a Jira project: the TOML mapping, else the single repo.
+
+    Raises PermanentError (the run fails with this message) when there is none
+    or the mapping file is broken.
+    """
+    try:
+        repos = load_repos(settings)
+    except ConfigError as exc:
+        raise PermanentError(str(exc)) from None
+    repo = repos.get(project_key.upper())
+    if repo is not None:
+        return repo
+    if not settings.repo_url:
+        where = (
+            f"add [projects.{project_key}] to MWAI_REPOS_FILE {settings.repos_file}"
+            if settings.repos_file
+            else "set MWAI_REPO_URL (and GH_REPO) or MWAI_REPOS_FILE"
+        )
+        raise PermanentError(
+            f"no git repository is configured for Jira project {project_key}: {where}"
+        )
+    github = settings.gh_repo or github_repo_from_url(settings.repo_url)
+    if not _GITHUB_REPO.match(github):
+        raise PermanentError(
+            f"GH_REPO is not set (or not owner/name: {github!r}) and cannot be derived from "
+            f"MWAI_REPO_URL {settings.repo_url}: set GH_REPO=owner/name"
+        )
+    return RepoConfig(url=settings.repo_url, base_branch=settings.base_branch,
+                      github_repo=github)
