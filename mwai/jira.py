@@ -24,6 +24,10 @@ from mwai.settings import Settings
 
 ISSUE_FIELDS = "summary,description,status,issuetype,assignee,parent,project,labels,subtasks"
 MAX_SUMMARY_CHARS = 255  # Jira refuses longer summaries
+# Jira refuses comment bodies and descriptions over 32,767 characters; keep a margin
+# for the ADF markup of what we send.
+MAX_TEXT_CHARS = 30_000
+TRUNCATION_NOTE = "\n\n[... truncated by mwai: the text was longer than Jira accepts]"
 MAX_PAGES = 200  # a bound on pagination, whatever the server says about totals
 
 
@@ -62,6 +66,13 @@ def one_line_summary(summary: str) -> str:
     if len(text) > MAX_SUMMARY_CHARS:
         text = text[:MAX_SUMMARY_CHARS - 1].rstrip() + "…"
     return text or "(no summary)"
+
+
+def fit_text(text: str, limit_chars: int = MAX_TEXT_CHARS) -> str:
+    """Cut a comment or description to what Jira accepts, saying so at the end."""
+    if len(text) <= limit_chars:
+        return text
+    return text[:limit_chars - len(TRUNCATION_NOTE)].rstrip() + TRUNCATION_NOTE
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -157,6 +168,7 @@ class JiraClient:
         return f"/rest/api/{self.api_version}/{quoted}"
 
     def _rich_text(self, text: str) -> dict[str, Any] | str:
+        text = fit_text(text)
         return text_to_adf(text) if self.api_version == "3" else text
 
     async def _get_json(self, path: str, params: dict[str, str | int] | None = None) -> Any:

@@ -48,6 +48,8 @@ log = logging.getLogger("mwai.testing.fake_jira")
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
 NOT_ADF = "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
 NOT_STRING = "Operation value must be a string"
+MAX_TEXT_CHARS = 32_767
+TOO_LONG = "The entered text is too long. It exceeds the allowed limit of 32,767 characters."
 SECRET_HEADER = "X-Moveware-Webhook-Secret"
 
 Body = dict[str, Any] | str | None  # ADF document (stored as sent in v3) or v2 string
@@ -592,15 +594,17 @@ class FakeJira:
 
     def _check_body(self, value: Any, v3: bool, field_name: str) -> Body:
         """A rich-text field as the real API validates it (ADF in v3, string in v2)."""
+        body: Body = value
         if v3:
             if not isinstance(value, dict):
                 raise JiraFail(400, errors={field_name: NOT_ADF})
             if adf_problems(value):
                 raise JiraFail(400, ["INVALID_INPUT"])
-            return value
-        if not isinstance(value, str):
+        elif not isinstance(value, str):
             raise JiraFail(400, errors={field_name: NOT_STRING})
-        return value
+        if len(adf_to_text(body)) > MAX_TEXT_CHARS:
+            raise JiraFail(400, errors={field_name: TOO_LONG})
+        return body
 
     @staticmethod
     def _int_param(request: web.Request, name: str, default: int) -> int:

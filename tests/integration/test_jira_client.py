@@ -363,3 +363,18 @@ async def test_rule_delivery_failure_is_recorded_not_raised(
     assert fake.webhook_deliveries[0].status is None
     assert fake.webhook_deliveries[0].error
     assert fake.issue(key).assignee_account_id == fake.ai_account_id
+
+
+async def test_a_comment_longer_than_jira_accepts_is_cut_not_refused(
+        fake: FakeJira, client: JiraClient, session: aiohttp.ClientSession) -> None:
+    key = fake.create_issue()
+    too_long = {"body": {"type": "doc", "version": 1, "content": [
+        {"type": "paragraph", "content": [{"type": "text", "text": "y" * 40_000}]}]}}
+    async with session.post(f"{fake.url}/rest/api/3/issue/{key}/comment", json=too_long,
+                            headers=fake.auth_headers()) as answer:
+        assert answer.status == 400  # what the real site answers
+
+    await client.add_comment(key, "agent output:\n" + "y" * 40_000)
+
+    (stored,) = fake.comments_of(key)
+    assert stored.startswith("agent output:\nyyy") and stored.endswith("than Jira accepts]")

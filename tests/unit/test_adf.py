@@ -189,13 +189,13 @@ json_values = st.recursive(
     max_leaves=30)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(json_values)
 def test_any_json_renders_to_text(value: Any) -> None:
     assert isinstance(adf_to_text(value), str)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(alphabet=st.sampled_from("ab #-*`[]()1.\n>_:/htps"), max_size=60))
 def test_any_text_converts_to_a_valid_document(value: str) -> None:
     result = text_to_adf(value)
