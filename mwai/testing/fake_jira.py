@@ -47,6 +47,7 @@ log = logging.getLogger("mwai.testing.fake_jira")
 
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
 NOT_ADF = "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
+COMMENT_NOT_VALID = "Comment body is not valid!"  # what v3 says about a plain-string comment
 NOT_STRING = "Operation value must be a string"
 MAX_TEXT_CHARS = 32_767
 TOO_LONG = "The entered text is too long. It exceeds the allowed limit of 32,767 characters."
@@ -597,7 +598,8 @@ class FakeJira:
         body: Body = value
         if v3:
             if not isinstance(value, dict):
-                raise JiraFail(400, errors={field_name: NOT_ADF})
+                message = COMMENT_NOT_VALID if field_name == "comment" else NOT_ADF
+                raise JiraFail(400, errors={field_name: message})
             if adf_problems(value):
                 raise JiraFail(400, ["INVALID_INPUT"])
         elif not isinstance(value, str):

@@ -15,7 +15,7 @@ from mwai.errors import PermanentError, TransientError
 from mwai.http import HttpError
 from mwai.jira import JiraClient
 from mwai.settings import Settings
-from mwai.testing.fake_jira import NOT_ADF, NOT_FOUND, FakeJira
+from mwai.testing.fake_jira import COMMENT_NOT_VALID, NOT_ADF, NOT_FOUND, FakeJira
 from tests.conftest import SECRET, make_settings
 from tests.integration.helpers import wait_for
 
@@ -114,8 +114,14 @@ async def test_v3_comment_as_plain_string_is_rejected_like_jira(
     async with session.post(f"{fake.url}/rest/api/3/issue/{key}/comment",
                             json={"body": "just text"}, headers=fake.auth_headers()) as answer:
         assert answer.status == 400
-        assert (await answer.json())["errors"] == {"comment": NOT_ADF}
-    assert fake.comments_of(key) == []
+        assert (await answer.json())["errors"] == {"comment": COMMENT_NOT_VALID}
+    async with session.post(f"{fake.url}/rest/api/3/issue", headers=fake.auth_headers(),
+                            json={"fields": {"project": {"key": "PROJ"}, "summary": "s",
+                                             "issuetype": {"name": "Task"},
+                                             "description": "plain"}}) as answer:
+        assert answer.status == 400
+        assert (await answer.json())["errors"] == {"description": NOT_ADF}
+    assert fake.comments_of(key) == [] and len(fake.issues) == 1
 
 
 async def test_v2_mode_sends_and_reads_plain_strings(
