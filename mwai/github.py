@@ -2,11 +2,22 @@
 
 REST for pull requests (create / list by head / update); GraphQL for
 ``markPullRequestReadyForReview`` because REST cannot turn a draft into a ready PR.
+
+Auth: a token (GH_TOKEN), or a GitHub App: a JWT signed with the app's private key
+buys a one-hour installation token, refreshed a few minutes before it expires.
+``GitHubClient.token()`` gives the current one (also what git push should use).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +32,61 @@ READY_MUTATION = (
     "mutation($id:ID!){markPullRequestReadyForReview(input:{pullRequestId:$id})"
     "{pullRequest{isDraft}}}"
 )
+
+
+# An installation token is renewed this long before GitHub says it expires.
+TOKEN_REFRESH_MARGIN_S = 300.0
+JWT_LIFETIME_S = 540  # GitHub allows at most 10 minutes
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    app_id: str  # the app's ID or client ID (the JWT issuer)
+    private_key_pem: str
+    installation_id: str
+
+
+def app_credentials(settings: Settings) -> AppCredentials | None:
+    """The GitHub App of the settings (GH_APP_ID, GH_APP_PRIVATE_KEY_FILE,
+    GH_APP_INSTALLATION_ID), or None to use GH_TOKEN."""
+    app_id = str(getattr(settings, "gh_app_id", "") or "")
+    if not app_id:
+        return None
+    key_file = str(getattr(settings, "gh_app_private_key_file", "") or "")
+    installation_id = str(getattr(settings, "gh_app_installation_id", "") or "")
+    if not key_file or not installation_id:
+        raise PermanentError("GH_APP_ID is set: GH_APP_PRIVATE_KEY_FILE and "
+                             "GH_APP_INSTALLATION_ID are needed too")
+    try:
+        pem = Path(key_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PermanentError(f"cannot read GH_APP_PRIVATE_KEY_FILE {key_file}: "
+                             f"{exc.strerror}") from None
+    return AppCredentials(app_id, pem, installation_id)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def app_jwt(app: AppCredentials, now_s: float | None = None) -> str:
+    """The RS256 JWT that authenticates as the app (iat 60 s in the past for clock drift)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    now = int(time.time() if now_s is None else now_s)
+    try:
+        key = serialization.load_pem_private_key(app.private_key_pem.encode(), password=None)
+    except ValueError:
+        raise PermanentError("the GitHub App private key is not an unencrypted PEM key: "
+                             "download a new one from the app's settings page") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise PermanentError("the GitHub App private key is not an RSA key")
+    header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    claims = _b64url(json.dumps({"iat": now - 60, "exp": now + JWT_LIFETIME_S,
+                                 "iss": app.app_id}).encode())
+    signature = key.sign(f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{header}.{claims}.{_b64url(signature)}"
 
 
 @dataclass(frozen=True)
@@ -70,13 +136,15 @@ class GitHubClient:
         settings: Settings,
         session: aiohttp.ClientSession,
         observer: CallObserver | None = None,
+        *,
+        app: AppCredentials | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.api = ApiClient(
             "github",
             settings.github_api_url,
             session,
             headers={
-                "Authorization": f"Bearer {settings.gh_token}",
                 "X-GitHub-Api-Version": GITHUB_API_VERSION,
                 "Accept": "application/vnd.github+json",
             },
@@ -85,9 +153,48 @@ class GitHubClient:
             observer=observer,
         )
         self.graphql_url = graphql_url(settings.github_api_url)
+        self.app = app if app is not None else app_credentials(settings)
+        self._static_token = settings.gh_token
+        self._clock = clock
+        self._installation_token = ""
+        self._token_expires_s = 0.0
+        self._token_lock = asyncio.Lock()
+
+    async def token(self) -> str:
+        """GH_TOKEN, or the GitHub App's installation token (renewed before it expires)."""
+        if self.app is None:
+            return self._static_token
+        async with self._token_lock:
+            if self._clock() < self._token_expires_s - TOKEN_REFRESH_MARGIN_S:
+                return self._installation_token
+            answer = await self.api.request(
+                "POST", f"/app/installations/{self.app.installation_id}/access_tokens",
+                headers={"Authorization": f"Bearer {app_jwt(self.app)}"},
+            )
+            document = answer.json()
+            try:
+                token = str(document["token"])
+                expires = datetime.fromisoformat(str(document["expires_at"]).replace("Z",
+                                                                                     "+00:00"))
+            except (KeyError, TypeError, ValueError):
+                raise PermanentError("github answered the installation token request without "
+                                     "token and expires_at") from None
+            # expires_at is in GitHub's clock; keep the same lifetime on ours.
+            self._installation_token = token
+            self._token_expires_s = self._clock() + (expires.timestamp() - time.time())
+            return token
+
+    async def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token()}"}
 
     async def whoami(self) -> dict[str, Any]:
-        document = (await self.api.request("GET", "/user")).json()
+        """GET /user with a token; GET /app (the app itself) for a GitHub App."""
+        if self.app is not None:
+            answer = await self.api.request(
+                "GET", "/app", headers={"Authorization": f"Bearer {app_jwt(self.app)}"})
+        else:
+            answer = await self.api.request("GET", "/user", headers=await self._auth())
+        document = answer.json()
         return document if isinstance(document, dict) else {}
 
     async def find_pr(self, repo: str, branch: str) -> PullRequest | None:
@@ -96,6 +203,7 @@ class GitHubClient:
         answer = await self.api.request(
             "GET", f"/repos/{owner}/{name}/pulls",
             params={"head": f"{owner}:{branch}", "state": "open", "per_page": 10},
+            headers=await self._auth(),
         )
         pulls = answer.json()
         if not isinstance(pulls, list):
@@ -120,7 +228,7 @@ class GitHubClient:
         answer = await self.api.request(
             "POST", path,
             json={"title": title, "head": branch, "base": base, "body": body, "draft": draft},
-            ok=frozenset({422}),
+            ok=frozenset({422}), headers=await self._auth(),
         )
         if answer.status != 422:
             return PullRequest.from_json(answer.json()), True
@@ -135,6 +243,7 @@ class GitHubClient:
             )
         updated = await self.api.request(
             "PATCH", f"{path}/{existing.number}", json={"title": title, "body": body},
+            headers=await self._auth(),
         )
         return PullRequest.from_json(updated.json()), False
 
@@ -145,6 +254,7 @@ class GitHubClient:
         answer = await self.api.request(
             "POST", self.graphql_url,
             json={"query": READY_MUTATION, "variables": {"id": pr.node_id}},
+            headers=await self._auth(),
         )
         document = answer.json()
         errors = document.get("errors") if isinstance(document, dict) else None

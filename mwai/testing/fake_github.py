@@ -7,6 +7,10 @@ Serves ``GET /user``, ``POST/GET /repos/{o}/{r}/pulls``, ``GET/PATCH
 "Validation Failed" for a second open pull request of the same head and base.
 ``enterprise=True`` serves REST under ``/api/v3`` and GraphQL at ``/api/graphql``
 like GitHub Enterprise Server. Faults: 429 + Retry-After, 500/502, slow, HTML.
+With ``app=FakeApp(...)`` it also plays a GitHub App: ``GET /app`` and
+``POST /app/installations/{id}/access_tokens`` take an RS256 JWT (checked against the
+app's public key, issuer and lifetime) and hand out expiring installation tokens that
+the other endpoints accept.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import base64
 import itertools
 import json
 import re
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +56,62 @@ class FakeRepo:
     pulls: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class FakeApp:
+    app_id: str
+    public_key_pem: str
+    installation_id: str = "42"
+    token_lifetime_s: float = 3600.0
+    issued: dict[str, float] = field(default_factory=dict)  # token -> expiry (epoch s)
+
+
+def _b64decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def jwt_problem(app: FakeApp, token: str, now_s: float) -> str | None:
+    """Why GitHub would refuse this app JWT, or None when it is valid."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        return "A JSON web token could not be decoded"
+    try:
+        header, claims = (json.loads(_b64decode(p)) for p in parts[:2])
+        signature = _b64decode(parts[2])
+    except ValueError:
+        return "A JSON web token could not be decoded"
+    if header.get("alg") != "RS256":
+        return "JWT must be signed with RS256"
+    key = serialization.load_pem_public_key(app.public_key_pem.encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    try:
+        key.verify(signature, f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(),
+                   hashes.SHA256())
+    except InvalidSignature:
+        return "A JSON web token could not be decoded"
+    if str(claims.get("iss")) != app.app_id:
+        return "'Issuer' claim ('iss') must be an Integer"
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if not isinstance(iat, int) or iat > now_s + 5:
+        return "'Issued at' claim ('iat') must be an Integer representing a time in the past"
+    if not isinstance(exp, int) or exp <= now_s:
+        return "'Expiration time' claim ('exp') must be a numeric value representing the " \
+               "future time at which the assertion expires"
+    if exp - iat > 660:
+        return "'Expiration time' claim ('exp') is too far in the future"
+    return None
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The JSON object sent (the middleware already refused anything else), or {}."""
+    raw = await request.read()
+    document: dict[str, Any] = json.loads(raw) if raw else {}
+    return document
+
+
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response(
         {"message": message, "documentation_url": DOCS, "status": str(status), **extra},
@@ -64,8 +126,10 @@ class FakeGitHub:
         token: str = "test-gh-token",
         login: str = "mwai-bot",
         enterprise: bool = False,
+        app: FakeApp | None = None,
     ) -> None:
         self.token = token
+        self.github_app = app
         self.login = login
         self.repos = {repo: FakeRepo(repo.partition("/")[0], repo.partition("/")[2])
                       for repo in repos}
@@ -74,6 +138,7 @@ class FakeGitHub:
         self.requests: list[RecordedRequest] = []
         self.faults: deque[Fault] = deque()
         self._numbers = itertools.count(1)
+        self._token_numbers = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -92,6 +157,9 @@ class FakeGitHub:
         app = web.Application(middlewares=[self._middleware])
         prefix = self.rest_prefix
         app.router.add_get(f"{prefix}/user", self._user)
+        app.router.add_get(f"{prefix}/app", self._app)
+        app.router.add_post(f"{prefix}/app/installations/{{installation}}/access_tokens",
+                            self._access_token)
         app.router.add_post(f"{prefix}/repos/{{owner}}/{{name}}/pulls", self._create)
         app.router.add_get(f"{prefix}/repos/{{owner}}/{{name}}/pulls", self._list)
         app.router.add_get(f"{prefix}/repos/{{owner}}/{{name}}/pulls/{{number}}", self._get)
@@ -161,7 +229,12 @@ class FakeGitHub:
 
     async def _answer(self, request: web.Request, handler: Any, recorded: RecordedRequest
                       ) -> web.StreamResponse:
-        if not self._authorized(request.headers.get("Authorization", "")):
+        app_path = f"{self.rest_prefix}/app"
+        if request.path == app_path or request.path.startswith(app_path + "/"):
+            problem = self._app_problem(request.headers.get("Authorization", ""))
+            if problem:
+                return _error(401, problem)
+        elif not self._authorized(request.headers.get("Authorization", "")):
             return _error(401, "Bad credentials")
         fault = self.faults.popleft() if self.faults else None
         if fault is not None and fault.kind == "slow":
@@ -175,18 +248,32 @@ class FakeGitHub:
             return limited
         elif fault is not None:
             return _error(int(fault.kind), "Server Error")
-        if request.method in ("POST", "PATCH") and not isinstance(recorded.json, dict):
+        if recorded.json is not None and not isinstance(recorded.json, dict):
             return _error(400, "Problems parsing JSON")
         response: web.StreamResponse = await handler(request)
         return response
 
+    def _app_problem(self, header: str) -> str | None:
+        if self.github_app is None:
+            return "Bad credentials"
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return "A JSON web token could not be decoded"
+        return jwt_problem(self.github_app, credentials, time.time())
+
+    def _valid_token(self, token: str) -> bool:
+        if token == self.token:
+            return True
+        expiry = self.github_app.issued.get(token) if self.github_app else None
+        return expiry is not None and expiry > time.time()
+
     def _authorized(self, header: str) -> bool:
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() in ("bearer", "token"):
-            return credentials == self.token
+            return self._valid_token(credentials)
         if scheme.lower() == "basic":  # git-style x-access-token:<token>
             decoded = base64.b64decode(credentials.encode()).decode("utf-8", "replace")
-            return decoded.partition(":")[2] == self.token
+            return self._valid_token(decoded.partition(":")[2])
         return False
 
     def _repo(self, request: web.Request) -> FakeRepo | None:
@@ -222,11 +309,30 @@ class FakeGitHub:
     async def _user(self, request: web.Request) -> web.Response:
         return web.json_response({"login": self.login, "id": 1, "type": "User"})
 
+    async def _app(self, request: web.Request) -> web.Response:
+        assert self.github_app is not None
+        return web.json_response({"id": self.github_app.app_id, "slug": "mwai-fake",
+                                  "name": "mwai (fake)"})
+
+    async def _access_token(self, request: web.Request) -> web.Response:
+        app = self.github_app
+        assert app is not None
+        if request.match_info["installation"] != app.installation_id:
+            return _error(404, "Not Found")
+        token = f"ghs_fake{next(self._token_numbers):04d}"
+        expiry = time.time() + app.token_lifetime_s
+        app.issued[token] = expiry
+        expires_at = datetime.fromtimestamp(expiry, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return web.json_response({"token": token, "expires_at": expires_at,
+                                  "permissions": {"contents": "write",
+                                                  "pull_requests": "write"},
+                                  "repository_selection": "selected"}, status=201)
+
     async def _create(self, request: web.Request) -> web.Response:
         repo = self._repo(request)
         if repo is None:
             return _error(404, "Not Found")
-        document = await request.json()
+        document = await _body(request)
         missing = [name for name in ("head", "base") if not document.get(name)]
         if not document.get("title") and not document.get("issue"):
             missing.insert(0, "title")
@@ -278,7 +384,7 @@ class FakeGitHub:
         pull = self._find(request)
         if pull is None:
             return _error(404, "Not Found")
-        document = await request.json()
+        document = await _body(request)
         for name in ("title", "body", "state"):
             if name in document:
                 pull[name] = document[name]
@@ -290,7 +396,7 @@ class FakeGitHub:
     # -- GraphQL --------------------------------------------------------------------------
 
     async def _graphql(self, request: web.Request) -> web.Response:
-        document = await request.json()
+        document = await _body(request)
         query = str(document.get("query", ""))
         variables = document.get("variables") or {}
         if "markPullRequestReadyForReview" not in query:

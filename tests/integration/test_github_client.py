@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 
 from mwai.errors import PermanentError, TransientError
-from mwai.github import GitHubClient, PullRequest, graphql_url
+from mwai.github import (
+    AppCredentials,
+    GitHubClient,
+    PullRequest,
+    app_credentials,
+    app_jwt,
+    graphql_url,
+)
 from mwai.http import HttpError, new_session
-from mwai.testing.fake_github import FakeGitHub
+from mwai.testing.fake_github import FakeApp, FakeGitHub, jwt_problem
 from tests.conftest import make_settings
 
 REPO = "acme/app"
@@ -164,3 +172,82 @@ async def test_other_422_is_not_mistaken_for_an_existing_pr(
 
 async def test_whoami(tmp_path: Path, fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
     assert (await client_for(tmp_path, fake, session).whoami())["login"] == "mwai-bot"
+
+
+# -- GitHub App auth ---------------------------------------------------------------------
+
+
+def rsa_key_pair() -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo
+                                           ).decode()
+    return private, public
+
+
+async def test_github_app_installation_token_is_used_and_renewed(
+        tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    private, public = rsa_key_pair()
+    now = [1_000.0]
+    async with FakeGitHub((REPO,), token="static-token-unused",
+                          app=FakeApp("12345", public, installation_id="77")) as fake:
+        settings = make_settings(tmp_path, gh_token="", github_api_url=fake.api_url)
+        github = GitHubClient(settings, session, app=AppCredentials("12345", private, "77"),
+                              clock=lambda: now[0])
+        pr, _ = await github.open_or_update_pr(REPO, BRANCH, "main", "t", "b")
+        await github.find_pr(REPO, BRANCH)
+
+        token_request, create, listing = fake.requests
+        assert token_request.path == "/app/installations/77/access_tokens"
+        assert token_request.status == 201
+        jwt = token_request.headers["Authorization"].removeprefix("Bearer ")
+        assert len(jwt.split(".")) == 3
+        issued = next(iter(fake.github_app.issued))  # type: ignore[union-attr]
+        assert create.headers["Authorization"] == f"Bearer {issued}"
+        assert listing.headers["Authorization"] == f"Bearer {issued}"
+        assert await github.token() == issued
+
+        now[0] += 3600 - 200  # within the refresh margin of the one-hour token
+        await github.mark_ready(REPO, pr)
+        assert [r.path for r in fake.requests[3:]] == [
+            "/app/installations/77/access_tokens", "/graphql"]
+        assert await github.token() != issued
+        assert (await github.whoami())["id"] == "12345"
+
+
+async def test_github_app_with_the_wrong_key_is_refused(
+        tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    _, public = rsa_key_pair()
+    other_private, _ = rsa_key_pair()
+    async with FakeGitHub((REPO,), app=FakeApp("12345", public)) as fake:
+        settings = make_settings(tmp_path, gh_token="", github_api_url=fake.api_url)
+        github = GitHubClient(settings, session,
+                              app=AppCredentials("12345", other_private, "42"))
+        with pytest.raises(HttpError) as caught:
+            await github.find_pr(REPO, BRANCH)
+    assert caught.value.status == 401 and "could not be decoded" in str(caught.value)
+
+
+def test_app_settings_are_read_from_the_key_file(tmp_path: Path) -> None:
+    private, public = rsa_key_pair()
+    key_file = tmp_path / "app.pem"
+    key_file.write_text(private)
+    settings = make_settings(tmp_path)
+    assert app_credentials(settings) is None  # no GH_APP_ID: GH_TOKEN is used
+    with_app = SimpleNamespace(gh_app_id="9", gh_app_private_key_file=str(key_file),
+                               gh_app_installation_id="5")
+    credentials = app_credentials(with_app)  # type: ignore[arg-type]
+    assert credentials == AppCredentials("9", private, "5")
+    token = app_jwt(credentials, now_s=10_000)
+    assert jwt_problem(FakeApp("9", public), token, now_s=10_000) is None
+    assert "exp" in str(jwt_problem(FakeApp("9", public), token, now_s=20_000))
+    missing = SimpleNamespace(gh_app_id="9", gh_app_private_key_file=str(tmp_path / "nope"),
+                              gh_app_installation_id="5")
+    with pytest.raises(PermanentError, match="cannot read GH_APP_PRIVATE_KEY_FILE"):
+        app_credentials(missing)  # type: ignore[arg-type]
