@@ -83,14 +83,15 @@ class DemoStack:
     """Fakes + sample origin + mwai's app on 127.0.0.1, under one directory."""
 
     def __init__(self, root: Path, *, plan: dict[str, Any] | None = None,
-                 listen_port: int = 0, **settings_changes: Any) -> None:
+                 listen_port: int = 0, github_repos: tuple[str, ...] = (GITHUB_REPO,),
+                 **settings_changes: Any) -> None:
         self.root = Path(root)
         self.plan = plan or DEMO_PLAN
         self.listen_port = listen_port
         self.settings_changes = settings_changes
         self.secret = secrets.token_urlsafe(24)
         self.jira = FakeJira(webhook_secret=self.secret)
-        self.github = FakeGitHub((GITHUB_REPO,), token="demo-" + secrets.token_hex(8))
+        self.github = FakeGitHub(github_repos, token="demo-" + secrets.token_hex(8))
         self.llm = FakeLlm(plan_script(self.plan),
                            anthropic_key="demo-" + secrets.token_hex(8))
         self.origin = self.root / "origin.git"
@@ -142,7 +143,9 @@ class DemoStack:
         )
         return dataclasses.replace(base, **self.settings_changes)
 
-    async def start(self, processor: Processor | None = None) -> DemoStack:
+    async def start(self, make_processor: Callable[[Settings], Processor] | None = None
+                    ) -> DemoStack:
+        """Start everything; ``make_processor`` replaces MWAI_PROCESSOR's (tests)."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.origin.exists():
             make_sample_origin(self.origin)
@@ -150,6 +153,7 @@ class DemoStack:
         await self.github.start()
         await self.llm.start()
         self.settings = self.make_settings()
+        processor = make_processor(self.settings) if make_processor else None
         self.runner = web.AppRunner(create_app(self.settings, processor), access_log=None,
                                     handle_signals=False, shutdown_timeout=2)
         await self.runner.setup()

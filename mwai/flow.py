@@ -96,6 +96,7 @@ class _Run:
     done: dict[str, dict[str, Any]]
     step: str = "read the issue"
     usage: _Usage = field(default_factory=_Usage)
+    action: Action | None = None
 
     @classmethod
     async def load(cls, ctx: RunContext) -> _Run:
@@ -225,13 +226,14 @@ class JiraProcessor:
         run.step = "read the issue"
         issue = await self.jira.get_issue(ctx.run.issue_key)
         decision = route(issue, self.settings)
-        journaled = set(run.done) - {"agent", "failure_comment"}
-        resumed = ctx.run.action if journaled and ctx.run.action else None
-        if resumed is not None and resumed != decision.action.value:
-            # An earlier attempt began this action and moved the issue on half-way:
-            # finish that action instead of re-deciding from the half-changed state.
+        resumed = ctx.run.action if set(run.done) - {"agent"} and ctx.run.action else None
+        if resumed not in (None, Action.NOOP.value, decision.action.value):
+            # An earlier attempt began this action and moved the issue on half-way (or
+            # failed and handed the issue to the human, and an operator requeued the
+            # run): finish that action instead of re-deciding from the changed state.
             decision = Decision(Action(resumed), f"resuming {resumed} begun by an earlier "
                                                  f"attempt (issue now: {decision.reason})")
+        run.action = decision.action
         await ctx.record(action=decision.action.value)
         await ctx.event(f"Action: {decision.action.value}", action=decision.action.value,
                         reason=decision.reason, status=issue.status)
@@ -263,18 +265,24 @@ class JiraProcessor:
             return
         key, run_id = run.ctx.run.issue_key, run.id
         short = error if len(error) <= ERROR_MAX_CHARS else error[:ERROR_MAX_CHARS] + "..."
+        # Handing the issue to the human stops queued duplicate triggers from running
+        # the failing action again; assigning it back to AI is the way to retry.
+        hand_over = run.action in (Action.PLAN, Action.START, Action.EXECUTE)
         text = (
             f"mwai could not finish run {run_id} on {key}: {short}\n\n"
-            f"To retry once the cause is fixed: run `mwai requeue {run_id}` on the mwai "
-            "server, or assign this ticket to the AI account again.\n"
+            "To retry once the cause is fixed: assign this ticket to the AI account again, "
+            f"or run `mwai requeue {run_id}` on the mwai server.\n"
             f"{run_marker(run_id)}"
         )
         try:
             comment_id = await self.jira.add_comment(key, text)
             await run.journal("failure_comment", "Failure reported on Jira",
                               comment_id=comment_id)
+            if hand_over and self.settings.jira_human_account_id:
+                await self._assign(run, key, self.settings.jira_human_account_id,
+                                   "failure_assign")
         except Exception as exc:  # the original error matters more than this one
-            log.warning("Could not post the failure comment on Jira", extra={
+            log.warning("Could not report the failure on Jira", extra={
                 "error": scrub(str(exc), self.settings.secret_values())})
 
     async def _transition(self, run: _Run, key: str, status: str, step: str) -> None:

@@ -1,0 +1,304 @@
+"""End to end: mwai's app, workers and SQLite file, real git with a local bare origin,
+the demo agent as a real subprocess, and in-process fakes of Jira, GitHub and the LLM.
+
+Each test drives the story the way people do in Jira (assign, approve, comment,
+move) and checks what they would look at: Jira statuses and comments, the pull
+request, the commits on the branch, the runs table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mwai import agent as agent_module
+from mwai.agent import AgentResult
+from mwai.demo import DEMO_PLAN, GITHUB_REPO, DemoStack, demo_agent_command, play_story
+from mwai.flow import JiraProcessor
+from mwai.llm import LlmClient
+from mwai.planner import PLAN_MARKER
+from mwai.settings import Settings
+from mwai.testing.sample_repo import git_branches, git_log, git_show, make_sample_origin
+
+ONE_SUBTASK_PLAN: dict[str, Any] = {
+    **DEMO_PLAN,
+    "subtasks": [{"summary": "Add a greet() helper",
+                  "description": "Add greet(name) returning 'Hello, <name>!'."}],
+}
+
+StackFactory = Callable[..., Awaitable[DemoStack]]
+
+
+@pytest.fixture
+async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
+    stacks: list[DemoStack] = []
+
+    async def make(*, make_processor: Callable[[Settings], Any] | None = None,
+                   **changes: Any) -> DemoStack:
+        stack = DemoStack(tmp_path / f"stack{len(stacks)}", **changes)
+        stacks.append(stack)
+        return await stack.start(make_processor)
+
+    yield make
+    for stack in stacks:
+        await stack.stop()
+
+
+async def settle(stack: DemoStack, what: str, condition: Callable[[], bool],
+                 timeout_s: float = 30.0) -> None:
+    if not await stack.wait_for(condition, timeout_s):
+        runs = await all_runs(stack)
+        pytest.fail(f"timed out waiting for {what}; runs: {runs}")
+
+
+async def all_runs(stack: DemoStack) -> list[dict[str, Any]]:
+    rows = await stack.store.read_query("ops_runs_recent", since=0, limit=500)
+    return [await stack.store.get_run(int(row["id"])) for row in rows]
+
+
+async def all_events(stack: DemoStack) -> list[dict[str, Any]]:
+    return await stack.store.read_query("events_since", after_id=0, limit=100_000)
+
+
+async def approved_parent(stack: DemoStack, project: str = "DEMO") -> str:
+    """A parent ticket assigned to AI, planned, and approved by the human."""
+    jira = stack.jira
+    parent = jira.create_issue(project=project, summary="Greet users by name",
+                               description="Users want to be greeted by name.")
+    jira.human_assign(parent, jira.ai_account_id)
+    await settle(stack, "the plan", lambda: jira.issue(parent).status == "Plan Review")
+    jira.human_transition(parent, "In Progress", assignee=jira.ai_account_id)
+    return parent
+
+
+def statuses(stack: DemoStack, parent: str) -> list[str]:
+    return [sub.status for sub in stack.jira.subtasks_of(parent)]
+
+
+async def test_whole_story(make_stack: StackFactory) -> None:
+    stack = await make_stack()
+    lines: list[str] = []
+    result = await play_story(stack, lines.append)
+    jira = stack.jira
+    parent = result["parent"]
+    subs = result["subtasks"]
+
+    assert jira.issue(parent).status == "Done"
+    assert [jira.issue(key).status for key in subs] == ["Done", "Done"]
+    assert [jira.issue(key).summary for key in subs] == [
+        "Add a greet() helper", "Document greet() in the README"]
+    plan_comments = [c for c in jira.comments_of(parent) if PLAN_MARKER in c]
+    assert len(plan_comments) == 1
+    assert "Add a greet() helper" in plan_comments[0]
+
+    pulls = stack.github.pulls(GITHUB_REPO)
+    assert len(pulls) == 1
+    pr = pulls[0]
+    branch = pr["head"]["ref"]
+    assert branch.startswith(f"ai/{parent}-greet-users")
+    assert pr["base"]["ref"] == "main" and pr["draft"] is False
+    assert git_log(stack.origin, branch) == [
+        f"{subs[1]}: Document greet() in the README", f"{subs[0]}: Add a greet() helper",
+        "Initial sample project"]
+    assert f"- {subs[0]}: Add a greet() helper" in git_show(stack.origin, branch,
+                                                             "CHANGELOG.md")
+
+    for key in subs:
+        results = [c for c in jira.comments_of(key) if "Pull request:" in c]
+        assert len(results) == 1, jira.comments_of(key)
+        assert branch in results[0] and pr["html_url"] in results[0]
+    assert any("ready for review" in c for c in jira.comments_of(parent))
+
+    runs = await all_runs(stack)
+    assert not [r for r in runs if r["status"] != "completed"]
+    executed = [r for r in runs if r["action"] == "execute"]
+    assert {r["issue_key"] for r in executed} == set(subs)
+    for run in executed:
+        assert run["branch"] == branch and run["pr_url"] == pr["html_url"]
+        assert run["cost_usd"] is not None and run["input_tokens"]
+    pushes = [e for e in await all_events(stack) if '"step":"push"' in e["meta_json"]]
+    assert len(pushes) == 2
+    assert any("Action: plan" in line for line in lines)
+
+
+async def test_rework_gets_a_second_commit_on_the_same_branch_and_pr(
+        make_stack: StackFactory) -> None:
+    prompts: list[str] = []
+
+    async def recording_agent(settings: Settings, worktree: Path, prompt: str,
+                              llm: LlmClient | None) -> AgentResult:
+        prompts.append(prompt)
+        return await agent_module.run_agent(settings, worktree, prompt, llm)
+
+    stack = await make_stack(
+        plan=ONE_SUBTASK_PLAN,
+        make_processor=lambda s: JiraProcessor(s, run_agent=recording_agent))
+    jira = stack.jira
+    parent = await approved_parent(stack)
+    await settle(stack, "the first change", lambda: statuses(stack, parent) == ["In Testing"])
+    sub = jira.subtasks_of(parent)[0].key
+    feedback = "Please also greet an empty name as 'Hello, friend!'"
+    jira.human_comment(sub, feedback)
+    jira.human_transition(sub, "In Progress", assignee=jira.ai_account_id)
+    await settle(stack, "the rework", lambda: len(
+        [c for c in jira.comments_of(sub) if "Pull request:" in c]) == 2)
+
+    assert jira.issue(sub).status == "In Testing"
+    assert jira.issue(sub).assignee_account_id == jira.human_account_id
+    assert len(prompts) == 2
+    assert feedback not in prompts[0]
+    assert feedback in prompts[1]
+    pulls = stack.github.pulls(GITHUB_REPO)
+    assert len(pulls) == 1
+    branch = pulls[0]["head"]["ref"]
+    assert git_log(stack.origin, branch)[:2] == [f"{sub}: Add a greet() helper"] * 2
+    assert "Revision 2" in git_show(stack.origin, branch, f"docs/changes/{sub}.md")
+
+
+async def test_multi_repo_routing_by_project_key(make_stack: StackFactory,
+                                                 tmp_path: Path) -> None:
+    other = make_sample_origin(tmp_path / "other.git")
+    first = tmp_path / "stack0" / "origin.git"
+    repos_file = tmp_path / "repos.toml"
+    repos_file.write_text(
+        f'[projects.DEMO]\nrepo_url = "{first}"\nbase_branch = "main"\n'
+        f'github_repo = "{GITHUB_REPO}"\n\n'
+        f'[projects.OTHER]\nrepo_url = "{other}"\nbase_branch = "main"\n'
+        'github_repo = "acme/other"\n', encoding="utf-8")
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN, github_repos=(GITHUB_REPO, "acme/other"),
+                             repos_file=str(repos_file), repo_url="", gh_repo="")
+    parent = await approved_parent(stack, project="OTHER")
+    await settle(stack, "the change", lambda: statuses(stack, parent) == ["In Testing"])
+
+    assert stack.github.pulls(GITHUB_REPO) == []
+    pulls = stack.github.pulls("acme/other")
+    assert len(pulls) == 1
+    branch = pulls[0]["head"]["ref"]
+    assert branch.startswith(f"ai/{parent}-")
+    assert git_log(other, branch)[0].startswith(f"{stack.jira.subtasks_of(parent)[0].key}: ")
+    assert git_branches(stack.origin) == ["main"]
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as status:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except FileNotFoundError:
+        return True
+
+
+async def test_agent_timeout_kills_the_group_fails_the_run_and_tells_jira(
+        make_stack: StackFactory, tmp_path: Path) -> None:
+    pid_file = tmp_path / "agent.pids"
+    command = shlex.join([sys.executable, "-m", "mwai.testing.demo_agent", "--mode", "hang",
+                          "--spawn-child", "--pid-file", str(pid_file)])
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN, agent_command=command,
+                             agent_timeout_s=1.0)
+    jira = stack.jira
+    parent = await approved_parent(stack)
+    await settle(stack, "the failure comment", lambda: any(
+        "could not finish" in c for s in jira.subtasks_of(parent) for c in
+        jira.comments_of(s.key)))
+
+    sub = jira.subtasks_of(parent)[0].key
+    failed = [r for r in await all_runs(stack) if r["status"] == "failed"]
+    assert [r["issue_key"] for r in failed] == [sub]
+    assert "run the agent" in failed[0]["last_error"]
+    assert "timed out" in failed[0]["last_error"]
+    comments = [c for c in jira.comments_of(sub) if "could not finish" in c]
+    assert len(comments) == 1
+    assert f"mwai requeue {failed[0]['id']}" in comments[0]
+    assert jira.issue(sub).assignee_account_id == jira.human_account_id
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
+    assert all(_process_gone(pid) for pid in pids)
+    assert stack.github.pulls(GITHUB_REPO) == []
+
+
+async def test_agent_that_changes_nothing_blocks_the_subtask(make_stack: StackFactory) -> None:
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN, agent_command=demo_agent_command("nothing"))
+    jira = stack.jira
+    parent = await approved_parent(stack)
+    await settle(stack, "the blocked sub-task", lambda: statuses(stack, parent) == ["Blocked"])
+
+    sub = jira.issue(jira.subtasks_of(parent)[0].key)
+    assert sub.assignee_account_id == jira.human_account_id
+    comments = jira.comments_of(sub.key)
+    assert len(comments) == 1
+    assert "without changing any file" in comments[0]
+    assert "Nothing to change for" in comments[0]  # the agent's last message
+    assert stack.github.pulls(GITHUB_REPO) == []
+    assert git_branches(stack.origin) == ["main"]
+    assert all(r["status"] == "completed" for r in await all_runs(stack))
+
+
+async def test_jira_429_then_success(make_stack: StackFactory) -> None:
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN)
+    jira = stack.jira
+    parent = jira.create_issue(project="DEMO", summary="Greet users by name")
+    jira.fail_next(2, 429, retry_after_s=0.2, match="/rest/api/3/issue/")
+    jira.human_assign(parent, jira.ai_account_id)
+    await settle(stack, "the plan", lambda: jira.issue(parent).status == "Plan Review")
+
+    assert len([r for r in jira.requests if r.status == 429]) == 2
+    assert len([c for c in jira.comments_of(parent) if PLAN_MARKER in c]) == 1
+    plan_runs = [r for r in await all_runs(stack) if r["action"] == "plan"]
+    assert [(r["status"], r["attempts"]) for r in plan_runs] == [("completed", 1)]
+
+
+async def test_jira_500_until_attempts_run_out(make_stack: StackFactory) -> None:
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN, max_attempts=2, http_retries=1)
+    jira = stack.jira
+    parent = jira.create_issue(project="DEMO", summary="Greet users by name")
+    jira.fail_next(50, 500, match=f"GET /rest/api/3/issue/{parent}")
+    jira.human_assign(parent, jira.ai_account_id)
+    await settle(stack, "the failed run", lambda: any(
+        "could not finish" in c for c in jira.comments_of(parent)))
+    jira.faults.clear()
+
+    runs = await all_runs(stack)
+    assert len(runs) == 1
+    run = runs[0]
+    assert (run["status"], run["attempts"]) == ("failed", 2)
+    assert "read the issue" in run["last_error"] and "500" in run["last_error"]
+    failures = [c for c in jira.comments_of(parent) if "could not finish" in c]
+    assert len(failures) == 1
+    assert f"mwai requeue {run['id']}" in failures[0]
+    assert jira.issue(parent).status == "Backlog"
+
+
+async def test_no_secret_in_events_logs_comments_or_agent_environment(
+        make_stack: StackFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    env_dump = tmp_path / "agent-env.json"
+    command = shlex.join([sys.executable, "-m", "mwai.testing.demo_agent", "--mode",
+                          "dump-env", "--dump-file", str(env_dump)])
+    stack = await make_stack(agent_command=command)
+    result = await play_story(stack, lambda line: None)
+    assert stack.settings is not None
+    secrets = stack.settings.secret_values()
+    assert len(secrets) >= 4  # webhook secret, Jira token, GitHub token, LLM key
+
+    texts = [json.dumps(dict(e)) for e in await all_events(stack)]
+    texts += [json.dumps({k: v for k, v in r.items()}) for r in await all_runs(stack)]
+    for issue in stack.jira.issues.values():
+        texts += stack.jira.comments_of(issue.key)
+    texts += [json.dumps(pr) for pr in stack.github.pulls(GITHUB_REPO)]
+    texts += [record.getMessage() + repr(record.__dict__) for record in caplog.records]
+    agent_env = json.loads(env_dump.read_text())
+    texts += [f"{name}={value}" for name, value in agent_env.items()]
+    texts += git_log(stack.origin, result["branch"])
+    assert texts
+    for secret in secrets:
+        leaks = [text[:200] for text in texts if secret in text]
+        assert not leaks, f"a secret leaked into: {leaks}"
+    assert "JIRA_API_TOKEN" not in agent_env and "GH_TOKEN" not in agent_env
+    assert os.environ.get("PATH") is None or "PATH" in agent_env
