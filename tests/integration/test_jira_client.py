@@ -16,8 +16,9 @@ from mwai.http import HttpError
 from mwai.jira import JiraClient
 from mwai.settings import Settings
 from mwai.testing.fake_jira import COMMENT_NOT_VALID, NOT_ADF, NOT_FOUND, FakeJira
+from mwai.web import create_app
 from tests.conftest import SECRET, make_settings
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import db_rows, wait_for
 
 RETRIES = 2
 
@@ -384,3 +385,17 @@ async def test_a_comment_longer_than_jira_accepts_is_cut_not_refused(
 
     (stored,) = fake.comments_of(key)
     assert stored.startswith("agent output:\nyyy") and stored.endswith("than Jira accepts]")
+
+
+async def test_rule_payloads_are_accepted_by_the_mwai_webhook(
+        aiohttp_client: Any, settings: Settings) -> None:
+    mwai = await aiohttp_client(create_app(settings))
+    async with FakeJira(webhook_url=str(mwai.make_url("/webhook/jira")),
+                        webhook_secret=SECRET) as fake:
+        key = fake.create_issue(summary="Parent")
+        fake.human_assign(key, fake.ai_account_id)
+        await fake.wait_webhooks()
+
+        assert [d.status for d in fake.webhook_deliveries] == [200]
+        await wait_for(lambda: db_rows(settings.db, "SELECT issue_key, status FROM runs") == [
+            (key, "completed")], what="the run of the rule's webhook")
