@@ -34,7 +34,18 @@ from mwai.errors import (
 from mwai.logs import configure_logging
 from mwai.settings import SETTINGS, Settings, read_env_file
 
-COMMAND_MODULES: tuple[str, ...] = ("mwai.demo",)
+COMMAND_MODULES: tuple[str, ...] = ("mwai.demo", "mwai.bench", "mwai.ops", "mwai.alerts")
+CORE_COMMANDS = ("serve", "enqueue", "settings")
+# Which module defines a command, so `mwai serve` (start-up time matters) and
+# `mwai runs` import only what they use. A command missing here still works:
+# every module is imported when the command is not recognised.
+COMMAND_OWNERS: dict[str, str] = {
+    **dict.fromkeys(("runs", "show", "stats", "monitor", "requeue", "cancel", "unlock",
+                     "prune", "check"), "mwai.ops"),
+    "alert": "mwai.alerts",
+    "demo": "mwai.demo",
+    "bench": "mwai.bench",
+}
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -156,7 +167,19 @@ def _cmd_settings(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    words = [word for word in (sys.argv[1:] if argv is None else argv)
+             if not word.startswith("-")]
+    command = words[0] if words else ""
+    if command in CORE_COMMANDS:
+        return ()
+    owner = COMMAND_OWNERS.get(command)
+    if owner in COMMAND_MODULES:
+        return (owner,)
+    return COMMAND_MODULES
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     common = common_parser()
     parser = argparse.ArgumentParser(
         prog="mwai",
@@ -188,13 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--markdown", action="store_true", help="print a Markdown table")
     settings.set_defaults(handler=_cmd_settings)
 
-    for name in COMMAND_MODULES:
+    for name in _modules_for(argv):
         importlib.import_module(name).register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         configure_logging("text")

@@ -20,9 +20,9 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from mwai import __version__
+from mwai import __version__, http, metrics, sdnotify
 from mwai import webhook as wh
-from mwai.errors import StoreError, StoreUnavailable
+from mwai.errors import MwaiError, StoreError, StoreUnavailable
 from mwai.logs import log_context
 from mwai.processing import Processor, make_processor
 from mwai.settings import Settings
@@ -35,6 +35,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)
 POOL_KEY = web.AppKey("pool", WorkerPool)
 STARTED_KEY = web.AppKey("started_monotonic", float)
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -59,7 +60,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     """Give every request an id (X-Request-Id or a new one) and JSON errors."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID_KEY] = request_id
     with log_context(request_id=request_id):
         try:
             response = await handler(request)
@@ -102,9 +103,18 @@ async def webhook_jira(request: web.Request) -> web.Response:
         return error_response(exc.status, exc.message)
 
 
+def _single_header(request: web.Request, name: str) -> str | None:
+    """A credential header sent twice is ambiguous: refuse rather than pick one."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise wh.WebhookError(400, f"the {name} header was sent {len(values)} times; send it "
+                                   "once")
+    return values[0] if values else None
+
+
 async def _accept_webhook(request: web.Request, settings: Settings) -> web.Response:
-    header_secret = request.headers.get(wh.SECRET_HEADER)
-    signature = request.headers.get(wh.SIGNATURE_HEADER)
+    header_secret = _single_header(request, wh.SECRET_HEADER)
+    signature = _single_header(request, wh.SIGNATURE_HEADER)
     if header_secret is not None or signature is None:
         wh.authenticate(settings.jira_webhook_secret, header_secret, signature, None)
     wh.check_content_type(request.headers.get("Content-Type", ""))
@@ -113,7 +123,7 @@ async def _accept_webhook(request: web.Request, settings: Settings) -> web.Respo
     if header_secret is None:
         wh.authenticate(settings.jira_webhook_secret, None, signature, body)
     trigger = wh.to_trigger(wh.parse_body(body))
-    request_id = request["request_id"]
+    request_id = request[REQUEST_ID_KEY]
     try:
         result = await request.app[STORE_KEY].enqueue(
             trigger.issue_key,
@@ -132,6 +142,8 @@ async def _accept_webhook(request: web.Request, settings: Settings) -> web.Respo
         return error_response(503, message, {"Retry-After": str(RETRY_AFTER_S)})
     if not result.deduplicated and not result.coalesced:
         request.app[POOL_KEY].notify(1)
+    request[metrics.WEBHOOK_OUTCOME_KEY] = ("deduplicated" if result.deduplicated else
+                                            "coalesced" if result.coalesced else "queued")
     log.info("Webhook accepted", extra={
         "issue_key": trigger.issue_key, "run_id": result.run_id,
         "deduplicated": result.deduplicated, "coalesced": result.coalesced,
@@ -205,7 +217,12 @@ def _service_ctx(processor: Processor | None) -> Callable[[web.Application],
         store = Store(settings.db, settings.synchronous, settings.db_busy_timeout_ms)
         await store.open()
         chosen = processor or make_processor(settings)
-        pool = WorkerPool(store, chosen, settings)
+        app_metrics = app[metrics.METRICS_KEY]
+        pool = WorkerPool(store, chosen, settings, observer=app_metrics)
+        app_metrics.bind_pool(pool)
+        # Tasks started from here on (the workers, their runs) inherit it: the API
+        # clients of the processor count their calls without being handed the metrics.
+        http.DEFAULT_OBSERVER.set(app_metrics.api_call)
         app[STORE_KEY] = store
         app[POOL_KEY] = pool
         try:
@@ -225,16 +242,23 @@ def _service_ctx(processor: Processor | None) -> Callable[[web.Application],
 def create_app(settings: Settings, processor: Processor | None = None) -> web.Application:
     """The aiohttp application; ``processor`` overrides MWAI_PROCESSOR (tests)."""
     app = web.Application(
-        middlewares=[request_context],
+        middlewares=[request_context, metrics.count_webhooks],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings
+    app[metrics.METRICS_KEY] = metrics.Metrics()
     app[STARTED_KEY] = time.monotonic()
     app.cleanup_ctx.append(_service_ctx(processor))
     app.router.add_post("/webhook/jira", webhook_jira)
     app.router.add_get("/health", health)
     app.router.add_get("/health/detailed", health_detailed)
+    app.router.add_get("/metrics", metrics.metrics_handler(settings.metrics_token,
+                                                           _refresh_metrics))
     return app
+
+
+async def _refresh_metrics(app: web.Application) -> None:
+    await app[metrics.METRICS_KEY].refresh(app[STORE_KEY], app[SETTINGS_KEY].stuck_after_s)
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -256,8 +280,15 @@ class AccessLogger(AbstractAccessLogger):
 
 
 async def serve(settings: Settings, processor: Processor | None = None,
-                ready: Callable[[], None] | None = None) -> None:
-    """Run until SIGTERM/SIGINT: listen, work, then stop in order."""
+                ready: Callable[[], None] | None = None,
+                notifier: sdnotify.Notifier | None = None) -> None:
+    """Run until SIGTERM/SIGINT: listen, work, then stop in order.
+
+    ``notifier`` tells systemd (Type=notify) READY=1 once listening with the
+    workers running, WATCHDOG=1 while workers live, STOPPING=1 at shutdown.
+    """
+    notifier = notifier or sdnotify.Notifier()
+    watchdog: asyncio.Task[None] | None = None
     app = create_app(settings, processor)
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False,
                            shutdown_timeout=5)
@@ -269,16 +300,24 @@ async def serve(settings: Settings, processor: Processor | None = None,
     try:
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port,
                            backlog=1024, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise MwaiError(f"cannot listen on {settings.listen}: {exc.strerror}; is another "
+                            "service using that port? Set MWAI_LISTEN or --listen") from None
         log.info("Listening", extra={"listen": settings.listen, "db": settings.db,
                                      "processor": settings.processor,
                                      "workers": settings.workers, "version": __version__})
         if ready is not None:
             ready()
+        notifier.ready(f"listening on {settings.listen}, {settings.workers} workers")
+        watchdog = sdnotify.start_watchdog(notifier, lambda: app[POOL_KEY].alive > 0)
         await stop.wait()
         log.info("Stopping: no new webhooks or claims; running runs get the grace period",
                  extra={"grace_s": settings.shutdown_grace_s})
     finally:
+        notifier.stopping()
+        await sdnotify.stop_watchdog(watchdog)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await runner.cleanup()
