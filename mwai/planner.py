@@ -183,9 +183,18 @@ def _render_comments(comments: list[Comment]) -> str:
     )
 
 
-def _last_plan_index(comments: list[Comment]) -> int | None:
+def _is_plan_comment(comment: Comment, ai_account_id: str | None) -> bool:
+    """A comment carrying a plan: the marker followed by a JSON block (a human merely
+    mentioning the marker does not count), by the AI account when it is known."""
+    position = comment.body.find(PLAN_MARKER)
+    if position < 0 or "{" not in comment.body[position:]:
+        return False
+    return ai_account_id is None or comment.author_account_id == ai_account_id
+
+
+def _last_plan_index(comments: list[Comment], ai_account_id: str | None) -> int | None:
     for index in range(len(comments) - 1, -1, -1):
-        if PLAN_MARKER in comments[index].body:
+        if _is_plan_comment(comments[index], ai_account_id):
             return index
     return None
 
@@ -202,12 +211,12 @@ def build_plan_prompt(
     ai_account_id: str | None = None,
 ) -> str:
     """The user prompt: the ticket, its discussion and, after a plan, the feedback on it."""
-    plan_index = _last_plan_index(comments)
+    plan_index = _last_plan_index(comments, ai_account_id)
     earlier = comments if plan_index is None else comments[:plan_index]
     feedback = [] if plan_index is None else [
         c for c in comments[plan_index + 1:]
-        if PLAN_MARKER not in c.body and (ai_account_id is None
-                                          or c.author_account_id != ai_account_id)
+        if not _is_plan_comment(c, None) and (ai_account_id is None
+                                              or c.author_account_id != ai_account_id)
     ]
     sections = {
         "description": issue.description.strip() or "(no description)",
@@ -254,9 +263,12 @@ async def write_plan(
     try:
         return parse_plan(reply.text), replies
     except PlanError as first:
+        error = str(first)
+        if reply.stop_reason in ("max_tokens", "length"):
+            error += " (the answer was cut at the token limit: make it shorter)"
         messages += [
             {"role": "assistant", "content": _cut(reply.text, max_prompt_chars) or "(empty)"},
-            {"role": "user", "content": REPAIR_PROMPT.format(error=first)},
+            {"role": "user", "content": REPAIR_PROMPT.format(error=error)},
         ]
     repaired = await llm.complete(SYSTEM_PROMPT, messages)
     replies.append(repaired)
@@ -306,13 +318,18 @@ def format_plan_comment(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def find_latest_plan(comments: list[Comment]) -> Plan | None:
-    """The plan of the newest comment carrying PLAN_MARKER, or None if there is none."""
+def find_latest_plan(
+    comments: list[Comment], ai_account_id: str | None = None
+) -> Plan | None:
+    """The plan of the newest plan comment (by ``ai_account_id`` when given), or None.
+
+    A plan comment whose JSON was damaged (edited by hand) is an error, not skipped:
+    silently falling back to an older plan would execute something nobody approved.
+    """
     for comment in reversed(comments):
-        position = comment.body.find(PLAN_MARKER)
-        if position < 0:
+        if not _is_plan_comment(comment, ai_account_id):
             continue
-        block = comment.body[position + len(PLAN_MARKER):]
+        block = comment.body[comment.body.find(PLAN_MARKER) + len(PLAN_MARKER):]
         try:
             return parse_plan(block)
         except PlanError as exc:

@@ -213,3 +213,34 @@ def test_damaged_plan_comment_is_an_error_naming_the_comment() -> None:
     text = format_plan_comment(Plan.from_json(PLAN_JSON)).replace('"overview"', '"overvie')
     with pytest.raises(PlanError, match="comment 1 carries"):
         find_latest_plan([comment("1", text, "ai")])
+
+
+def test_a_comment_merely_mentioning_the_marker_is_not_a_plan() -> None:
+    plan = Plan.from_json(PLAN_JSON)
+    comments = [comment("1", format_plan_comment(plan), "ai"),
+                comment("2", f"What does {PLAN_MARKER} mean?", "human")]
+    assert find_latest_plan(comments) == plan
+    prompt = build_plan_prompt(issue(), comments, 20_000, ai_account_id="ai")
+    assert f"What does {PLAN_MARKER} mean?" in prompt.split("## Feedback", 1)[1]
+
+
+def test_only_plans_by_the_ai_account_count_when_it_is_given() -> None:
+    ai_plan = Plan.from_json(PLAN_JSON)
+    pasted = Plan.from_json(dict(PLAN_JSON, overview="A human pasted this."))
+    comments = [comment("1", format_plan_comment(ai_plan), "ai"),
+                comment("2", format_plan_comment(pasted), "human")]
+    assert find_latest_plan(comments, ai_account_id="ai") == ai_plan
+    assert find_latest_plan(comments) == pasted
+
+
+async def test_repair_request_mentions_an_answer_cut_at_the_token_limit() -> None:
+    class CutLlm(ScriptedLlm):
+        async def complete(self, system: str, messages: list[dict[str, str]],
+                           max_tokens: int | None = None) -> LlmReply:
+            reply = await super().complete(system, messages, max_tokens)
+            stop = "max_tokens" if len(self.calls) == 1 else "end_turn"
+            return LlmReply(reply.text, 1, 1, None, "fake", stop_reason=stop)
+
+    llm = CutLlm('{"overview": "a very long', json.dumps(PLAN_JSON))
+    await write_plan(llm, issue(), [], 20_000)
+    assert "cut at the token limit" in llm.calls[1][1][2]["content"]
