@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from mwai.errors import PermanentError
-from mwai.http import ApiClient, CallObserver
+from mwai.http import ApiClient, CallObserver, HttpError
 from mwai.settings import Settings
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -155,6 +155,10 @@ class OpenAIClient:
     ) -> None:
         self.model = settings.openai_model
         self.max_tokens = settings.llm_max_tokens
+        # Newer OpenAI models (o-series, gpt-5) refuse "max_tokens" and want
+        # "max_completion_tokens", which older compatible servers do not know: start with
+        # the widely supported one and switch when the server asks for it.
+        self.token_limit_field = "max_tokens"
         # Local servers (Ollama, vLLM) often need no key: send the header only with one.
         headers = {}
         if settings.openai_api_key:
@@ -175,9 +179,15 @@ class OpenAIClient:
         check_messages(messages)
         chat = [{"role": "system", "content": system}] if system else []
         chat += [{"role": m["role"], "content": m["content"]} for m in messages]
-        body = {"model": self.model, "messages": chat,
-                "max_tokens": max_tokens or self.max_tokens}
-        document = (await self.api.request("POST", "/chat/completions", json=body)).json()
+        body: dict[str, Any] = {"model": self.model, "messages": chat}
+        try:
+            document = await self._send(body, max_tokens or self.max_tokens)
+        except HttpError as exc:
+            if not (exc.status == 400 and self.token_limit_field == "max_tokens"
+                    and "max_completion_tokens" in exc.detail):
+                raise
+            self.token_limit_field = "max_completion_tokens"
+            document = await self._send(body, max_tokens or self.max_tokens)
         choices = document.get("choices") if isinstance(document, dict) else None
         if not choices or not isinstance(choices[0], dict):
             raise _unexpected("openai", "OPENAI_BASE_URL", document)
@@ -194,6 +204,10 @@ class OpenAIClient:
             model=model,
             stop_reason=str(choices[0].get("finish_reason") or ""),
         )
+
+    async def _send(self, body: dict[str, Any], max_tokens: int) -> Any:
+        payload = {**body, self.token_limit_field: max_tokens}
+        return (await self.api.request("POST", "/chat/completions", json=payload)).json()
 
 
 def make_llm(

@@ -66,8 +66,11 @@ class FakeLlm:
         *,
         anthropic_key: str = "test-anthropic-key",
         openai_key: str = "test-openai-key",
+        openai_completion_tokens_only: bool = False,
     ) -> None:
+        """``openai_completion_tokens_only``: refuse "max_tokens" like o-series / gpt-5."""
         self.anthropic_key = anthropic_key
+        self.openai_completion_tokens_only = openai_completion_tokens_only
         self.openai_key = openai_key
         self.script: Script | None = replies if callable(replies) else None
         self.state = FakeLlmState(replies=deque(replies if isinstance(replies, list) else []))
@@ -279,10 +282,15 @@ class FakeLlm:
             if role not in ("system", "developer", "user", "assistant", "tool"):
                 return error(400, "invalid_request_error", f"Invalid value for "
                              f"'messages[{index}].role'.", "invalid_value")
-        max_tokens = document.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            return error(400, "invalid_request_error", "Invalid 'max_tokens': must be a "
-                         "positive integer.", "invalid_value")
+        if self.openai_completion_tokens_only and "max_tokens" in document:
+            return error(400, "invalid_request_error", "Unsupported parameter: 'max_tokens' "
+                         "is not supported with this model. Use 'max_completion_tokens' "
+                         "instead.", "unsupported_parameter")
+        for name in ("max_tokens", "max_completion_tokens"):
+            limit = document.get(name)
+            if limit is not None and (not isinstance(limit, int) or limit < 1):
+                return error(400, "invalid_request_error", f"Invalid '{name}': must be a "
+                             "positive integer.", "invalid_value")
         return None
 
     async def _openai(self, request: web.Request) -> web.Response:

@@ -221,3 +221,17 @@ def test_price_table_uses_the_longest_prefix() -> None:
     assert estimate_cost_usd("gpt-4o-2024-08-06", 1_000_000, 1_000_000) == 12.5
     assert estimate_cost_usd("claude-sonnet-4-5-20250929", 1_000_000, 1_000_000) == 18.0
     assert estimate_cost_usd("mystery-model", 10, 10) is None
+
+
+async def test_openai_model_that_wants_max_completion_tokens(
+        tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    async with FakeLlm(["one", "two"], openai_completion_tokens_only=True) as fake:
+        client = make_llm(llm_settings(tmp_path, fake, llm_provider="openai",
+                                       openai_model="gpt-5"), session)
+        assert (await client.complete("s", MESSAGES)).text == "one"
+        assert (await client.complete("s", MESSAGES)).text == "two"
+    first, second, third = fake.requests
+    assert first.status == 400 and "max_tokens" in first.json
+    assert second.status == 200 and second.json["max_completion_tokens"] == 1234
+    assert "max_tokens" not in second.json
+    assert third.status == 200 and "max_completion_tokens" in third.json  # remembered
