@@ -33,7 +33,8 @@ from mwai.errors import PermanentError, TransientError
 
 log = logging.getLogger("mwai.http")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 529: Anthropic "overloaded".
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 USER_AGENT = "mwai (+https://github.com/mwai)"
 
 # Called after every attempt with (service, status or "error"): metrics hook.
