@@ -113,7 +113,13 @@ SETTINGS: tuple[Setting, ...] = (
       "alone.", "csv", group="jira"),
     # github and git
     S("GH_TOKEN", "", "GitHub token (contents + pull requests write) used to push and open "
-      "pull requests.", group="github", secret=True, required_by=("jira",)),
+      "pull requests (or configure a GitHub App below).", group="github", secret=True, required_by=("jira",)),
+    S("GH_APP_ID", "", "GitHub App id: authenticate as an App installation instead of "
+      "GH_TOKEN (needs GH_APP_PRIVATE_KEY_FILE and GH_APP_INSTALLATION_ID).", group="github"),
+    S("GH_APP_PRIVATE_KEY_FILE", "", "PEM file of the GitHub App's private key.", "path",
+      group="github"),
+    S("GH_APP_INSTALLATION_ID", "", "Installation id of the GitHub App on the repository's "
+      "owner.", group="github"),
     S("GITHUB_API_URL", "https://api.github.com", "GitHub REST API base URL (GitHub "
       "Enterprise: https://HOST/api/v3).", group="github"),
     S("GH_REPO", "", "owner/name of the GitHub repository (single-repo setups).",
@@ -290,6 +296,9 @@ class Settings:
     jira_status_blocked: str
     skip_labels: tuple[str, ...]
     gh_token: str
+    gh_app_id: str
+    gh_app_private_key_file: str
+    gh_app_installation_id: str
     github_api_url: str
     gh_repo: str
     repo_url: str
@@ -389,11 +398,17 @@ def _missing_required(values: Mapping[str, Any]) -> list[str]:
     problems = []
     processor = values["processor"]
     for setting in SETTINGS:
+        if setting.name == "GH_TOKEN" and values.get("gh_app_id"):
+            continue  # a GitHub App authenticates instead
         # A value that failed to parse is already reported; only flag empty ones.
         if processor in setting.required_by and not values.get(setting.field, "?"):
             problems.append(
                 f"{setting.name} is required (MWAI_PROCESSOR={processor}): {setting.help}"
             )
+    if values.get("gh_app_id") and not (values.get("gh_app_private_key_file")
+                                        and values.get("gh_app_installation_id")):
+        problems.append("GH_APP_ID is set: GH_APP_PRIVATE_KEY_FILE and GH_APP_INSTALLATION_ID "
+                        "are required too")
     if processor == "jira":
         if not values.get("repo_url") and not values.get("repos_file"):
             problems.append(

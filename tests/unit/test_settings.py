@@ -119,3 +119,17 @@ def test_readme_configuration_table_is_current() -> None:
     with contextlib.redirect_stdout(printed):
         assert main(["settings", "--markdown"]) == 0
     assert readme[start:end] == printed.getvalue()
+
+
+def test_github_app_replaces_the_token_but_needs_all_three_settings() -> None:
+    base = {"JIRA_WEBHOOK_SECRET": "s", "JIRA_BASE_URL": "https://x.atlassian.net",
+            "JIRA_EMAIL": "ai@x", "JIRA_API_TOKEN": "t", "JIRA_AI_ACCOUNT_ID": "a",
+            "JIRA_HUMAN_ACCOUNT_ID": "h", "MWAI_REPO_URL": "/srv/repo.git",
+            "ANTHROPIC_API_KEY": "k"}
+    with pytest.raises(ConfigError, match="GH_TOKEN is required"):
+        Settings.from_env(base)
+    with pytest.raises(ConfigError, match="GH_APP_PRIVATE_KEY_FILE and GH_APP_INSTALLATION_ID"):
+        Settings.from_env({**base, "GH_APP_ID": "123"})
+    settings = Settings.from_env({**base, "GH_APP_ID": "123", "GH_APP_PRIVATE_KEY_FILE": "/k.pem",
+                                  "GH_APP_INSTALLATION_ID": "9"})
+    assert settings.gh_token == "" and settings.gh_app_id == "123"
