@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mwai.logs import bind
 from mwai.settings import Settings
 from mwai.store import ClaimedRun, EnqueueResult, Store
 
 log = logging.getLogger("mwai.run")
+
+
+class RunObserver(Protocol):
+    """What the worker pool and its runs report (mwai.metrics.Metrics implements it)."""
+
+    def run_claimed(self, run: ClaimedRun) -> None: ...
+
+    def run_recorded(self, run: ClaimedRun, fields: Mapping[str, Any]) -> None: ...
+
+    def run_enqueued(self, result: EnqueueResult, source: str) -> None: ...
+
+    def run_finished(self, run: ClaimedRun, outcome: str, duration_s: float) -> None: ...
 
 
 @dataclass
@@ -26,6 +39,7 @@ class RunContext:
     store: Store
     settings: Settings
     notify: Callable[[int], None]
+    observer: RunObserver | None = None
 
     @property
     def worker(self) -> str:
@@ -43,6 +57,11 @@ class RunContext:
     async def record(self, **fields: Any) -> None:
         """Record what the run produced on the run row (action, branch, pr_url, cost...)."""
         await self.store.set_run_result(self.run.id, **fields)
+        if fields.get("action"):
+            # The rest of the run's log lines (and its Sentry events) name the action.
+            bind(action=fields["action"])
+        if self.observer is not None:
+            self.observer.run_recorded(self.run, fields)
 
     async def enqueue(self, issue_key: str, payload_json: str, event_type: str) -> EnqueueResult:
         """Queue a follow-up run (e.g. the next sub-task) and wake a worker for it."""
@@ -51,6 +70,8 @@ class RunContext:
             event_type=event_type,
         )
         self.notify(1)
+        if self.observer is not None:
+            self.observer.run_enqueued(result, "followup")
         return result
 
 

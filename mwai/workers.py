@@ -23,9 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from mwai import telemetry
 from mwai.errors import StoreError, TransientError
 from mwai.logs import log_context
-from mwai.processing import Processor, RunContext
+from mwai.processing import Processor, RunContext, RunObserver
 from mwai.settings import Settings
 from mwai.store import ClaimedRun, Store
 
@@ -64,12 +65,16 @@ class WorkerPool:
         processor: Processor,
         settings: Settings,
         on_run_finished: Callable[[ClaimedRun, str, float], None] | None = None,
+        observer: RunObserver | None = None,
     ) -> None:
         self.store = store
         self.processor = processor
         self.settings = settings
         self.size = settings.workers
         self._on_run_finished = on_run_finished
+        self.observer = observer
+        self._recovery_checkin = telemetry.PeriodicCheckin(
+            settings, "lease-recovery", settings.recovery_interval_s)
         self._workers: list[asyncio.Task[None]] = []
         self._background: list[asyncio.Task[None]] = []
         self._active: dict[int, _Active] = {}
@@ -195,12 +200,16 @@ class WorkerPool:
                 self._active.pop(run.id, None)
 
     async def _run(self, run: ClaimedRun) -> None:
-        with log_context(run_id=run.id, issue_key=run.issue_key, worker=run.worker):
+        # action: "none" until the run decides (ctx.record(action=...) rebinds it).
+        with log_context(run_id=run.id, issue_key=run.issue_key, worker=run.worker,
+                         action=run.action or "none"), telemetry.run_scope(run):
             log.info("Run claimed", extra={"event": "Run claimed", "attempt": run.attempts,
                                            "queue_wait_s": round(run.claimed_at -
                                                                  run.available_at, 6)})
+            if self.observer is not None:
+                self.observer.run_claimed(run)
             ctx = RunContext(run=run, store=self.store, settings=self.settings,
-                             notify=self.notify)
+                             notify=self.notify, observer=self.observer)
             started = time.monotonic()
             outcome = await self._process(ctx)
             duration_s = time.monotonic() - started
@@ -208,6 +217,8 @@ class WorkerPool:
                                                "duration_s": round(duration_s, 6)})
             if self._on_run_finished is not None:
                 self._on_run_finished(run, outcome, duration_s)
+            if self.observer is not None:
+                self.observer.run_finished(run, outcome, duration_s)
 
     async def _process(self, ctx: RunContext) -> str:
         run = ctx.run
@@ -286,7 +297,9 @@ class WorkerPool:
             lost = await self.store.recover_expired(self.settings.max_attempts)
         except StoreError as exc:
             log.error("Lease recovery failed", extra={"error": str(exc)})
+            self._recovery_checkin.report(ok=False)
             return
+        self._recovery_checkin.report(ok=True)
         for item in lost:
             log.warning("Lease expired; worker lost", extra={
                 "run_id": item.run_id, "issue_key": item.issue_key, "outcome": item.outcome,
