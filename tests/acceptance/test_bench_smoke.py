@@ -1,0 +1,88 @@
+"""`mwai bench --quick --json` end to end, and the built-in load generator."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from mwai import bench
+from mwai import loadgen as lg
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_bench_measures_every_section_without_errors(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MWAI_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mwai", "bench", "--quick", "--json", "--silent",
+         "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr
+    document = orjson.loads(done.stdout)
+
+    assert document["mode"] == "quick"
+    assert document["machine"]["cpus"] >= 1 and document["machine"]["sqlite"]
+    assert document["load_generator"].startswith(("wrk", "builtin"))
+    assert set(document["sections"]) == set(bench.SECTIONS)
+    assert document["errors"] == 0, orjson.dumps(document["sections"]).decode()
+
+    intake = document["sections"]["intake"]
+    assert [level["concurrency"] for level in intake["levels"]] == [1, 8, 32]
+    for level in intake["levels"]:
+        assert level["mwai"]["requests"] > 0 and level["mwai"]["errors"] == 0
+        assert level["bare_aiohttp"]["requests"] > 0
+        assert level["ratio"] > 0 and level["mwai"]["p99_ms"] >= level["mwai"]["p50_ms"]
+    # Every acknowledged webhook is a stored run (distinct keys: nothing coalesced).
+    assert intake["runs_stored"] >= sum(level["mwai"]["requests"] for level in intake["levels"])
+
+    pickup = document["sections"]["pickup"]
+    assert pickup["claimed"] == pickup["webhooks"] > 0
+    assert pickup["p50_ms"] is not None and pickup["p99_ms"] >= pickup["p50_ms"]
+
+    throughput = document["sections"]["throughput"]["workers"]
+    assert [row["workers"] for row in throughput] == [1, 8]
+    for row in throughput:
+        assert row["completed"] > 0 and row["runs_per_s"] > 0
+        assert row["events_written"] >= row["completed"] * 3  # claimed, processed, completed
+
+    footprint = document["sections"]["footprint"]
+    assert 0 < footprint["rss_idle_mb"] <= footprint["rss_load_mb"]
+    assert footprint["ready_empty_s"] > 0
+
+    scale = document["sections"]["scale"]
+    largest = scale["sizes"][-1]
+    assert largest["health_detailed"]["requests"] > 0 and largest["ready_s"] > 0
+    for command in (largest["stats"], largest["runs_failed"], scale["prune"]["prune"]):
+        assert command["available"] is False or command["exit_code"] == 0, command
+    if scale["prune"]["prune"]["available"]:
+        # Half of the fixture runs are older than 30 days; new webhooks kept arriving.
+        assert scale["prune"]["runs_after"] < scale["prune"]["runs_before"] + \
+            scale["prune"]["intake"]["requests"]
+
+    assert {row["key"] for row in document["targets"]} == {t.key for t in bench.TARGETS}
+    assert all(row["passed"] in (True, False, None) for row in document["targets"])
+    assert not list(tmp_path.iterdir()), "the temporary databases were not removed"
+
+
+def test_builtin_generator_sends_distinct_keys_and_counts_refusals(tmp_path: Path) -> None:
+    runner = bench.Bench(tmp_path, bench.QUICK, prefer_wrk=False, progress=lambda _: None)
+    db = runner.new_db("builtin")
+    service = runner.serve(db, workers=1)
+    try:
+        accepted = lg.run_load(runner.webhook_spec(service, 2, 0.5), prefer_wrk=False)
+        wrong = runner.webhook_spec(service, 1, 0.3)
+        wrong = lg.LoadSpec(**{**wrong.__dict__,
+                               "headers": {**wrong.headers, "X-Moveware-Webhook-Secret": "no"}})
+        refused = lg.run_load(wrong, prefer_wrk=False)
+    finally:
+        service.stop()
+    assert accepted.generator.startswith("builtin")
+    assert accepted.requests > 0 and accepted.errors == 0
+    assert refused.requests == 0 and refused.errors > 0
+    stored = runner.read(db, "bench_table_sizes")[0]["runs"]
+    assert stored == accepted.requests  # one run per webhook: every key was new

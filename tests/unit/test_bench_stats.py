@@ -1,0 +1,289 @@
+"""`mwai bench` arithmetic, load-generator plumbing, fixtures and query plans."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from mwai import bench
+from mwai import loadgen as lg
+from mwai.cli import UsageError
+from mwai.store import Q, Store
+
+# ------------------------------------------------------------------ percentiles
+
+
+def test_percentile_nearest_rank_of_one_to_hundred() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert lg.percentile(values, 50) == 50.0
+    assert lg.percentile(values, 99) == 99.0
+    assert lg.percentile(values, 100) == 100.0
+    assert lg.percentile(values, 0) == 1.0
+
+
+def test_percentile_never_invents_a_value() -> None:
+    values = [1.0, 2.0, 10.0]
+    assert lg.percentile(values, 50) == 2.0
+    assert lg.percentile(values, 99) == 10.0
+    assert lg.percentile([7.5], 99) == 7.5
+
+
+def test_percentile_of_nothing_is_none_and_bad_q_is_refused() -> None:
+    assert lg.percentile([], 50) is None
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        lg.percentile([1.0], 101)
+
+
+def test_summarize_sorts_and_reports_max_and_mean() -> None:
+    stats = lg.summarize([3.0, 1.0, 2.0, 100.0])
+    assert stats == {"p50_ms": 2.0, "p99_ms": 100.0, "max_ms": 100.0, "mean_ms": 26.5}
+    assert lg.summarize([]) == {"p50_ms": None, "p99_ms": None, "max_ms": None,
+                                "mean_ms": None}
+
+
+def test_load_result_rate_and_dict() -> None:
+    result = lg.LoadResult("wrk", 8, requests=5000, errors=0, duration_s=2.0, p50_ms=1.0,
+                           p99_ms=4.0, max_ms=9.0, mean_ms=1.5)
+    assert result.rate_per_s == 2500.0
+    assert result.as_dict()["rate_per_s"] == 2500.0
+    assert result.as_dict()["concurrency"] == 8
+
+
+# ---------------------------------------------------------- issue keys and wrk
+
+
+def test_issue_keys_are_distinct_across_slots_and_runs_and_valid() -> None:
+    from mwai.webhook import ISSUE_KEY_RE
+
+    keys = {lg.issue_key("BENCH", base, slot, counter)
+            for base in (1_000_000_000, 2_000_000_000)
+            for slot in range(4) for counter in range(1, 200)}
+    assert len(keys) == 2 * 4 * 199
+    assert all(ISSUE_KEY_RE.fullmatch(key) for key in keys)
+
+
+def test_wrk_script_sets_headers_body_and_summary() -> None:
+    spec = lg.LoadSpec(url="http://127.0.0.1:1/webhook/jira", concurrency=8, duration_s=1,
+                       headers={"X-Moveware-Webhook-Secret": "s3cr]]et"},
+                       body_template='{"issue_key": "__KEY__"}', key_base=42)
+    script = lg.wrk_script(spec)
+    # The value holds "]]", so the long bracket must use a level that does not close early.
+    assert 'wrk.headers[ [[X-Moveware-Webhook-Secret]] ] = [=[s3cr]]et]=]' in script
+    assert "wrk.method = [[POST]]" in script
+    assert "function request()" in script and "42 + slot * 10000000 + counter" in script
+    assert lg.WRK_MARKER in script
+
+
+def test_wrk_script_for_get_has_no_request_function() -> None:
+    spec = lg.LoadSpec(url="http://127.0.0.1:1/health", concurrency=1, duration_s=1,
+                       method="GET")
+    assert "function request()" not in lg.wrk_script(spec)
+
+
+def test_parse_wrk_output_sums_every_error_kind() -> None:
+    line = (lg.WRK_MARKER + '{"requests": 1000, "duration_us": 2000000, "connect": 1, '
+            '"read": 2, "write": 0, "status": 3, "timeout": 4, "p50_us": 800, '
+            '"p99_us": 4500, "max_us": 12000, "mean_us": 950.5}')
+    result = lg.parse_wrk_output("Running 2s test\n" + line + "\nRequests/sec: 500\n", 8)
+    assert result.requests == 1000 and result.errors == 10
+    assert result.duration_s == 2.0 and result.rate_per_s == 500.0
+    assert (result.p50_ms, result.p99_ms, result.max_ms) == (0.8, 4.5, 12.0)
+
+
+def test_parse_wrk_output_without_summary_shows_wrk_output() -> None:
+    with pytest.raises(ValueError, match="unexpected symbol"):
+        lg.parse_wrk_output("load.lua:2: unexpected symbol near ']'\n", 1)
+
+
+# ------------------------------------------------------------------- targets
+
+
+def _document(**overrides: Any) -> dict[str, Any]:
+    level = {"concurrency": 32, "ratio": 0.5,
+             "mwai": {"rate_per_s": 3000.0, "p50_ms": 2.0, "p99_ms": 8.0, "max_ms": 12.0,
+                      "errors": 0},
+             "bare_aiohttp": {"rate_per_s": 6000.0, "p99_ms": 3.0}}
+    document: dict[str, Any] = {
+        "mwai_version": "0.1.0", "date": "2026-11-29T12:00:00+00:00", "mode": "full",
+        "load_generator": "wrk 4.1.0",
+        "machine": {"cpu": "Test CPU", "cpus": 2, "memory_mb": 4096, "os": "Linux",
+                    "python": "3.11", "sqlite": "3.40", "aiohttp": "3.9",
+                    "db_filesystem": "ext4", "load_average": [0.1, 0.1, 0.1]},
+        "sections": {
+            "intake": {"duration_s": 10, "levels": [level], "errors": 0},
+            "pickup": {"webhooks": 300, "claimed": 300, "p50_ms": 1.0, "p99_ms": 3.0,
+                       "max_ms": 4.0, "after_ack": {"p50_ms": 0.5, "p99_ms": 2.0}},
+            "throughput": {"queued_runs": 100000, "window_s": 15, "workers": [
+                {"workers": 1, "completed": 9000, "runs_per_s": 900.0,
+                 "events_written": 27000, "events_per_s": 2700.0},
+                {"workers": 8, "completed": 30000, "runs_per_s": 2500.0,
+                 "events_written": 90000, "events_per_s": 7500.0}]},
+            "footprint": {"ready_empty_s": 0.6, "rss_idle_mb": 45.0, "rss_load_mb": 130.0},
+            "scale": {"sizes": [
+                {"runs": 10000, "events": 50000, "db_mb": 5.0, "ready_s": 0.7,
+                 "health_detailed": {"p50_ms": 1.0, "p99_ms": 9.0},
+                 "stats": {"available": True, "wall_s": 0.4, "exit_code": 0},
+                 "runs_failed": {"available": False, "wall_s": None}},
+                {"runs": 1000000, "events": 5000000, "db_mb": 500.0, "ready_s": 1.5,
+                 "health_detailed": {"p50_ms": 1.0, "p99_ms": 2.0},
+                 "stats": {"available": True, "wall_s": 0.8, "exit_code": 0},
+                 "runs_failed": {"available": True, "wall_s": 0.5, "exit_code": 0}}],
+                "prune": {"runs_before": 1000000, "runs_after": 500000,
+                          "prune": {"available": True, "wall_s": 30.0, "exit_code": 0},
+                          "intake": {"rate_per_s": 1000.0, "p99_ms": 60.0, "max_ms": 80.0,
+                                     "errors": 0}}},
+        },
+    }
+    document.update(overrides)
+    return document
+
+
+def _verdicts(document: dict[str, Any]) -> dict[str, bool | None]:
+    return {row["key"]: row["passed"] for row in bench.evaluate(document)}
+
+
+def test_evaluate_reads_every_target_from_the_document() -> None:
+    verdicts = _verdicts(_document())
+    assert verdicts == {
+        "intake_ratio": True, "intake_p99": True, "intake_errors": True, "pickup_p50": True,
+        "pickup_p99": True, "throughput_8": True,
+        "health_p99": True,  # the largest size counts, not the 9 ms at 10k runs
+        "stats_s": True, "prune_p99": False, "rss_idle": True, "rss_load": False,
+        "ready_empty": True, "ready_largest": True,
+    }
+
+
+def test_evaluate_marks_sections_that_did_not_run_as_not_measured() -> None:
+    verdicts = _verdicts(_document(sections={}))
+    assert set(verdicts.values()) == {None}
+
+
+def test_evaluate_counts_intake_errors_at_any_concurrency() -> None:
+    document = _document()
+    level = {**document["sections"]["intake"]["levels"][0], "concurrency": 8}
+    level["mwai"] = {**level["mwai"], "errors": 3}
+    document["sections"]["intake"]["levels"].append(level)
+    assert _verdicts(document)["intake_errors"] is False
+
+
+def test_unavailable_command_is_not_measured() -> None:
+    document = _document()
+    document["sections"]["scale"]["sizes"][-1]["stats"] = {"available": False, "wall_s": None}
+    assert _verdicts(document)["stats_s"] is None
+
+
+def test_renderers_show_figures_verdicts_and_unavailable_commands() -> None:
+    document = _document()
+    document["targets"] = bench.evaluate(document)
+    table = bench.render_table(document)
+    assert "PASS" in table and "FAIL" in table and "not available" in table
+    markdown = bench.render_markdown(document)
+    assert markdown.startswith("# mwai benchmarks")
+    assert "Test CPU x 2" in markdown and "wrk 4.1.0" in markdown
+    assert "quiet machine" in markdown
+    assert "| intake at c=32 / bare aiohttp | >= 0.4 x | 0.5 x | PASS |" in markdown
+    assert "| 1,000,000 | 5,000,000 |" in markdown
+
+
+def test_parse_only_accepts_sections_and_refuses_others() -> None:
+    assert bench.parse_only(None) == list(bench.SECTIONS)
+    assert bench.parse_only("intake, pickup") == ["intake", "pickup"]
+    with pytest.raises(UsageError, match="--only takes"):
+        bench.parse_only("intake,speed")
+
+
+def test_bench_from_json_renders_markdown(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from mwai.cli import main
+
+    saved = tmp_path / "bench.json"
+    saved.write_bytes(orjson.dumps(_document()))
+    assert main(["bench", "--from-json", str(saved), "--markdown"]) == 0
+    assert "# mwai benchmarks" in capsys.readouterr().out
+    assert main(["bench", "--from-json", str(saved), "--check"]) == 1
+    assert main(["bench", "--from-json", str(tmp_path / "missing.json")]) == 2
+
+
+# ------------------------------------------------------------------- fixtures
+
+
+def _bench(tmp_path: Path) -> bench.Bench:
+    return bench.Bench(tmp_path, bench.QUICK, prefer_wrk=False, progress=lambda _: None)
+
+
+def test_finished_fill_spreads_runs_over_sixty_days_with_five_events(tmp_path: Path) -> None:
+    runner = _bench(tmp_path)
+    db = tmp_path / "scale.sqlite3"
+    runner.create_db(db)
+    runner.fill_finished(db, 1000)
+    runner.fill_finished(db, 3000)
+    with sqlite3.connect(db) as connection:
+        statuses = dict(connection.execute(
+            "SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+        cutoff = time.time() - 30 * bench.DAY_S
+        old = connection.execute(
+            "SELECT count(*) FROM runs WHERE updated_at < ?", (cutoff,)).fetchone()[0]
+        events = connection.execute(
+            "SELECT count(*), count(DISTINCT run_id) FROM events").fetchone()
+    assert statuses == {"completed": 3720, "failed": 200, "cancelled": 80}
+    assert 1900 <= old <= 2100  # half is older than 30 days: what prune deletes
+    assert events == (20000, 4000)
+    assert not (tmp_path / "scale.sqlite3-wal").exists() or \
+        (tmp_path / "scale.sqlite3-wal").stat().st_size == 0
+
+
+def test_queued_fill_is_claimable_by_the_store(tmp_path: Path) -> None:
+    runner = _bench(tmp_path)
+    db = tmp_path / "queue.sqlite3"
+    runner.create_db(db)
+    runner.fill_queued(db, 50)
+    assert runner.read(db, "bench_table_sizes")[0] == {"runs": 50, "events": 0,
+                                                       "open_runs": 50}
+
+    async def claim() -> Any:
+        store = Store(str(db))
+        await store.open()
+        try:
+            return await store.claim("bench-test/w1", 60)
+        finally:
+            await store.close()
+
+    run = asyncio.run(claim())
+    assert run is not None and run.issue_key == "FILL-1"
+    assert orjson.loads(run.payload_json)["event_type"] == "issue_assigned"
+
+
+# ---------------------------------------------------------------- query plans
+
+# Queries run on every webhook, claim, health probe or lease tick: none may scan
+# a whole table (they must stay flat at a million runs). The enqueue INSERT has
+# no plan to check: its ON CONFLICT target is the unique partial index itself.
+HOT_QUERIES = (
+    "find_delivery", "claim", "renew_lease", "finish_run", "requeue_running",
+    "queued_run_for_issue", "expired_runs", "runs_of_process", "cancel_requests",
+    "get_run", "run_status", "events_of_run", "health_counts", "next_due_at",
+)
+
+
+def _plan(connection: sqlite3.Connection, name: str) -> list[str]:
+    sql = Q[name]
+    params = {param: None for param in re.findall(r":(\w+)", sql)}
+    return [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+
+@pytest.mark.parametrize("name", HOT_QUERIES)
+def test_hot_query_uses_an_index(tmp_path: Path, name: str) -> None:
+    db = tmp_path / "plans.sqlite3"
+    _bench(tmp_path).create_db(db)
+    with sqlite3.connect(db) as connection:
+        plan = _plan(connection, name)
+    full_scans = [step for step in plan
+                  if re.match(r"SCAN (runs|events|deliveries)\b", step) and "USING" not in step]
+    assert plan and not full_scans, f"{name} scans a table: {plan}"
