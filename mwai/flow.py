@@ -43,6 +43,7 @@ from mwai.store import dumps
 log = logging.getLogger("mwai.flow")
 
 RUN_TRAILER = "Mwai-Run"
+TOOK_OVER = "Took over a released run"  # the store's event when a run absorbs another
 DONE_MARKER = "[mwai-done]"
 SUMMARY_MAX_CHARS = 1500
 ERROR_MAX_CHARS = 600
@@ -97,15 +98,41 @@ class _Run:
     step: str = "read the issue"
     usage: _Usage = field(default_factory=_Usage)
     action: Action | None = None
+    # This run and the runs it took over (a run released by a crash or shutdown is
+    # folded into the issue's queued run): their journals count as this run's.
+    ids: list[int] = field(default_factory=list)
+    earlier_action: str | None = None
 
     @classmethod
     async def load(cls, ctx: RunContext) -> _Run:
+        journals: list[list[tuple[str, dict[str, Any]]]] = []
+        pending, seen = [ctx.run.id], set()
+        while pending:
+            run_id = pending.pop()
+            if run_id in seen:
+                continue
+            seen.add(run_id)
+            rows = []
+            for row in await ctx.store.events(run_id):
+                meta = orjson.loads(row["meta_json"] or "{}")
+                meta = meta if isinstance(meta, dict) else {}
+                rows.append((str(row["message"]), meta))
+                if row["message"] == TOOK_OVER and isinstance(meta.get("from_run_id"), int):
+                    pending.append(meta["from_run_id"])
+            journals.append(rows)
         done: dict[str, dict[str, Any]] = {}
-        for row in await ctx.store.events(ctx.run.id):
-            meta = orjson.loads(row["meta_json"] or "{}")
-            if isinstance(meta, dict) and isinstance(meta.get("step"), str):
-                done[meta["step"]] = meta
-        return cls(ctx, done)
+        earlier_action = None
+        for rows in reversed(journals):  # the oldest run first: newer results win
+            for message, meta in rows:
+                if isinstance(meta.get("step"), str):
+                    done[meta["step"]] = meta
+                if message.startswith("Action: ") and isinstance(meta.get("action"), str):
+                    earlier_action = meta["action"]
+        return cls(ctx, done, ids=sorted(seen), earlier_action=earlier_action)
+
+    def marked(self, text: str) -> bool:
+        """Whether ``text`` carries the marker of this run (or of a run it took over)."""
+        return any(run_marker(run_id) in text for run_id in self.ids)
 
     @property
     def id(self) -> int:
@@ -226,7 +253,7 @@ class JiraProcessor:
         run.step = "read the issue"
         issue = await self.jira.get_issue(ctx.run.issue_key)
         decision = route(issue, self.settings)
-        resumed = ctx.run.action if set(run.done) - {"agent"} and ctx.run.action else None
+        resumed = run.earlier_action if set(run.done) - {"agent"} else None
         if resumed not in (None, Action.NOOP.value, decision.action.value):
             # An earlier attempt began this action and moved the issue on half-way (or
             # failed and handed the issue to the human, and an operator requeued the
@@ -303,14 +330,13 @@ class JiraProcessor:
                        existing: list[Comment] | None = None, marker: str | None = None
                        ) -> dict[str, Any]:
         """Post a comment once: not if this run journaled it or Jira already shows it."""
-        marker = marker or run_marker(run.id)
-
         async def post() -> dict[str, Any]:
             ai = self.settings.jira_ai_account_id
             for comment in existing or []:
-                if marker in comment.body and comment.author_account_id in (ai, None):
+                ours = marker in comment.body if marker else run.marked(comment.body)
+                if ours and comment.author_account_id in (ai, None):
                     return {"issue_key": key, "comment_id": comment.id, "found": True}
-            body = text if marker in text else f"{text}\n{marker}"
+            body = text if marker else f"{text}\n{run_marker(run.id)}"
             return {"issue_key": key, "comment_id": await self.jira.add_comment(key, body)}
         return await run.once(step, f"Comment posted on {key}", post)
 
@@ -465,7 +491,7 @@ class JiraProcessor:
         run.step = "prepare the worktree"
         worktree = await self.git.prepare(repo, branch, run.id)
         try:
-            sha = await self._pushed_by_this_run(worktree, run.id)
+            sha = await self._pushed_by_this_run(worktree, run.ids)
             if sha is not None:
                 return await run.journal("push", f"Commit {sha[:12]} already on origin",
                                          commit=sha, branch=branch, found=True)
@@ -497,13 +523,14 @@ class JiraProcessor:
                 log.warning("Could not remove the worktree", extra={
                     "path": str(worktree.path), "error": str(exc)})
 
-    async def _pushed_by_this_run(self, worktree: Worktree, run_id: int) -> str | None:
+    async def _pushed_by_this_run(self, worktree: Worktree, run_ids: list[int]) -> str | None:
         """The commit an earlier attempt of this run pushed (found by its trailer)."""
         if worktree.created_branch or not worktree.start_commit:
             return None
+        ids = "|".join(str(run_id) for run_id in run_ids)
         proc = await asyncio.create_subprocess_exec(
             "git", "log", "-n", "1", "--format=%H", "--extended-regexp",
-            f"--grep=^{RUN_TRAILER}: {run_id}$", worktree.start_commit,
+            f"--grep=^{RUN_TRAILER}: ({ids})$", worktree.start_commit,
             cwd=worktree.path, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
         )
