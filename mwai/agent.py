@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import re
 import shlex
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -47,6 +49,8 @@ _ALSO_REFUSED = {"GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN
 KILL_GRACE_S = 5.0
 READER_DRAIN_S = 2.0
 EXIT_POLL_S = 0.05
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
 SUMMARY_MAX_CHARS = 4000
 READ_CHUNK_BYTES = 65536
 SNAPSHOT_FILE_MAX_BYTES = 100_000
@@ -375,6 +379,24 @@ async def kill_group(pgid: int, grace_s: float) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def protect_own_environment() -> bool:
+    """Make mwai non-dumpable so an agent of the same user cannot read its secrets.
+
+    Without it the agent could read /proc/<mwai pid>/environ (GH_TOKEN...) or its
+    memory even though its own environment is clean. Linux only; a no-op elsewhere.
+    Returns True when mwai is now non-dumpable.
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            return False
+        return int(libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 async def _wait_exit(proc: asyncio.subprocess.Process, timeout_s: float) -> bool:
     """True when the agent exited within ``timeout_s``.
 
@@ -421,6 +443,8 @@ async def run_agent(
     except ValueError as exc:
         raise PermanentError(f"MWAI_AGENT_COMMAND cannot be split into arguments: {exc}") from None
     env = agent_environment(settings, os.environ if base_env is None else base_env)
+    if not protect_own_environment():
+        log.debug("could not make mwai non-dumpable; the agent may read /proc/<pid>/environ")
     task_dir = Path(tempfile.mkdtemp(prefix="mwai-task-"))
     try:
         task_file = task_dir / "task.md"

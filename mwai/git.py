@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import stat
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -70,7 +71,7 @@ _AUTH_HINTS = (
     "repository not found",
 )
 _NOT_A_REPO_HINTS = ("does not appear to be a git repository", "not found")
-_REJECTED_HINTS = ("[rejected]", "non-fast-forward", "fetch first", "failed to push some refs")
+_REJECTED_HINTS = ("[rejected]", "non-fast-forward", "fetch first")
 
 
 def _slug(text: str, max_chars: int) -> str:
@@ -178,7 +179,12 @@ class GitWorkspace:
 
     def command_environment(self, url: str = "") -> dict[str, str]:
         """The environment of a command talking to ``url`` (auth only for https)."""
-        return git_environment(self._base_env, url, self._token)
+        env = git_environment(self._base_env, url, self._token)
+        # Never search above a worktree for a repository (e.g. a checkout around work_dir).
+        env["GIT_CEILING_DIRECTORIES"] = os.pathsep.join(
+            [str(self.worktrees_dir), str(self.mirrors_dir)]
+        )
+        return env
 
     def _scrub(self, text: str) -> str:
         if self._token:
@@ -209,13 +215,18 @@ class GitWorkspace:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            if not cwd.is_dir():
+                raise PermanentError(
+                    f"{cwd} does not exist any more (did the agent delete its worktree?)"
+                ) from None
             raise PermanentError("git is not installed (not found on PATH)") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
         except (TimeoutError, asyncio.CancelledError) as exc:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            # The group: git's helpers (git-remote-https, ssh) hold the pipes too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -291,9 +302,10 @@ class GitWorkspace:
 
     async def prepare(self, repo: RepoConfig, branch: str, run_id: int) -> Worktree:
         """A fresh worktree for the run on ``branch`` (reused from origin if it exists)."""
-        mirror = await self._ensure_mirror(repo)
+        mirror = self.mirror_path(repo)
         path = self.worktrees_dir / f"run-{int(run_id)}"
         async with self._lock(mirror):
+            await self._ensure_mirror(repo)
             await self._fetch(repo, mirror)
             await self._drop_worktree(mirror, path)
             start = await self._remote_sha(mirror, branch)
@@ -330,6 +342,7 @@ class GitWorkspace:
 
         When the agent committed by itself, its commits count as the change.
         """
+        self._check_worktree(wt)
         await self._git(["add", "--all"], wt.path)
         staged = await self._git(["diff", "--cached", "--quiet"], wt.path, check=False)
         if staged.returncode == 0:
@@ -338,11 +351,51 @@ class GitWorkspace:
         if staged.returncode != 1:
             raise self._error(["diff"], staged, network=False)
         await self._git(
-            ["commit", "--quiet", "--no-verify", "--cleanup=strip", "-F", "-"],
+            ["commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-F", "-"],
             wt.path,
             stdin=message.encode("utf-8"),
         )
         return await self.head(wt)
+
+    def _check_worktree(self, wt: Worktree) -> None:
+        """Refuse to commit when the agent deleted the worktree or re-pointed its .git.
+
+        Without this, git would look for a repository in the parent directories, or
+        follow the agent's .git file into another repository.
+        """
+        mirror = (wt.mirror or self.mirror_path(wt.repo)).resolve()
+        dot_git = wt.path / ".git"
+        try:
+            pointer = dot_git.read_text(encoding="utf-8").strip() if dot_git.is_file() else ""
+        except (OSError, UnicodeDecodeError):
+            pointer = ""
+        gitdir = Path(pointer.removeprefix("gitdir:").strip()) if pointer else None
+        if gitdir is None or not gitdir.is_absolute():
+            raise PermanentError(
+                f"the worktree {wt.path} or its .git file is gone (did the agent delete it?); "
+                "nothing was committed"
+            )
+        if mirror / "worktrees" not in gitdir.resolve().parents:
+            raise PermanentError(
+                f"the .git file of {wt.path} points to {gitdir}, not to mwai's mirror (was it "
+                "changed by the agent?); nothing was committed"
+            )
+
+    async def find_commit(self, wt: Worktree, message_regex: str) -> str | None:
+        """Newest commit of the worktree's start commit whose message matches (git -E grep).
+
+        Lets a retried run find the commit an earlier attempt already pushed, e.g.
+        ``find_commit(wt, "^Mwai-Run: (12|13)$")``.
+        """
+        if not wt.start_commit:
+            return None
+        result = await self._git(
+            ["log", "-n", "1", "--format=%H", "--extended-regexp",
+             f"--grep={message_regex}", wt.start_commit, "--"],
+            wt.path,
+            check=False,
+        )
+        return result.stdout.strip() or None if result.returncode == 0 else None
 
     async def head(self, wt: Worktree) -> str:
         return (await self._git(["rev-parse", "HEAD"], wt.path)).stdout.strip()
@@ -360,10 +413,11 @@ class GitWorkspace:
         A push rejected because someone else pushed meanwhile is rebased onto the
         new origin/<branch> once and pushed again.
         """
+        self._check_worktree(wt)
         result = await self._push_once(wt)
         if result.returncode == 0:
             return
-        if not any(hint in result.stderr.lower() for hint in _REJECTED_HINTS):
+        if not _rejected(result):
             raise self._error(["push"], result, network=True)
         log.info("push of %s rejected (origin moved); rebasing once", wt.branch)
         await self.head_commit_on_remote(wt)
@@ -379,7 +433,7 @@ class GitWorkspace:
         result = await self._push_once(wt)
         if result.returncode != 0:
             error = self._error(["push"], result, network=True)
-            if any(hint in result.stderr.lower() for hint in _REJECTED_HINTS):
+            if _rejected(result):
                 raise TransientError(f"{error} (origin/{wt.branch} keeps moving; retry later)")
             raise error
 
@@ -420,6 +474,12 @@ class GitWorkspace:
         if removed:
             log.info("removed %d stale worktree(s)", len(removed))
         return removed
+
+
+def _rejected(result: GitResult) -> bool:
+    """A push refused because origin has commits we lack (porcelain status on stdout)."""
+    text = (result.stdout + result.stderr).lower()
+    return any(hint in text for hint in _REJECTED_HINTS)
 
 
 def _rmtree(path: Path) -> None:

@@ -15,8 +15,9 @@ tests):
 - ``hang``: sleep forever (``--spawn-child``: after starting a child that also
   sleeps; ``--pid-file`` receives both pids)
 - ``flood``: print ``--flood-bytes`` of noise, then do ``write``
-- ``dump-env``: write the environment as JSON to ``--dump-file`` (default
-  ``agent-env.json`` in the worktree), then do ``write``
+- ``dump-env``: write the environment (and what it can read of its parent's, as
+  _PARENT_ENVIRON) as JSON to ``--dump-file`` (default ``agent-env.json`` in the
+  worktree), then do ``write``
 """
 
 from __future__ import annotations
@@ -99,6 +100,18 @@ def print_result(summary: str, task: str, started: float, is_error: bool = False
     print(json.dumps(result), flush=True)
 
 
+def dump_environment() -> dict[str, str]:
+    """The agent's environment, plus what it can read of its parent's (mwai's)."""
+    found = dict(os.environ)
+    try:
+        raw = Path(f"/proc/{os.getppid()}/environ").read_bytes()
+    except OSError as exc:
+        found["_PARENT_ENVIRON"] = f"unreadable: {exc.strerror}"
+    else:
+        found["_PARENT_ENVIRON"] = raw.replace(b"\0", b"\n").decode("utf-8", "replace")
+    return found
+
+
 def hang(spawn_child: bool, pid_file: str | None) -> None:
     pids = [os.getpid()]
     if spawn_child:
@@ -140,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     if mode == "dump-env":
         dump = Path(args.dump_file) if args.dump_file else worktree / "agent-env.json"
-        dump.write_text(json.dumps(dict(os.environ), indent=1, sort_keys=True),
+        dump.write_text(json.dumps(dump_environment(), indent=1, sort_keys=True),
                         encoding="utf-8")
     changed = write_change(worktree, key, summary, task)
     print_result(f"{key}: recorded the change in {', '.join(changed)}.", task, started)

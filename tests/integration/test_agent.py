@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mwai.agent import AgentResult, AgentTimeout, build_prompt, run_agent
+from mwai.agent import PR_GET_DUMPABLE, AgentResult, AgentTimeout, build_prompt, run_agent
 from mwai.errors import PermanentError
 from mwai.git import GitWorkspace, branch_name
 from mwai.jira import Comment, Issue
@@ -142,6 +144,13 @@ async def test_agent_environment_holds_no_secret_even_when_it_tries(tmp_path: Pa
     text = dump.read_text()
     for name, value in SECRET_ENV.items():
         assert name not in env and value not in text
+    # mwai made itself non-dumpable first, so an agent of the same (non-root) user cannot
+    # read mwai's own environment through /proc either.
+    libc = ctypes.CDLL(None)
+    assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0
+    if os.geteuid() != 0:
+        assert env.pop("_PARENT_ENVIRON").startswith("unreadable")
+    env.pop("_PARENT_ENVIRON", None)
     assert env["ANTHROPIC_API_KEY"] == "sk-ant-agent" and env["HARMLESS"] == "1"
     assert "UNLISTED" not in env and "MWAI_TASK_FILE" in env
     assert set(env) - {"PWD", "SHLVL", "_", "LC_CTYPE"} <= {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -298,3 +299,43 @@ async def test_worktree_dataclass_is_what_the_flow_needs(
     ws = GitWorkspace(tmp_path / "work")
     wt = await ws.prepare(repo, BRANCH, run_id=3)
     assert isinstance(wt, Worktree) and wt.repo == repo and wt.start_commit
+
+
+async def test_agent_that_deletes_or_repoints_its_worktree_gets_a_clear_error(
+    tmp_path: Path, origin: Path, repo: RepoConfig
+) -> None:
+    ws = GitWorkspace(tmp_path / "work")
+    wt = await ws.prepare(repo, BRANCH, run_id=1)
+    shutil.rmtree(wt.path)
+    with pytest.raises(PermanentError, match="did the agent delete"):
+        await ws.commit_all(wt, "PROJ-2: gone")
+    await ws.remove(wt)  # still cleans up
+
+    # A .git file pointing at another repository (here: a repo around the work dir).
+    wt2 = await ws.prepare(repo, BRANCH, run_id=2)
+    other = tmp_path / "other"
+    run_git("init", "--quiet", str(other), cwd=tmp_path)
+    (wt2.path / ".git").write_text(f"gitdir: {other / '.git'}\n")
+    (wt2.path / "x.txt").write_text("x\n")
+    with pytest.raises(PermanentError, match="not to mwai's mirror"):
+        await ws.commit_all(wt2, "PROJ-2: elsewhere")
+    assert run_git("status", "--porcelain", cwd=other) == ""
+    await ws.remove(wt2)
+    assert not wt2.path.exists()
+
+
+async def test_markdown_lines_survive_and_a_retry_finds_its_pushed_commit(
+    tmp_path: Path, origin: Path, repo: RepoConfig
+) -> None:
+    ws = GitWorkspace(tmp_path / "work")
+    wt = await ws.prepare(repo, BRANCH, run_id=12)
+    (wt.path / "x.txt").write_text("x\n")
+    message = "PROJ-2: Add x\n\n# Changes\n- added x\n\nMwai-Run: 12\n"
+    sha = await ws.commit_all(wt, message)
+    await ws.push(wt)
+    assert run_git("log", "-1", "--format=%B", BRANCH, cwd=origin).strip() == message.strip()
+    await ws.remove(wt)
+    # The run is retried after a crash that followed the push:
+    again = await ws.prepare(repo, BRANCH, run_id=12)
+    assert await ws.find_commit(again, "^Mwai-Run: (12)$") == sha
+    assert await ws.find_commit(again, "^Mwai-Run: (13)$") is None
