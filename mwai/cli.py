@@ -99,6 +99,10 @@ def fail(message: str) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.demo:
+        from mwai.demo import cmd_serve_demo
+
+        return cmd_serve_demo(args)
     overrides = {"MWAI_LISTEN": args.listen, "MWAI_WORKERS": args.workers,
                  "MWAI_PROCESSOR": args.processor}
     settings = load_settings(args, overrides, require_secret=True)
@@ -194,6 +198,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--listen", metavar="HOST:PORT", help="overrides MWAI_LISTEN")
     serve.add_argument("--workers", type=int, metavar="N", help="overrides MWAI_WORKERS")
     serve.add_argument("--processor", choices=("jira", "noop"), help="overrides MWAI_PROCESSOR")
+    serve.add_argument("--demo", action="store_true",
+                       help="serve against built-in fakes of Jira, GitHub and the LLM and a "
+                            "sample repository, to try the webhook by hand (only --listen "
+                            "applies; see mwai demo)")
     serve.set_defaults(handler=_cmd_serve)
 
     enqueue = sub.add_parser("enqueue", parents=[common], help="queue a run for an issue by hand",

@@ -388,6 +388,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(root, write, args.timeout))
 
 
+def cmd_serve_demo(args: argparse.Namespace) -> int:
+    """`mwai serve --demo`: the fakes and mwai, up until Ctrl-C (port from --listen)."""
+    port = int(args.listen.rpartition(":")[2]) if args.listen else 8088
+    root = Path(tempfile.mkdtemp(prefix="mwai-demo-")).absolute()
+    return asyncio.run(serve_demo(root, port, lambda line: print(line, flush=True)))
+
+
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     demo = subparsers.add_parser(
         "demo", help="play the whole AI Runner story offline against built-in fakes",

@@ -37,3 +37,57 @@ def test_mwai_demo_refuses_a_used_directory(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "earlier demo" in result.stderr
+
+
+def test_mwai_serve_demo_answers_the_spec_curl_request(tmp_path: Path) -> None:
+    import json
+    import re
+    import signal
+    import threading
+    import time
+    import urllib.request
+
+    from tests.acceptance.service import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MWAI_", "JIRA_", "GH_"))}
+    env.update({"PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mwai", "serve", "--demo", "--listen", f"127.0.0.1:{port}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    stdout = proc.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")),
+                              daemon=True)
+    reader.start()
+
+    def wait_for(text: str, timeout_s: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = [line for line in list(lines) if text in line]
+            if found:
+                return found[0]
+            assert proc.poll() is None, "".join(lines)
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} in the output:\n" + "".join(lines))
+
+    try:
+        secret_line = wait_for("X-Moveware-Webhook-Secret:")
+        match = re.search(r"X-Moveware-Webhook-Secret: ([^\"]+)\"", secret_line)
+        assert match, secret_line
+        payload = {"event_type": "issue_assigned", "issue_key": "TEST-123",
+                   "issue_type": "Story", "status": "Backlog",
+                   "assignee_account_id": "ai-account"}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/webhook/jira", data=json.dumps(payload).encode(),
+            method="POST", headers={"Content-Type": "application/json",
+                                    "X-Moveware-Webhook-Secret": match.group(1)})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["ok"] is True
+        wait_for("Plan posted on TEST-123")
+        wait_for("TEST-123 moved to Plan Review")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    assert code == 0, "".join(lines)
