@@ -556,6 +556,44 @@ class Store:
         """Run a named write statement in the next batch; returns the rows changed."""
         return await self._write(_op_statement, name, params)
 
+    # ------------------------------------------ operator actions (mwai/ops.py)
+    # Writes of `mwai prune` / `mwai unlock` that must be atomic across several
+    # statements, and VACUUM (which cannot run inside a transaction).
+
+    async def prune_runs(self, run_ids: Sequence[int], before: float) -> tuple[int, int]:
+        """Delete these runs and their events, if still finished and older than ``before``.
+
+        One short transaction; returns (runs deleted, events deleted).
+        """
+        return await self._write(_op_prune_runs, list(run_ids), before)
+
+    async def release_stale_locks(
+        self, locks: Sequence[tuple[int, str]], fresh_after: float, max_attempts: int
+    ) -> list[LostRun]:
+        """Release the (run_id, locked_by) locks whose owner process looks dead.
+
+        Re-checked inside the transaction: a lock that changed meanwhile, or whose
+        process heartbeat is newer than ``fresh_after``, is left alone. A running run
+        goes back to the queue (or fails when its attempts are spent), like lease
+        recovery does.
+        """
+        return await self._write(_op_release_locks, list(locks), fresh_after, max_attempts)
+
+    async def vacuum(self) -> None:
+        """VACUUM then truncate the WAL (blocks other writers while it runs)."""
+        if self._executor is None:
+            raise StoreError("the store is not open for writing")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._vacuum)
+
+    def _vacuum(self) -> None:
+        if self._writer_conn is None:
+            raise StoreError("the store is closed")
+        try:
+            self._writer_conn.execute(Q["ops_vacuum"])
+            self._writer_conn.execute(Q["ops_checkpoint"]).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from None
+
 
 # --------------------------------------------------------------------------
 # Write operations: each runs in the writer thread inside the batch transaction.
@@ -876,3 +914,43 @@ def _split_statements(script: str) -> list[str]:
         statements.append(buffer.strip())
     return statements
 
+
+# --------------------------------------------------------------------------
+# Operator actions (mwai/ops.py): run in the writer thread like the ones above.
+
+
+def _op_prune_runs(
+    conn: sqlite3.Connection, run_ids: Sequence[int], before: float
+) -> tuple[int, int]:
+    params = [{"run_id": run_id, "before": before} for run_id in run_ids]
+    events = conn.executemany(Q["ops_prune_events"], params).rowcount
+    conn.executemany(Q["ops_prune_deliveries"], params)
+    runs = conn.executemany(Q["ops_prune_run"], params).rowcount
+    return int(runs), int(events)
+
+
+def _op_release_locks(
+    conn: sqlite3.Connection, locks: Sequence[tuple[int, str]], fresh_after: float,
+    max_attempts: int,
+) -> list[LostRun]:
+    released: list[LostRun] = []
+    now = now_s()
+    for run_id, locked_by in locks:
+        row = conn.execute(Q["ops_lock_of_run"],
+                           {"run_id": run_id, "locked_by": locked_by}).fetchone()
+        if row is None:
+            continue  # finished or re-claimed meanwhile
+        process = conn.execute(Q["ops_process"],
+                               {"process_id": locked_by.rpartition("/")[0]}).fetchone()
+        if process is not None and process[5] is None and process[4] >= fresh_after:
+            continue  # its process heartbeated meanwhile: alive
+        why = f"released by mwai unlock: process of {locked_by} is not alive"
+        if row[5] == "running":
+            released += _recover(conn, [tuple(row[:5])], max_attempts, why)
+        else:
+            conn.execute(Q["ops_clear_lock"],
+                         {"run_id": run_id, "locked_by": locked_by, "now": now})
+            _insert_events(conn, [Event(run_id, "Stale lock released", "warning",
+                                        {"lost_worker": locked_by, "reason": why}, now)])
+            released.append(LostRun(run_id, str(row[1]), str(row[5]), locked_by))
+    return released
