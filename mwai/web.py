@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from mwai import __version__, http, metrics, sdnotify
+from mwai import __version__, http, metrics, openapi, ratelimit, sdnotify
 from mwai import webhook as wh
 from mwai.errors import MwaiError, StoreError, StoreUnavailable
 from mwai.logs import log_context
@@ -35,6 +35,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)
 POOL_KEY = web.AppKey("pool", WorkerPool)
 STARTED_KEY = web.AppKey("started_monotonic", float)
+RATE_LIMIT_KEY = web.AppKey("rate_limiter", ratelimit.RateLimiter)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -67,7 +68,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = error_response(exc.status, exc.reason)
+            # Keep what the exception says beyond its text (Allow on a 405,
+            # WWW-Authenticate on a 401); the body becomes our JSON error.
+            kept = {name: value for name, value in exc.headers.items()
+                    if name.lower() not in ("content-type", "content-length")}
+            response = error_response(exc.status, exc.reason, kept)
         except Exception:
             log.exception("Unhandled error while answering a request")
             response = error_response(500, "internal error; see the service log for "
@@ -96,11 +101,29 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 async def webhook_jira(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
+    limited = _rate_limited(request)
+    if limited is not None:
+        return limited
     try:
         return await _accept_webhook(request, settings)
     except wh.WebhookError as exc:
         log.warning("Webhook rejected", extra={"status": exc.status, "error": exc.message})
         return error_response(exc.status, exc.message)
+
+
+def _rate_limited(request: web.Request) -> web.Response | None:
+    """429 when this client address is over MWAI_RATE_LIMIT_PER_S (before the body is read)."""
+    limiter = request.app.get(RATE_LIMIT_KEY)
+    if limiter is None:
+        return None
+    wait_s = limiter.take(request.remote or "unknown")
+    if wait_s is None:
+        return None
+    log.warning("Webhook rate limited", extra={"remote": request.remote,
+                                               "retry_after_s": round(wait_s, 3)})
+    return error_response(429, "too many webhooks from this address (MWAI_RATE_LIMIT_PER_S); "
+                               "retry after the Retry-After seconds",
+                          {"Retry-After": ratelimit.retry_after_header(wait_s)})
 
 
 def _single_header(request: web.Request, name: str) -> str | None:
@@ -248,10 +271,14 @@ def create_app(settings: Settings, processor: Processor | None = None) -> web.Ap
     app[SETTINGS_KEY] = settings
     app[metrics.METRICS_KEY] = metrics.Metrics()
     app[STARTED_KEY] = time.monotonic()
+    limiter = ratelimit.make_limiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    if limiter is not None:
+        app[RATE_LIMIT_KEY] = limiter
     app.cleanup_ctx.append(_service_ctx(processor))
     app.router.add_post("/webhook/jira", webhook_jira)
     app.router.add_get("/health", health)
     app.router.add_get("/health/detailed", health_detailed)
+    app.router.add_get(openapi.OPENAPI_PATH, openapi.openapi_handler)
     app.router.add_get("/metrics", metrics.metrics_handler(settings.metrics_token,
                                                            _refresh_metrics))
     return app
