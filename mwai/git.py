@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mwai.errors import PermanentError, TransientError
-from mwai.repos import RepoConfig
+from mwai.repos import RepoConfig, is_safe_branch, is_safe_url
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ def git_environment(
         "GIT_ASKPASS": "",
         "SSH_ASKPASS": "",
         "GCM_INTERACTIVE": "never",
+        # No remote helpers that run commands (ext::) whatever the URL says.
+        "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
         "GIT_AUTHOR_NAME": AUTHOR_NAME,
         "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL,
         "GIT_COMMITTER_NAME": AUTHOR_NAME,
@@ -302,6 +304,11 @@ class GitWorkspace:
 
     async def prepare(self, repo: RepoConfig, branch: str, run_id: int) -> Worktree:
         """A fresh worktree for the run on ``branch`` (reused from origin if it exists)."""
+        if not is_safe_url(repo.url):
+            raise PermanentError(f"refusing the repository URL {repo.url!r}: not a plain URL")
+        for name in (branch, repo.base_branch):
+            if not is_safe_branch(name):
+                raise PermanentError(f"refusing the branch name {name!r}: not a plain name")
         mirror = self.mirror_path(repo)
         path = self.worktrees_dir / f"run-{int(run_id)}"
         async with self._lock(mirror):

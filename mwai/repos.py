@@ -28,6 +28,22 @@ _GITHUB_URL = re.compile(
     r"([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?/?$"
 )
 _PROJECT_KEYS = {"repo_url", "base_branch", "github_repo"}
+_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+
+def is_safe_branch(name: str) -> bool:
+    """A plain branch name: no option-like start, no "..", "//", "/.", ".lock" end."""
+    return bool(_BRANCH.match(name)) and not (
+        ".." in name or "//" in name or "/." in name
+        or name.endswith((".lock", "/", "."))
+    )
+
+
+def is_safe_url(url: str) -> bool:
+    """A git URL that cannot be mistaken for an option or a remote-helper command."""
+    return bool(url) and not url.startswith("-") and "::" not in url and not any(
+        ord(ch) < 32 for ch in url
+    )
 
 
 @dataclass(frozen=True)
@@ -91,9 +107,12 @@ def _parse_project(
     if not isinstance(url, str) or not url.strip():
         problems.append(f'{name}: repo_url is missing; add repo_url = "<git clone URL>"')
         url = ""
+    elif not is_safe_url(url.strip()):
+        problems.append(f"{name}: repo_url {url!r} is not a plain git URL or path")
     base = table.get("base_branch", settings.base_branch)
-    if not isinstance(base, str) or not base.strip():
-        problems.append(f'{name}: base_branch must be a branch name, e.g. "main"')
+    if not isinstance(base, str) or not is_safe_branch(base.strip()):
+        problems.append(f'{name}: base_branch must be a branch name, e.g. "main" '
+                        f"(got {base!r})")
         base = ""
     github = table.get("github_repo", "") or github_repo_from_url(url)
     if not isinstance(github, str) or not _GITHUB_REPO.match(github):
@@ -128,6 +147,11 @@ def resolve_repo(settings: Settings, project_key: str) -> RepoConfig:
         raise PermanentError(
             f"no git repository is configured for Jira project {project_key}: {where}"
         )
+    if not is_safe_url(settings.repo_url):
+        raise PermanentError(f"MWAI_REPO_URL {settings.repo_url!r} is not a plain git URL or "
+                             "path")
+    if not is_safe_branch(settings.base_branch):
+        raise PermanentError(f"BASE_BRANCH {settings.base_branch!r} is not a branch name")
     github = settings.gh_repo or github_repo_from_url(settings.repo_url)
     if not _GITHUB_REPO.match(github):
         raise PermanentError(

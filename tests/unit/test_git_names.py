@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mwai.errors import ConfigError, PermanentError
 from mwai.git import branch_name, git_environment, mirror_name
-from mwai.repos import RepoConfig, load_repos, resolve_repo
+from mwai.repos import RepoConfig, is_safe_branch, load_repos, resolve_repo
 from tests.conftest import make_settings
 
 
@@ -66,6 +66,7 @@ def test_readable_slug() -> None:
 def test_any_text_gives_a_valid_ref(key: str, summary: str) -> None:
     name = branch_name(key, summary)
     assert is_valid_branch(name), name
+    assert is_safe_branch(name), name
     assert name.startswith("ai/") and len(name) <= 3 + 32 + 1 + 40
     assert all(ch.isascii() and (ch.isalnum() or ch in "/-") for ch in name)
 
@@ -190,3 +191,26 @@ def test_missing_repos_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read it") as caught:
         load_repos(make_settings(tmp_path, repos_file=missing))
     assert missing in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["-uhttps://x", "ext::sh -c touch% /tmp/pwned",
+                                 "https://x/\nrepo"])
+def test_option_like_or_helper_urls_are_refused(tmp_path: Path, url: str) -> None:
+    file = write(tmp_path / "repos.toml", f"[projects.APP]\nrepo_url = {url!r}\n"
+                 'github_repo = "acme/app"\n'.replace("'", '"'))
+    with pytest.raises((ConfigError, PermanentError)):
+        resolve_repo(make_settings(tmp_path, repos_file=file), "APP")
+    with pytest.raises(PermanentError):
+        resolve_repo(make_settings(tmp_path, repo_url=url, gh_repo="acme/app"), "APP")
+
+
+@pytest.mark.parametrize("base", ["--force", "a..b", "main.lock", "x y", "HEAD@{1}"])
+def test_odd_base_branches_are_refused(tmp_path: Path, base: str) -> None:
+    with pytest.raises(PermanentError, match="BASE_BRANCH"):
+        resolve_repo(make_settings(tmp_path, repo_url="/srv/a.git", gh_repo="a/b",
+                                   base_branch=base), "APP")
+
+
+def test_branch_names_pass_the_workspace_check() -> None:
+    for summary in HOSTILE:
+        assert is_safe_branch(branch_name("PROJ-1", summary))
