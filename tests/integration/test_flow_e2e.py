@@ -302,3 +302,61 @@ async def test_no_secret_in_events_logs_comments_or_agent_environment(
         assert not leaks, f"a secret leaked into: {leaks}"
     assert "JIRA_API_TOKEN" not in agent_env and "GH_TOKEN" not in agent_env
     assert os.environ.get("PATH") is None or "PATH" in agent_env
+
+
+async def test_retried_run_skips_the_steps_it_already_did(make_stack: StackFactory) -> None:
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN, http_retries=1, max_attempts=3)
+    jira = stack.jira
+    stack.github.fail_next("500", count=2)  # the first attempt's PR step runs out of tries
+    parent = await approved_parent(stack)
+    await settle(stack, "the change", lambda: statuses(stack, parent) == ["In Testing"])
+
+    sub = jira.subtasks_of(parent)[0].key
+    # The retry may run as the same run or as the issue's queued run taking it over.
+    runs = [r for r in await all_runs(stack) if r["action"] == "execute"]
+    assert [r["status"] for r in runs if r["status"] != "cancelled"] == ["completed"]
+    assert max(r["attempts"] for r in runs) == 2
+    events = [e for r in runs for e in await stack.store.events(r["id"])]
+    assert len([e for e in events if e["message"].startswith("Agent finished")]) == 1
+    assert len([e for e in events if '"step":"push"' in e["meta_json"]]) == 1
+    assert [r.status for r in stack.github.requests][:2] == [500, 500]
+    pulls = stack.github.pulls(GITHUB_REPO)
+    assert len(pulls) == 1
+    assert git_log(stack.origin, pulls[0]["head"]["ref"])[0] == f"{sub}: Add a greet() helper"
+    assert len(git_log(stack.origin, pulls[0]["head"]["ref"])) == 2
+    assert len([c for c in jira.comments_of(sub) if "Pull request:" in c]) == 1
+
+
+async def test_plan_with_only_questions_blocks_the_parent(make_stack: StackFactory) -> None:
+    questions = {"overview": "Unclear.", "subtasks": [],
+                 "questions": ["Which languages must the greeting support?"]}
+    stack = await make_stack(plan=questions)
+    jira = stack.jira
+    parent = jira.create_issue(project="DEMO", summary="Greet users")
+    jira.human_assign(parent, jira.ai_account_id)
+    await settle(stack, "the questions", lambda: jira.issue(parent).status == "Blocked")
+
+    assert jira.issue(parent).assignee_account_id == jira.human_account_id
+    comments = jira.comments_of(parent)
+    assert len(comments) == 1
+    assert "Which languages must the greeting support?" in comments[0]
+    assert jira.subtasks_of(parent) == []
+
+
+async def test_replanning_takes_the_new_human_comments_into_account(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN)
+    jira = stack.jira
+    parent = jira.create_issue(project="DEMO", summary="Greet users by name")
+    jira.human_assign(parent, jira.ai_account_id)
+    await settle(stack, "the first plan", lambda: jira.issue(parent).status == "Plan Review")
+    jira.human_comment(parent, "Please greet in French too: 'Bonjour'.")
+    jira.human_transition(parent, "Backlog", assignee=jira.ai_account_id)
+    await settle(stack, "the second plan", lambda: len(
+        [c for c in jira.comments_of(parent) if PLAN_MARKER in c]) == 2
+        and jira.issue(parent).status == "Plan Review")
+
+    prompts = [json.dumps(r.json) for r in stack.llm.requests]
+    assert len(prompts) == 2
+    assert "Bonjour" not in prompts[0]
+    assert "Bonjour" in prompts[1]
