@@ -465,7 +465,9 @@ class GitWorkspace:
     async def cleanup_stale(self) -> list[Path]:
         """Remove every worktree directory (left by a crash) and prune the mirrors.
 
-        Call at startup, before any run prepares a worktree.
+        Also deletes the *.lock files a killed git left in the mirrors (they would
+        make every later fetch fail). Call at startup, before any run prepares a
+        worktree.
         """
         removed: list[Path] = []
         if self.worktrees_dir.is_dir():
@@ -477,10 +479,18 @@ class GitWorkspace:
                 if mirror.name.endswith(".partial"):
                     _rmtree(mirror)
                 elif (mirror / "HEAD").exists():
+                    _remove_stale_locks(mirror)
                     await self._git(["worktree", "prune"], mirror, check=False)
         if removed:
             log.info("removed %d stale worktree(s)", len(removed))
         return removed
+
+
+def _remove_stale_locks(mirror: Path) -> None:
+    for lock in mirror.rglob("*.lock"):
+        if lock.is_file() and not lock.is_symlink():
+            log.info("removing stale git lock %s", lock)
+            lock.unlink(missing_ok=True)
 
 
 def _rejected(result: GitResult) -> bool:

@@ -203,6 +203,22 @@ async def test_cleanup_stale_removes_worktrees_left_by_a_crash(
     assert "run-7" not in listing
     # The same run (retried) and the branch are usable again.
     again = await fresh.prepare(repo, BRANCH, run_id=7)
+    await fresh.remove(again)
+
+    # git killed in the middle of a fetch leaves lock files behind; startup removes them.
+    mirror = fresh.mirror_path(repo)
+    (mirror / "refs" / "remotes" / "origin" / "main.lock").write_text("")
+    (mirror / "packed-refs.lock").write_text("")
+    human = tmp_path / "human"
+    run_git("clone", "--quiet", str(origin), str(human), cwd=tmp_path)
+    run_git("-c", "user.name=H", "-c", "user.email=h@x", "commit", "-q", "--allow-empty",
+            "-m", "moves main", cwd=human)
+    run_git("push", "--quiet", "origin", "main", cwd=human)
+    with pytest.raises(PermanentError, match="lock"):
+        await fresh.prepare(repo, BRANCH, run_id=8)
+    await fresh.cleanup_stale()
+    assert not list(mirror.rglob("*.lock"))
+    again = await fresh.prepare(repo, BRANCH, run_id=7)
     assert not (again.path / "half-done.txt").exists()
     assert await fresh.cleanup_stale() == [again.path]
 
