@@ -15,9 +15,10 @@ tests):
 - ``hang``: sleep forever (``--spawn-child``: after starting a child that also
   sleeps; ``--pid-file`` receives both pids)
 - ``flood``: print ``--flood-bytes`` of noise, then do ``write``
-- ``dump-env``: write the environment (and what it can read of its parent's, as
-  _PARENT_ENVIRON) as JSON to ``--dump-file`` (default ``agent-env.json`` in the
-  worktree), then do ``write``
+- ``dump-env``: write the environment as JSON to ``--dump-file`` (default
+  ``agent-env.json`` in the worktree), then do ``write``; with
+  ``--read-parent-env`` also what it can read of mwai's own environment through
+  /proc (as _PARENT_ENVIRON; root can always read it)
 """
 
 from __future__ import annotations
@@ -100,9 +101,11 @@ def print_result(summary: str, task: str, started: float, is_error: bool = False
     print(json.dumps(result), flush=True)
 
 
-def dump_environment() -> dict[str, str]:
-    """The agent's environment, plus what it can read of its parent's (mwai's)."""
+def dump_environment(read_parent: bool) -> dict[str, str]:
+    """The agent's environment, plus (read_parent) what it can read of mwai's."""
     found = dict(os.environ)
+    if not read_parent:
+        return found
     try:
         raw = Path(f"/proc/{os.getppid()}/environ").read_bytes()
     except OSError as exc:
@@ -130,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spawn-child", action="store_true")
     parser.add_argument("--pid-file")
     parser.add_argument("--dump-file")
+    parser.add_argument("--read-parent-env", action="store_true")
     parser.add_argument("--flood-bytes", type=int, default=4 * 1024 * 1024)
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -153,8 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     if mode == "dump-env":
         dump = Path(args.dump_file) if args.dump_file else worktree / "agent-env.json"
-        dump.write_text(json.dumps(dump_environment(), indent=1, sort_keys=True),
-                        encoding="utf-8")
+        found = dump_environment(args.read_parent_env)
+        dump.write_text(json.dumps(found, indent=1, sort_keys=True), encoding="utf-8")
     changed = write_change(worktree, key, summary, task)
     print_result(f"{key}: recorded the change in {', '.join(changed)}.", task, started)
     return 0

@@ -125,7 +125,7 @@ async def test_agent_environment_holds_no_secret_even_when_it_tries(tmp_path: Pa
     dump = tmp_path / "env-dump.json"
     settings = agent_settings(
         tmp_path,
-        f"{DEMO} --mode dump-env --dump-file {shlex.quote(str(dump))}",
+        f"{DEMO} --mode dump-env --read-parent-env --dump-file {shlex.quote(str(dump))}",
         agent_pass_env=(*SECRET_ENV, "ANTHROPIC_API_KEY", "HARMLESS"),
         jira_api_token=SECRET_ENV["JIRA_API_TOKEN"],
         gh_token=SECRET_ENV["GH_TOKEN"],
