@@ -337,6 +337,7 @@ class JiraProcessor:
                 if ours and comment.author_account_id in (ai, None):
                     return {"issue_key": key, "comment_id": comment.id, "found": True}
             body = text if marker else f"{text}\n{run_marker(run.id)}"
+            body = scrub(body, self.settings.secret_values())
             return {"issue_key": key, "comment_id": await self.jira.add_comment(key, body)}
         return await run.once(step, f"Comment posted on {key}", post)
 
@@ -498,10 +499,12 @@ class JiraProcessor:
             run.step = "run the agent"
             result = await self._run_agent(self.settings, worktree.path, prompt, self._llm)
             run.usage.add(result.cost_usd, result.input_tokens, result.output_tokens)
+            secrets = self.settings.secret_values()
             await run.journal("agent", f"Agent finished (exit {result.exit_code})",
                               exit_code=result.exit_code, duration_s=round(result.duration_s, 3),
-                              summary=result.summary[:SUMMARY_MAX_CHARS],
-                              output_tail=result.output[-2000:], cost_usd=result.cost_usd,
+                              summary=scrub(result.summary[:SUMMARY_MAX_CHARS], secrets),
+                              output_tail=scrub(result.output[-2000:], secrets),
+                              cost_usd=result.cost_usd,
                               input_tokens=result.input_tokens,
                               output_tokens=result.output_tokens)
             sha = None

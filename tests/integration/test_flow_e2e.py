@@ -22,6 +22,7 @@ import pytest
 from mwai import agent as agent_module
 from mwai.agent import AgentResult
 from mwai.demo import DEMO_PLAN, GITHUB_REPO, DemoStack, demo_agent_command, play_story
+from mwai.errors import PermanentError
 from mwai.flow import JiraProcessor
 from mwai.llm import LlmClient
 from mwai.planner import PLAN_MARKER
@@ -83,7 +84,10 @@ def statuses(stack: DemoStack, parent: str) -> list[str]:
     return [sub.status for sub in stack.jira.subtasks_of(parent)]
 
 
-async def test_whole_story(make_stack: StackFactory) -> None:
+async def test_whole_story(make_stack: StackFactory, tmp_path: Path) -> None:
+    stale = tmp_path / "stack0" / "work" / "worktrees" / "run-999"
+    stale.mkdir(parents=True)  # left by a crash: removed when the processor starts
+    (stale / "half-done.txt").write_text("x")
     stack = await make_stack()
     lines: list[str] = []
     result = await play_story(stack, lines.append)
@@ -127,6 +131,7 @@ async def test_whole_story(make_stack: StackFactory) -> None:
     pushes = [e for e in await all_events(stack) if '"step":"push"' in e["meta_json"]]
     assert len(pushes) == 2
     assert any("Action: plan" in line for line in lines)
+    assert list((tmp_path / "stack0" / "work" / "worktrees").iterdir()) == []
 
 
 async def test_rework_gets_a_second_commit_on_the_same_branch_and_pr(
@@ -360,3 +365,33 @@ async def test_replanning_takes_the_new_human_comments_into_account(
     assert len(prompts) == 2
     assert "Bonjour" not in prompts[0]
     assert "Bonjour" in prompts[1]
+
+
+async def test_requeue_of_a_failed_run_retries_it_as_the_failure_comment_says(
+        make_stack: StackFactory) -> None:
+    calls: list[str] = []
+
+    async def flaky_agent(settings: Settings, worktree: Path, prompt: str,
+                          llm: LlmClient | None) -> AgentResult:
+        calls.append(prompt)
+        if len(calls) == 1:
+            raise PermanentError("agent crashed: out of credits")
+        return await agent_module.run_agent(settings, worktree, prompt, llm)
+
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN,
+                             make_processor=lambda s: JiraProcessor(s, run_agent=flaky_agent))
+    jira = stack.jira
+    parent = await approved_parent(stack)
+    await settle(stack, "the failure", lambda: any(
+        "could not finish" in c for s in jira.subtasks_of(parent) for c in
+        jira.comments_of(s.key)))
+    sub = jira.subtasks_of(parent)[0].key
+    failed = [r for r in await all_runs(stack) if r["status"] == "failed"]
+    assert len(failed) == 1 and "out of credits" in failed[0]["last_error"]
+    assert jira.issue(sub).assignee_account_id == jira.human_account_id
+
+    await stack.store.requeue(int(failed[0]["id"]))
+    await settle(stack, "the retried change", lambda: jira.issue(sub).status == "In Testing")
+    assert (await stack.store.get_run(int(failed[0]["id"])))["status"] == "completed"
+    assert len(stack.github.pulls(GITHUB_REPO)) == 1
+    assert len([c for c in jira.comments_of(sub) if "could not finish" in c]) == 1
