@@ -99,7 +99,7 @@ def fail(message: str) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    if args.demo:
+    if getattr(args, "demo", False):
         from mwai.demo import cmd_serve_demo
 
         return cmd_serve_demo(args)
