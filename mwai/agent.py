@@ -379,6 +379,26 @@ async def kill_group(pgid: int, grace_s: float) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def resolve_program(program: str, path_env: str) -> str:
+    """Absolute path of the agent program, never a file of the worktree.
+
+    The agent runs with the worktree as its cwd, so a relative program path or a
+    relative PATH entry ("." or empty) could run a file committed to the repository.
+    """
+    if os.sep in program:
+        return os.path.abspath(program)  # relative to mwai's directory, not the worktree
+    for directory in path_env.split(os.pathsep):
+        if not os.path.isabs(directory):
+            continue
+        candidate = os.path.join(directory, program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise PermanentError(
+        f"cannot start the agent {program!r} (MWAI_AGENT_COMMAND): not found on PATH "
+        f"({path_env or 'empty'}); give its absolute path"
+    )
+
+
 def protect_own_environment() -> bool:
     """Make mwai non-dumpable so an agent of the same user cannot read its secrets.
 
@@ -443,6 +463,7 @@ async def run_agent(
     except ValueError as exc:
         raise PermanentError(f"MWAI_AGENT_COMMAND cannot be split into arguments: {exc}") from None
     env = agent_environment(settings, os.environ if base_env is None else base_env)
+    argv[0] = resolve_program(argv[0], env.get("PATH", ""))
     if not protect_own_environment():
         log.debug("could not make mwai non-dumpable; the agent may read /proc/<pid>/environ")
     task_dir = Path(tempfile.mkdtemp(prefix="mwai-task-"))

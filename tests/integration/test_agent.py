@@ -328,3 +328,18 @@ async def test_builtin_agent_refuses_an_oversize_change(tmp_path: Path) -> None:
                              "task", ScriptedLlm([big]))
     assert result.exit_code == 1 and "MWAI_AGENT_MAX_CHANGE_BYTES" in result.summary
     assert not (worktree / "big.txt").exists()
+
+
+async def test_a_program_committed_to_the_repository_is_never_run(tmp_path: Path) -> None:
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    canary = tmp_path / "pwned"
+    fake = worktree / "claude"
+    fake.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(canary))}\n")
+    fake.chmod(0o755)
+    # "." and "" in PATH would find ./claude in the worktree (the agent's cwd).
+    env = {"PATH": f".{':'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    with pytest.raises(PermanentError, match="not found on PATH"):
+        await run_agent(agent_settings(tmp_path, "claude -p"), worktree, "task", None,
+                        base_env=env)
+    assert not canary.exists()
