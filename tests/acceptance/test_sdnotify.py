@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 import uuid
 from pathlib import Path
 
@@ -85,7 +84,7 @@ def test_watchdog_meant_for_another_pid_is_ignored() -> None:
     assert Notifier.from_environ(env).watchdog_interval_s == 1.0
 
 
-def test_unreachable_socket_is_reported_not_raised(tmp_path: Path) -> None:
-    started = time.monotonic()
+def test_unreachable_socket_is_reported_not_raised(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     assert Notifier(str(tmp_path / "missing.sock")).ready() is False
-    assert time.monotonic() - started < 5
+    assert "Could not notify systemd" in caplog.text
