@@ -246,7 +246,10 @@ class GitWorkspace:
         return result
 
     def _error(self, args: Sequence[str], result: GitResult, network: bool) -> Exception:
-        stderr = result.stderr.strip()[-STDERR_KEPT_CHARS:] or "(no message)"
+        # push --porcelain reports each refused ref on stdout ("!<tab>ref<tab>[reason]").
+        refused = [line for line in result.stdout.splitlines() if line.startswith("!")]
+        detail = "\n".join([*refused, result.stderr.strip()]).strip()
+        stderr = self._scrub(detail)[-STDERR_KEPT_CHARS:] or "(no message)"
         message = f"git {args[0]} failed (exit {result.returncode}): {stderr}"
         lowered = stderr.lower()
         if network and any(hint in lowered for hint in _AUTH_HINTS):

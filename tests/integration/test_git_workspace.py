@@ -355,3 +355,19 @@ async def test_markdown_lines_survive_and_a_retry_finds_its_pushed_commit(
     again = await ws.prepare(repo, BRANCH, run_id=12)
     assert await ws.find_commit(again, "^Mwai-Run: (12)$") == sha
     assert await ws.find_commit(again, "^Mwai-Run: (13)$") is None
+
+
+async def test_a_push_refused_by_a_server_hook_says_why(
+    tmp_path: Path, origin: Path, repo: RepoConfig
+) -> None:
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'protected branch: ask an admin' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    ws = GitWorkspace(tmp_path / "work")
+    wt = await ws.prepare(repo, BRANCH, run_id=1)
+    (wt.path / "x.txt").write_text("x\n")
+    await ws.commit_all(wt, "PROJ-2: x")
+    with pytest.raises(PermanentError) as caught:
+        await ws.push(wt)
+    assert "protected branch: ask an admin" in str(caught.value)
+    assert "pre-receive hook declined" in str(caught.value)
