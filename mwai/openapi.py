@@ -155,6 +155,8 @@ WEBHOOK_STATUSES: dict[str, dict[str, Any]] = {
     "400": _error("Malformed: not JSON, not an object, nested too deep, no issue key, a "
                   "credential header sent twice, or a bad delivery id."),
     "401": _error("Missing or wrong credentials (secret header or HMAC signature)."),
+    "408": _error("The body did not arrive within MWAI_CLIENT_TIMEOUT_S (a stalled or very "
+                  "slow client)."),
     "413": _error("Body over MWAI_MAX_BODY_BYTES (checked on Content-Length and while "
                   "reading a chunked body)."),
     "415": _error("Content-Type is not application/json (or application/*+json)."),

@@ -87,6 +87,9 @@ SETTINGS: tuple[Setting, ...] = (
       "(0: no limit; use when no reverse proxy limits the rate).", "float", minimum=0),
     S("MWAI_RATE_LIMIT_BURST", "20", "Burst size of the per-client rate limit.", "int",
       minimum=1),
+    S("MWAI_CLIENT_TIMEOUT_S", "30", "A client connection that sends no complete request "
+      "for this long is closed (idle or slow clients); a webhook body not received within "
+      "it is answered 408.", "float", minimum=0.1),
     # jira
     S("JIRA_BASE_URL", "", "Base URL of the Jira site, e.g. https://example.atlassian.net.",
       group="jira", required_by=("jira",)),
@@ -282,6 +285,7 @@ class Settings:
     queue_age_alert_s: float
     rate_limit_per_s: float
     rate_limit_burst: int
+    client_timeout_s: float
     jira_base_url: str
     jira_email: str
     jira_api_token: str

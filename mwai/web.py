@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from mwai import __version__, http, metrics, openapi, ratelimit, sdnotify
 from mwai import webhook as wh
@@ -43,6 +44,26 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 RETRY_AFTER_S = 1
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """Malformed HTTP from a client is the client's fault: a WARNING line, not an ERROR.
+
+    aiohttp logs every request it cannot parse (oversized headers, garbage bytes) at
+    ERROR with a traceback; anyone on the internet could then fill the log and the
+    Sentry quota at will. Errors of mwai itself keep their level and traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = f"{record.msg}: {str(exc)[:200]!r}"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+CLIENT_ERROR_LOG_FILTER = ClientErrorLogFilter()
 
 
 def json_response(data: dict[str, Any], status: int = 200,
@@ -81,7 +102,17 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The body, at most ``limit`` bytes, within ``timeout_s`` (a slow client gets 408)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_limited(request, limit)
+    except TimeoutError:
+        raise wh.WebhookError(408, f"the body was not received within {timeout_s:g} s "
+                                   "(MWAI_CLIENT_TIMEOUT_S)") from None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise wh.WebhookError(413, f"body of {request.content_length} bytes is over the "
                                    f"limit of {limit} bytes (MWAI_MAX_BODY_BYTES)")
@@ -142,7 +173,7 @@ async def _accept_webhook(request: web.Request, settings: Settings) -> web.Respo
         wh.authenticate(settings.jira_webhook_secret, header_secret, signature, None)
     wh.check_content_type(request.headers.get("Content-Type", ""))
     delivery_id = wh.check_delivery_id(request.headers.get(wh.DELIVERY_HEADER))
-    body = await _read_body(request, settings.max_body_bytes)
+    body = await _read_body(request, settings.max_body_bytes, settings.client_timeout_s)
     if header_secret is None:
         wh.authenticate(settings.jira_webhook_secret, None, signature, body)
     trigger = wh.to_trigger(wh.parse_body(body))
@@ -317,8 +348,12 @@ async def serve(settings: Settings, processor: Processor | None = None,
     notifier = notifier or sdnotify.Notifier()
     watchdog: asyncio.Task[None] | None = None
     app = create_app(settings, processor)
+    logging.getLogger("aiohttp.server").addFilter(CLIENT_ERROR_LOG_FILTER)  # idempotent
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False,
-                           shutdown_timeout=5)
+                           shutdown_timeout=5,
+                           # aiohttp's default keeps a connection that never sends a
+                           # request for an hour: idle clients could pile up sockets.
+                           keepalive_timeout=settings.client_timeout_s)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

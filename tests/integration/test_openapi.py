@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from pathlib import Path
@@ -64,7 +65,8 @@ def statuses_in_code() -> set[str]:
 def test_every_webhook_status_in_the_code_is_documented_and_no_other() -> None:
     documented = set(openapi.document()["paths"]["/webhook/jira"]["post"]["responses"])
     assert statuses_in_code() == documented
-    assert documented == {"200", "400", "401", "413", "415", "422", "429", "503"}
+    assert documented == {"200", "400", "401", "408", "413", "415", "422", "429",
+                          "503"}
 
 
 def validator(ref: str) -> Any:
@@ -166,3 +168,20 @@ async def test_wrong_method_is_a_json_405_naming_the_allowed_method(client: Any)
 def test_secret_is_not_in_the_document() -> None:
     assert SECRET not in orjson.dumps(openapi.document()).decode()
     assert mwai.webhook.SECRET_HEADER in orjson.dumps(openapi.document()).decode()
+
+
+async def test_408_for_a_body_that_stalls_matches_the_document(
+        aiohttp_client: Any, settings_factory: Any) -> None:
+    client = await aiohttp_client(create_app(settings_factory(client_timeout_s=0.3)))
+
+    async def stalling_body() -> Any:
+        yield b'{"issue_key": '
+        await asyncio.sleep(3)
+        yield b'"A-1"}'
+
+    response = await client.post("/webhook/jira", data=stalling_body(),
+                                 headers=secret_headers())
+    raw = await response.read()
+    assert response.status == 408, raw
+    assert b"MWAI_CLIENT_TIMEOUT_S" in raw
+    assert_matches("/webhook/jira", "post", 408, response.headers, raw)
