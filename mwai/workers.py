@@ -34,6 +34,7 @@ log = logging.getLogger("mwai.workers")
 
 CANCEL_POLL_S = 0.5
 STORE_RETRY_S = 1.0
+SETTLE_TRIES_AT_SHUTDOWN = 5
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float, retry_after_s: float | None) -> float:
@@ -262,18 +263,26 @@ class WorkerPool:
     async def _settle(self, write: Callable[[], Awaitable[object]]) -> None:
         """Write a run's final state, retrying while the database is unavailable.
 
-        If it never succeeds, the run stays 'running' and lease recovery takes it
-        over later: nothing is lost, at worst the run is done again.
+        While the pool runs, it keeps trying (the worker waits; the database is down
+        anyway): lease recovery skips the runs of its own live process, so a run left
+        'running' here would stay stuck until a restart. Only at shutdown does it give
+        up after a few tries; the next start then recovers the run (its process is
+        gone): nothing is lost, at worst the run is done again.
         """
-        for attempt in range(5):
+        attempt = 0
+        while True:
             try:
                 await write()
                 return
             except StoreError as exc:
+                attempt += 1
+                if self._stopping and attempt >= SETTLE_TRIES_AT_SHUTDOWN:
+                    log.error("Gave up recording the run's outcome at shutdown; the next "
+                              "start recovers the run", extra={"error": str(exc)})
+                    return
                 log.error("Could not record the run's outcome; retrying", extra={
-                    "error": str(exc), "attempt": attempt + 1})
-                await asyncio.sleep(STORE_RETRY_S * (attempt + 1))
-        log.error("Gave up recording the run's outcome; lease recovery will take it over")
+                    "error": str(exc), "attempt": attempt})
+                await asyncio.sleep(STORE_RETRY_S * min(attempt, 5))
 
     # --------------------------------------------------------------- background
 
