@@ -739,33 +739,45 @@ def _cmd_unlock(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ mwai prune
 
 
+PRUNE_TARGET_S = 0.2  # how long one delete transaction may hold the write lock
+
+
 async def prune(store: Store, before: float, batch_size: int, archive: Path | None,
                 pause_min_s: float = 0.05) -> tuple[int, int]:
     """Delete finished runs updated before ``before`` and their events, batch by batch.
 
-    Each batch is one short write transaction; between batches the write lock is
-    left free for about as long as the batch took, so a live service keeps
-    acknowledging webhooks. With ``archive``, the batch is appended (one JSON
-    line per run, with its events) and flushed to disk before it is deleted.
+    Each batch is one short write transaction: the batch size adapts (up to
+    ``batch_size``) so that a transaction takes about PRUNE_TARGET_S, and between
+    batches the write lock stays free for at least half that long, so a live
+    service keeps acknowledging webhooks (its writes wait at most one batch,
+    well within MWAI_DB_BUSY_TIMEOUT_MS). With ``archive``, the batch is
+    appended (one JSON line per run, with its events) and flushed to disk
+    before it is deleted.
     """
     runs_deleted = events_deleted = 0
+    after_id = 0
+    size = min(batch_size, 100)
     handle = archive.open("ab") if archive is not None else None
     try:
         while True:
             rows = await store.read_query("ops_prune_candidates", before=before,
-                                          limit=batch_size)
+                                          after_id=after_id, limit=size)
             if not rows:
                 return runs_deleted, events_deleted
             ids = [int(row["id"]) for row in rows]
+            after_id = ids[-1]
             if handle is not None:
                 await _archive_batch(store, ids, handle)
             started = time.monotonic()
             runs, events = await store.prune_runs(ids, before)
+            took_s = time.monotonic() - started
             runs_deleted += runs
             events_deleted += events
-            if runs == 0:
-                return runs_deleted, events_deleted  # nothing deletable left among them
-            await asyncio.sleep(max(pause_min_s, time.monotonic() - started))
+            if took_s > PRUNE_TARGET_S * 1.25:
+                size = max(1, int(size * PRUNE_TARGET_S / took_s))
+            elif took_s < PRUNE_TARGET_S * 0.5 and len(ids) == size:
+                size = min(batch_size, size * 2)
+            await asyncio.sleep(max(pause_min_s, took_s / 2))
     finally:
         if handle is not None:
             handle.close()
@@ -782,6 +794,20 @@ async def _archive_batch(store: Store, ids: list[int], handle: Any) -> None:
         handle.write(orjson.dumps(document) + b"\n")
     handle.flush()
     os.fsync(handle.fileno())
+
+
+VACUUM_MIN_FREE = 0.10  # VACUUM rewrites the whole file: only worth it for real space
+
+
+async def vacuum_if_worth_it(store: Store) -> str | None:
+    """VACUUM when at least VACUUM_MIN_FREE of the file is free pages; else why not."""
+    counts = (await store.read_query("ops_page_counts"))[0]
+    free = counts["free_pages"] / max(1, counts["pages"])
+    if free < VACUUM_MIN_FREE:
+        return (f"only {free * 100:.1f}% of the file is free space (VACUUM runs from "
+                f"{VACUUM_MIN_FREE * 100:.0f}%)")
+    await store.vacuum()
+    return None
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
@@ -807,9 +833,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                                                            archive)
                 result = {"dry_run": False, "runs": runs_deleted, "events": events_deleted}
                 if args.vacuum:
-                    await store.vacuum()
+                    result["vacuum_skipped"] = await vacuum_if_worth_it(store)
         result.update({"before": before, "before_iso": iso_utc(before),
-                       "vacuum": bool(args.vacuum and not args.dry_run),
+                       "vacuum": bool(args.vacuum and not args.dry_run
+                                      and not result.get("vacuum_skipped")),
                        "archive": str(archive) if archive else None,
                        "database_bytes_before": size_before,
                        "database_bytes_after": database_bytes(settings.db)})
@@ -824,6 +851,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         if result["vacuum"]:
             print(f"vacuumed: database {format_bytes(size_before)} -> "
                   f"{format_bytes(result['database_bytes_after'])}")
+        elif result.get("vacuum_skipped"):
+            print(f"vacuum skipped: {result['vacuum_skipped']}")
         else:
             print(f"database size: {format_bytes(result['database_bytes_after'])}"
                   + ("" if args.dry_run else " (use --vacuum to give the space back)"))
@@ -1053,12 +1082,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                            help="cut-off age, e.g. 30d")
     prune_cmd.add_argument("--archive", metavar="FILE.jsonl",
                            help="first append each run, with its events, as one JSON line")
-    prune_cmd.add_argument("--batch-size", type=int, default=500, metavar="N",
-                           help="runs deleted per transaction (default 500)")
+    prune_cmd.add_argument("--batch-size", type=int, default=1000, metavar="N",
+                           help="at most N runs per transaction (default 1000; batches "
+                                "shrink so that one holds the write lock about 0.2 s)")
     prune_cmd.add_argument("--vacuum", action="store_true",
-                           help="VACUUM afterwards to give the space back to the disk "
-                                "(blocks writes while it runs: webhooks get 503 + "
-                                "Retry-After meanwhile)")
+                           help="then VACUUM to give the space back to the disk, when at "
+                                "least 10%% of the file is free (VACUUM blocks writes while "
+                                "it runs: webhooks get 503 + Retry-After meanwhile)")
     prune_cmd.add_argument("--dry-run", action="store_true",
                            help="only count what would be deleted")
     _json_flag(prune_cmd)

@@ -378,11 +378,13 @@ WHERE run_id IN (SELECT id FROM runs
                  WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < :before);
 
 -- name: ops_prune_candidates
--- No ORDER BY: each batch walks runs_status_updated from its start, where the
--- previous batch's rows are already gone.
+-- The next batch in id order (the primary key; the unary + keeps the planner off
+-- the status indexes): consecutive runs keep their rows and events on few pages,
+-- so a batch's delete touches few pages, and old runs sit at the low ids.
 SELECT id FROM runs
-WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < :before
-LIMIT :limit;
+WHERE id > :after_id
+  AND +status IN ('completed', 'failed', 'cancelled') AND +updated_at < :before
+ORDER BY id LIMIT :limit;
 
 -- name: ops_runs_by_ids
 -- CROSS JOIN fixes the loop order: the few ids outside, runs by primary key inside.
@@ -407,6 +409,10 @@ DELETE FROM deliveries WHERE run_id = (
 -- name: ops_prune_run
 DELETE FROM runs WHERE id = :run_id
   AND status IN ('completed', 'failed', 'cancelled') AND updated_at < :before;
+
+-- name: ops_page_counts
+SELECT (SELECT freelist_count FROM pragma_freelist_count()) AS free_pages,
+       (SELECT page_count FROM pragma_page_count()) AS pages;
 
 -- name: ops_vacuum
 VACUUM;
