@@ -415,7 +415,7 @@ class JiraProcessor:
                 await self._assign(run, key, settings.jira_ai_account_id, f"assign_{key}")
             run.step = "list the sub-tasks"
             started = await self._start_next(run, await self.jira.list_subtasks(parent.key),
-                                             current_key=None)
+                                             current_key=None, candidates=keys)
             if created or started:
                 lines = [f"mwai created {len(created)} sub-task(s) from the approved plan:"]
                 lines += [f"- {key}" for key in keys]
@@ -425,9 +425,13 @@ class JiraProcessor:
                 await self._comment(run, parent.key, "\n".join(lines), "start_comment",
                                     comments)
 
-    async def _start_next(self, run: _Run, siblings: list[Issue],
-                          current_key: str | None) -> str | None:
-        """Move the next sub-task not started yet to In Progress, assign AI, queue it."""
+    async def _start_next(self, run: _Run, siblings: list[Issue], current_key: str | None,
+                          candidates: list[str] | None = None) -> str | None:
+        """Move the next sub-task not started yet to In Progress, assign AI, queue it.
+
+        ``candidates``: only these may be started (START: the plan's sub-tasks, not
+        those of an older plan).
+        """
         settings = self.settings
         started = (settings.jira_status_in_progress, settings.jira_status_in_testing,
                    settings.jira_status_done, settings.jira_status_blocked)
@@ -438,6 +442,7 @@ class JiraProcessor:
                                 in_progress=busy)
             return None
         following = next((s for s in siblings if s.key != current_key
+                          and (candidates is None or s.key in candidates)
                           and not any(same_status(s.status, name) for name in started)), None)
         if following is None:
             return None
