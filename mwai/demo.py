@@ -84,6 +84,7 @@ class DemoStack:
 
     def __init__(self, root: Path, *, plan: dict[str, Any] | None = None,
                  listen_port: int = 0, github_repos: tuple[str, ...] = (GITHUB_REPO,),
+                 llm_script: Callable[[dict[str, Any]], str] | None = None,
                  **settings_changes: Any) -> None:
         self.root = Path(root)
         self.plan = plan or DEMO_PLAN
@@ -92,7 +93,7 @@ class DemoStack:
         self.secret = secrets.token_urlsafe(24)
         self.jira = FakeJira(webhook_secret=self.secret)
         self.github = FakeGitHub(github_repos, token="demo-" + secrets.token_hex(8))
-        self.llm = FakeLlm(plan_script(self.plan),
+        self.llm = FakeLlm(llm_script or plan_script(self.plan),
                            anthropic_key="demo-" + secrets.token_hex(8))
         self.origin = self.root / "origin.git"
         self.settings: Settings | None = None
@@ -137,6 +138,8 @@ class DemoStack:
             llm_provider="anthropic",
             anthropic_api_key=self.llm.anthropic_key,
             anthropic_base_url=self.llm.anthropic_base_url,
+            openai_api_key=self.llm.openai_key,
+            openai_base_url=self.llm.openai_base_url,
             agent_command=demo_agent_command(),
             agent_timeout_s=60.0,
             http_retries=2,

@@ -395,3 +395,49 @@ async def test_requeue_of_a_failed_run_retries_it_as_the_failure_comment_says(
     assert (await stack.store.get_run(int(failed[0]["id"])))["status"] == "completed"
     assert len(stack.github.pulls(GITHUB_REPO)) == 1
     assert len([c for c in jira.comments_of(sub) if "could not finish" in c]) == 1
+
+
+async def test_builtin_llm_agent_through_an_openai_compatible_api(
+        make_stack: StackFactory) -> None:
+    plan_text = json.dumps(ONE_SUBTASK_PLAN)
+    edits = json.dumps({"summary": "Added greet() to sample/calc.py.", "edits": [
+        {"path": "sample/greet.py", "content": "def greet(name: str) -> str:\n"
+                                               "    return f'Hello, {name}!'\n"},
+        {"path": "../outside.txt", "content": "must not be written"},
+    ]})
+
+    def script(request: dict[str, Any]) -> str:
+        return edits if "careful coding agent" in json.dumps(request) else plan_text
+
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN, llm_script=script, llm_provider="openai",
+                             agent_command="")
+    parent = await approved_parent(stack)
+    await settle(stack, "the change", lambda: statuses(stack, parent) == ["In Testing"])
+
+    assert stack.llm.requests_to("/v1/chat/completions")
+    assert not stack.llm.requests_to("/v1/messages")
+    branch = stack.github.pulls(GITHUB_REPO)[0]["head"]["ref"]
+    assert "Hello, {name}!" in git_show(stack.origin, branch, "sample/greet.py")
+    assert not list(stack.root.rglob("outside.txt"))
+    sub = stack.jira.subtasks_of(parent)[0].key
+    result = [c for c in stack.jira.comments_of(sub) if "Pull request:" in c][0]
+    assert "Added greet() to sample/calc.py." in result
+    assert "Refused edits" in result
+
+
+async def test_a_repeated_start_trigger_creates_nothing_twice(make_stack: StackFactory) -> None:
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN)
+    jira = stack.jira
+    parent = await approved_parent(stack)
+    await settle(stack, "the change", lambda: statuses(stack, parent) == ["In Testing"])
+    comments_before = jira.comments_of(parent)
+
+    jira.human_assign(parent, jira.human_account_id)  # someone fiddles with the assignee
+    jira.human_assign(parent, jira.ai_account_id)
+    await settle(stack, "the repeated START", lambda: True)
+
+    assert len(jira.subtasks_of(parent)) == 1
+    assert statuses(stack, parent) == ["In Testing"]
+    assert jira.comments_of(parent) == comments_before
+    starts = [r for r in await all_runs(stack) if r["action"] == "start"]
+    assert len(starts) >= 2 and all(r["status"] == "completed" for r in starts)
