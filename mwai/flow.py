@@ -30,7 +30,7 @@ from mwai.agent import AgentResult, build_prompt
 from mwai.errors import PermanentError, TransientError
 from mwai.git import GitWorkspace, Worktree, branch_name
 from mwai.github import GitHubClient
-from mwai.http import new_session
+from mwai.http import CallObserver, new_session
 from mwai.jira import Comment, Issue, JiraClient
 from mwai.llm import LlmClient, LlmReply, make_llm
 from mwai.planner import PLAN_MARKER, find_latest_plan, format_plan_comment, write_plan
@@ -170,8 +170,10 @@ class JiraProcessor:
         github: GitHubClient | None = None,
         git: GitWorkspace | None = None,
         run_agent: AgentRunner | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.settings = settings
+        self._observer = observer  # metrics hook for every Jira/GitHub/LLM request
         self._session = session
         self._owns_session = session is None
         self._jira = jira
@@ -194,9 +196,10 @@ class JiraProcessor:
             if self._session is None:
                 self._session = new_session()
             settings, session = self.settings, self._session
-            self._jira = self._jira or JiraClient(settings, session)
-            self._llm = self._llm or make_llm(settings, session)
-            self._github = self._github or GitHubClient(settings, session)
+            observer = self._observer
+            self._jira = self._jira or JiraClient(settings, session, observer)
+            self._llm = self._llm or make_llm(settings, session, observer)
+            self._github = self._github or GitHubClient(settings, session, observer)
             self._git = self._git or GitWorkspace(settings.work_dir, settings.gh_token)
             removed = await self._git.cleanup_stale()
             if removed:
