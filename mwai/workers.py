@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import mwai.store
 from mwai import telemetry
 from mwai.errors import StoreError, TransientError
 from mwai.logs import log_context
@@ -35,6 +36,8 @@ log = logging.getLogger("mwai.workers")
 CANCEL_POLL_S = 0.5
 STORE_RETRY_S = 1.0
 SETTLE_TRIES_AT_SHUTDOWN = 5
+# A wall-clock step larger than this (NTP step, manual change) pauses lease recovery.
+CLOCK_JUMP_TOLERANCE_S = 1.0
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float, retry_after_s: float | None) -> float:
@@ -84,6 +87,8 @@ class WorkerPool:
         self._stopping = False
         self._timers: set[asyncio.TimerHandle] = set()
         self.last_heartbeat_monotonic = time.monotonic()
+        self._clock_marks = (mwai.store.now_s(), time.monotonic())
+        self._recovery_paused_until_monotonic = 0.0
 
     # ------------------------------------------------------------------ status
 
@@ -299,7 +304,27 @@ class WorkerPool:
     async def _recovery_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.recovery_interval_s)
+            if self._paused_by_clock_jump():
+                continue
             await self._recover_once()
+
+    def _paused_by_clock_jump(self) -> bool:
+        """True for one lease (monotonic) after the wall clock jumped.
+
+        Leases are wall-clock times shared with other processes: right after a
+        forward jump every lease looks expired until its live owner renews it, which
+        it does within one lease. Until then, recovering would take healthy runs away.
+        """
+        wall_s, monotonic_s = mwai.store.now_s(), time.monotonic()
+        last_wall_s, last_monotonic_s = self._clock_marks
+        self._clock_marks = (wall_s, monotonic_s)
+        jump_s = (wall_s - last_wall_s) - (monotonic_s - last_monotonic_s)
+        if abs(jump_s) > CLOCK_JUMP_TOLERANCE_S:
+            self._recovery_paused_until_monotonic = monotonic_s + self.settings.lease_s
+            log.warning("Wall clock jumped; lease recovery waits one lease so live "
+                        "processes renew theirs first", extra={
+                            "jump_s": round(jump_s, 3), "wait_s": self.settings.lease_s})
+        return monotonic_s < self._recovery_paused_until_monotonic
 
     async def _recover_once(self) -> None:
         try:
