@@ -441,3 +441,14 @@ async def test_a_repeated_start_trigger_creates_nothing_twice(make_stack: StackF
     assert jira.comments_of(parent) == comments_before
     starts = [r for r in await all_runs(stack) if r["action"] == "start"]
     assert len(starts) >= 2 and all(r["status"] == "completed" for r in starts)
+
+
+async def test_jira_data_center_rest_v2(make_stack: StackFactory) -> None:
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN, jira_api_version="2")
+    parent = await approved_parent(stack)
+    await settle(stack, "the change", lambda: statuses(stack, parent) == ["In Testing"])
+
+    assert stack.jira.calls(path_contains="/rest/api/2/")
+    assert not stack.jira.calls(path_contains="/rest/api/3/")
+    sub = stack.jira.subtasks_of(parent)[0].key
+    assert isinstance(stack.jira.comment_records(sub)[0].body, str)  # plain text in v2
