@@ -9,7 +9,7 @@ reported on stderr and the exit code is 3. The same alert (same failed and
 stuck runs) is not re-sent within MWAI_ALERT_COOLDOWN_S.
 
 ``--unit-failed UNIT`` is for systemd ``OnFailure=``: it sends a message
-about the failed unit with the last lines of its journal.
+about the failed unit with the last lines of its journal (exit 0 once sent).
 
 ``check_connections`` serves ``mwai check --connect``.
 """
@@ -344,7 +344,7 @@ async def run_alert(settings: Settings, window_s: float, threshold: int, as_json
 
 
 async def _deliver(settings: Settings, alert: Mapping[str, Any], as_json: bool,
-                   store: Store | None) -> int:
+                   store: Store | None, delivered_exit: int = EXIT_PROBLEM) -> int:
     if not has_notifier(settings):
         _report(alert, as_json, {"notified": [], "cooldown_until": None})
         if not as_json:
@@ -366,7 +366,7 @@ async def _deliver(settings: Settings, alert: Mapping[str, Any], as_json: bool,
     if store is not None:
         await store.kv_set(COOLDOWN_KEY, orjson.dumps(
             {"fingerprint": alert["fingerprint"], "sent_at": time.time()}).decode())
-    return EXIT_PROBLEM
+    return delivered_exit
 
 
 def _configured(settings: Settings, name: str) -> bool:
@@ -381,7 +381,9 @@ def _configured(settings: Settings, name: str) -> bool:
 def _cmd_alert(args: argparse.Namespace) -> int:
     settings = ops_settings(args)
     if args.unit_failed:
-        return run_async(_deliver(settings, unit_alert(args.unit_failed), args.json, None))
+        # Delivered is success here: the unit's own failure is already on record.
+        return run_async(_deliver(settings, unit_alert(args.unit_failed), args.json, None,
+                                  delivered_exit=EXIT_OK))
     window_s = parse_duration(args.window, "--window")
     if args.threshold < 1:
         from mwai.cli import UsageError
@@ -408,7 +410,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                              "(default 1)")
     parser.add_argument("--unit-failed", metavar="UNIT",
                         help="instead: notify that systemd unit UNIT failed, with its last "
-                             f"{JOURNAL_LINES} journal lines (for OnFailure=)")
+                             f"{JOURNAL_LINES} journal lines (for OnFailure=); exit 0 once "
+                             "delivered, 1 with no notifier, 3 when a notifier failed")
     parser.add_argument("--json", action="store_true",
                         help="print the alert as one JSON document")
     parser.set_defaults(handler=_cmd_alert)
