@@ -1,8 +1,7 @@
 """The AI Runner flow: one claimed run -> read the issue -> route -> do the step(s).
 
 Every side effect (a comment, a sub-task, a push, a pull request, a transition)
-is journaled as an events row whose meta holds ``step`` and the result. A
-retried attempt of the same run reads its journal first and skips what is
+is journaled (mwai.journal): a retried attempt of the same run skips what is
 done, so nothing is ever made twice. Across *different* runs the remote state
 is the guard: sub-tasks are matched by summary, the pull request is found by
 its head branch, a commit carrying this run's trailer on origin counts as
@@ -19,11 +18,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import orjson
 
 from mwai import agent as agent_module
 from mwai.agent import AgentResult, build_prompt
@@ -32,7 +29,8 @@ from mwai.git import GitWorkspace, Worktree, branch_name
 from mwai.github import GitHubClient
 from mwai.http import CallObserver, new_session
 from mwai.jira import Comment, Issue, JiraClient
-from mwai.llm import LlmClient, LlmReply, make_llm
+from mwai.journal import RunJournal, run_marker, scrub
+from mwai.llm import LlmClient, make_llm
 from mwai.planner import PLAN_MARKER, find_latest_plan, format_plan_comment, write_plan
 from mwai.processing import RunContext
 from mwai.repos import RepoConfig, resolve_repo
@@ -43,23 +41,10 @@ from mwai.store import dumps
 log = logging.getLogger("mwai.flow")
 
 RUN_TRAILER = "Mwai-Run"
-TOOK_OVER = "Took over a released run"  # the store's event when a run absorbs another
 DONE_MARKER = "[mwai-done]"
 SUMMARY_MAX_CHARS = 1500
 ERROR_MAX_CHARS = 600
 AgentRunner = Callable[[Settings, Any, str, LlmClient | None], Awaitable[AgentResult]]
-
-
-def run_marker(run_id: int) -> str:
-    """Printed in every comment of a run: a later attempt recognises its own comment."""
-    return f"[mwai run {run_id}]"
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def feedback_since_last_ai_comment(comments: list[Comment], ai_account_id: str) -> list[Comment]:
@@ -67,94 +52,6 @@ def feedback_since_last_ai_comment(comments: list[Comment], ai_account_id: str) 
     last_ai = max((i for i, c in enumerate(comments) if c.author_account_id == ai_account_id),
                   default=-1)
     return comments[last_ai + 1:]
-
-
-@dataclass
-class _Usage:
-    cost_usd: float | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-
-    def add(self, cost_usd: float | None, input_tokens: int | None,
-            output_tokens: int | None) -> None:
-        if cost_usd is not None:
-            self.cost_usd = (self.cost_usd or 0.0) + cost_usd
-        if input_tokens is not None:
-            self.input_tokens = (self.input_tokens or 0) + input_tokens
-        if output_tokens is not None:
-            self.output_tokens = (self.output_tokens or 0) + output_tokens
-
-    def add_replies(self, replies: list[LlmReply]) -> None:
-        for reply in replies:
-            self.add(reply.cost_usd, reply.input_tokens, reply.output_tokens)
-
-
-@dataclass
-class _Run:
-    """One attempt of a run: its context, its journal and the step being done."""
-
-    ctx: RunContext
-    done: dict[str, dict[str, Any]]
-    step: str = "read the issue"
-    usage: _Usage = field(default_factory=_Usage)
-    action: Action | None = None
-    # This run and the runs it took over (a run released by a crash or shutdown is
-    # folded into the issue's queued run): their journals count as this run's.
-    ids: list[int] = field(default_factory=list)
-    earlier_action: str | None = None
-
-    @classmethod
-    async def load(cls, ctx: RunContext) -> _Run:
-        journals: list[list[tuple[str, dict[str, Any]]]] = []
-        pending, seen = [ctx.run.id], set()
-        while pending:
-            run_id = pending.pop()
-            if run_id in seen:
-                continue
-            seen.add(run_id)
-            rows = []
-            for row in await ctx.store.events(run_id):
-                meta = orjson.loads(row["meta_json"] or "{}")
-                meta = meta if isinstance(meta, dict) else {}
-                rows.append((str(row["message"]), meta))
-                if row["message"] == TOOK_OVER and isinstance(meta.get("from_run_id"), int):
-                    pending.append(meta["from_run_id"])
-            journals.append(rows)
-        done: dict[str, dict[str, Any]] = {}
-        earlier_action = None
-        for rows in reversed(journals):  # the oldest run first: newer results win
-            for message, meta in rows:
-                if isinstance(meta.get("step"), str):
-                    done[meta["step"]] = meta
-                if message.startswith("Action: ") and isinstance(meta.get("action"), str):
-                    earlier_action = meta["action"]
-        return cls(ctx, done, ids=sorted(seen), earlier_action=earlier_action)
-
-    def marked(self, text: str) -> bool:
-        """Whether ``text`` carries the marker of this run (or of a run it took over)."""
-        return any(run_marker(run_id) in text for run_id in self.ids)
-
-    @property
-    def id(self) -> int:
-        return self.ctx.run.id
-
-    def result(self, step: str) -> dict[str, Any] | None:
-        return self.done.get(step)
-
-    async def journal(self, step: str, message: str, **result: Any) -> dict[str, Any]:
-        meta = {"step": step, **result}
-        await self.ctx.event(message, **meta)
-        self.done[step] = meta
-        return meta
-
-    async def once(self, step: str, message: str,
-                   action: Callable[[], Awaitable[dict[str, Any] | None]]) -> dict[str, Any]:
-        """Do ``action`` unless an earlier attempt of this run journaled ``step``."""
-        previous = self.done.get(step)
-        if previous is not None:
-            return previous
-        self.step = step
-        return await self.journal(step, message, **(await action() or {}))
 
 
 class JiraProcessor:
@@ -233,7 +130,7 @@ class JiraProcessor:
 
     async def process(self, ctx: RunContext) -> None:
         await self._start()
-        run = await _Run.load(ctx)
+        run = await RunJournal.load(ctx)
         try:
             await self._process(run)
         except asyncio.CancelledError:
@@ -251,7 +148,7 @@ class JiraProcessor:
             with contextlib.suppress(Exception):
                 await self._record_usage(run)
 
-    async def _process(self, run: _Run) -> None:
+    async def _process(self, run: RunJournal) -> None:
         ctx = run.ctx
         run.step = "read the issue"
         issue = await self.jira.get_issue(ctx.run.issue_key)
@@ -276,20 +173,20 @@ class JiraProcessor:
         }
         await handlers[decision.action](run, issue, decision)
 
-    def _describe(self, run: _Run, exc: BaseException) -> str:
+    def _describe(self, run: RunJournal, exc: BaseException) -> str:
         text = str(exc).strip() or type(exc).__name__
         if not isinstance(exc, TransientError | PermanentError):
             text = f"{type(exc).__name__}: {text}"
         return scrub(f"step '{run.step}' failed: {text}", self.settings.secret_values())
 
-    async def _record_usage(self, run: _Run) -> None:
+    async def _record_usage(self, run: RunJournal) -> None:
         usage = run.usage
         if usage.cost_usd is None and usage.input_tokens is None and usage.output_tokens is None:
             return
         await run.ctx.record(cost_usd=usage.cost_usd, input_tokens=usage.input_tokens,
                              output_tokens=usage.output_tokens)
 
-    async def _report_failure(self, run: _Run, error: str) -> None:
+    async def _report_failure(self, run: RunJournal, error: str) -> None:
         """One short comment on the issue: what failed and how to retry."""
         if run.result("failure_comment") is not None:
             return
@@ -315,13 +212,13 @@ class JiraProcessor:
             log.warning("Could not report the failure on Jira", extra={
                 "error": scrub(str(exc), self.settings.secret_values())})
 
-    async def _transition(self, run: _Run, key: str, status: str, step: str) -> None:
+    async def _transition(self, run: RunJournal, key: str, status: str, step: str) -> None:
         async def move() -> dict[str, Any]:
             await self.jira.transition_to(key, status)
             return {"issue_key": key, "status": status}
         await run.once(step, f"{key} moved to {status}", move)
 
-    async def _assign(self, run: _Run, key: str, account_id: str, step: str) -> None:
+    async def _assign(self, run: RunJournal, key: str, account_id: str, step: str) -> None:
         who = "AI" if account_id == self.settings.jira_ai_account_id else "the human"
 
         async def assign() -> dict[str, Any]:
@@ -329,7 +226,7 @@ class JiraProcessor:
             return {"issue_key": key, "account_id": account_id}
         await run.once(step, f"{key} assigned to {who}", assign)
 
-    async def _comment(self, run: _Run, key: str, text: str, step: str,
+    async def _comment(self, run: RunJournal, key: str, text: str, step: str,
                        existing: list[Comment] | None = None, marker: str | None = None
                        ) -> dict[str, Any]:
         """Post a comment once: not if this run journaled it or Jira already shows it."""
@@ -346,10 +243,10 @@ class JiraProcessor:
 
     # --------------------------------------------------------------- actions
 
-    async def _noop(self, run: _Run, issue: Issue, decision: Decision) -> None:
+    async def _noop(self, run: RunJournal, issue: Issue, decision: Decision) -> None:
         await run.ctx.event("Nothing to do", reason=decision.reason)
 
-    async def _plan(self, run: _Run, issue: Issue, decision: Decision) -> None:
+    async def _plan(self, run: RunJournal, issue: Issue, decision: Decision) -> None:
         settings = self.settings
         run.step = "read the comments"
         comments = await self.jira.get_comments(issue.key)
@@ -381,7 +278,7 @@ class JiraProcessor:
         await self._transition(run, issue.key, target, "plan_transition")
         await self._assign(run, issue.key, settings.jira_human_account_id, "plan_assign")
 
-    async def _start_subtasks(self, run: _Run, parent: Issue, decision: Decision) -> None:
+    async def _start_subtasks(self, run: RunJournal, parent: Issue, decision: Decision) -> None:
         settings = self.settings
         async with self._parent_lock(parent.key):
             run.step = "read the plan"
@@ -428,7 +325,7 @@ class JiraProcessor:
                 await self._comment(run, parent.key, "\n".join(lines), "start_comment",
                                     comments)
 
-    async def _start_next(self, run: _Run, siblings: list[Issue], current_key: str | None,
+    async def _start_next(self, run: RunJournal, siblings: list[Issue], current_key: str | None,
                           candidates: list[str] | None = None) -> str | None:
         """Move the next sub-task not started yet to In Progress, assign AI, queue it.
 
@@ -463,7 +360,7 @@ class JiraProcessor:
         await run.once(f"enqueue_{key}", f"Run queued for {key}", enqueue)
         return key
 
-    async def _execute(self, run: _Run, sub: Issue, decision: Decision) -> None:
+    async def _execute(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
         settings, ctx = self.settings, run.ctx
         if not sub.parent_key:
             raise PermanentError(f"sub-task {sub.key} has no parent in Jira")
@@ -494,7 +391,7 @@ class JiraProcessor:
             run.step = "start the next sub-task"
             await self._start_next(run, await self.jira.list_subtasks(parent.key), sub.key)
 
-    async def _change_and_push(self, run: _Run, sub: Issue, repo: RepoConfig, branch: str,
+    async def _change_and_push(self, run: RunJournal, sub: Issue, repo: RepoConfig, branch: str,
                                prompt: str, comments: list[Comment]) -> dict[str, Any] | None:
         """Agent -> commit -> push in a fresh worktree; None when there is nothing to push."""
         run.step = "prepare the worktree"
@@ -548,7 +445,7 @@ class JiraProcessor:
         out, _ = await proc.communicate()
         return out.decode().strip() or None if proc.returncode == 0 else None
 
-    async def _blocked(self, run: _Run, sub: Issue, result: AgentResult,
+    async def _blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
                        comments: list[Comment]) -> None:
         settings = self.settings
         last = (result.summary or result.output[-SUMMARY_MAX_CHARS:]).strip() or "(no output)"
@@ -562,7 +459,7 @@ class JiraProcessor:
         await self._transition(run, sub.key, settings.jira_status_blocked, "blocked_transition")
         await self._assign(run, sub.key, settings.jira_human_account_id, "blocked_assign")
 
-    async def _open_pr(self, run: _Run, parent: Issue, repo: RepoConfig,
+    async def _open_pr(self, run: RunJournal, parent: Issue, repo: RepoConfig,
                        branch: str) -> dict[str, Any]:
         async def open_pr() -> dict[str, Any]:
             siblings = await self.jira.list_subtasks(parent.key)
@@ -600,7 +497,7 @@ class JiraProcessor:
                      "with a comment for a rework.")
         return "\n".join(lines)
 
-    async def _subtask_done(self, run: _Run, sub: Issue, decision: Decision) -> None:
+    async def _subtask_done(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
         settings, ctx = self.settings, run.ctx
         if not sub.parent_key:
             raise PermanentError(f"sub-task {sub.key} has no parent in Jira")

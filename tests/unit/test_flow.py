@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from mwai.flow import feedback_since_last_ai_comment, run_marker, scrub
+from mwai.flow import feedback_since_last_ai_comment
 from mwai.jira import Comment
+from mwai.journal import run_marker, scrub
 
 AI = "ai-account"
 
