@@ -129,9 +129,10 @@ class JiraProcessor:
     # --------------------------------------------------------------- process
 
     async def process(self, ctx: RunContext) -> None:
-        await self._start()
         run = await RunJournal.load(ctx)
         try:
+            run.step = "start the processor (clients, stale worktrees)"
+            await self._start()
             await self._process(run)
         except asyncio.CancelledError:
             raise
@@ -188,7 +189,7 @@ class JiraProcessor:
 
     async def _report_failure(self, run: RunJournal, error: str) -> None:
         """One short comment on the issue: what failed and how to retry."""
-        if run.result("failure_comment") is not None:
+        if run.result("failure_comment") is not None or self._jira is None:
             return
         key, run_id = run.ctx.run.issue_key, run.id
         short = error if len(error) <= ERROR_MAX_CHARS else error[:ERROR_MAX_CHARS] + "..."
