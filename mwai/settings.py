@@ -87,9 +87,10 @@ SETTINGS: tuple[Setting, ...] = (
       "(0: no limit; use when no reverse proxy limits the rate).", "float", minimum=0),
     S("MWAI_RATE_LIMIT_BURST", "20", "Burst size of the per-client rate limit.", "int",
       minimum=1),
-    S("MWAI_CLIENT_TIMEOUT_S", "30", "A client connection that sends no complete request "
+    S("MWAI_CLIENT_TIMEOUT_S", "75", "A client connection that sends no complete request "
       "for this long is closed (idle or slow clients); a webhook body not received within "
-      "it is answered 408.", "float", minimum=0.1),
+      "it is answered 408. Keep it above the upstream keepalive_timeout of a reverse "
+      "proxy (60 seconds in nginx).", "float", minimum=0.1),
     # jira
     S("JIRA_BASE_URL", "", "Base URL of the Jira site, e.g. https://example.atlassian.net.",
       group="jira", required_by=("jira",)),
