@@ -389,7 +389,10 @@ def _cmd_alert(args: argparse.Namespace) -> int:
         from mwai.cli import UsageError
 
         raise UsageError("--threshold must be at least 1")
-    return run_async(run_alert(settings, window_s, args.threshold, args.json))
+    from mwai import telemetry
+
+    with telemetry.cron_job(settings, "alert"):
+        return run_async(run_alert(settings, window_s, args.threshold, args.json))
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:

@@ -858,7 +858,12 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                   + ("" if args.dry_run else " (use --vacuum to give the space back)"))
         return EXIT_OK
 
-    return run_async(main())
+    if args.dry_run:
+        return run_async(main())
+    from mwai import telemetry
+
+    with telemetry.cron_job(settings, "prune"):
+        return run_async(main())
 
 
 # ------------------------------------------------------------------ mwai check
