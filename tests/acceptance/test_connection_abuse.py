@@ -273,17 +273,6 @@ def test_oversized_headers_are_refused_without_a_5xx(service: Service, extra: st
     assert post_normal(service, "AFTERHEAD-1")[0] == 200
 
 
-def test_service_is_healthy_and_every_acknowledged_webhook_is_stored(service: Service) -> None:
-    wait_until_idle(service.db)
-    status, health = service.get("/health/detailed")
-    assert status == 200 and health["status"] == "healthy", health
-    assert ACKED and set(ACKED) <= set(stored_keys(service.db))
-    # Malformed HTTP is logged as the client's fault: WARNING, no traceback.
-    parse_errors = [json.loads(line) for line in service.output().splitlines()
-                    if "Error handling request" in line]
-    assert parse_errors and {line["level"] for line in parse_errors} == {"WARNING"}
-
-
 def count_runs(db: Path, key: str) -> int:
     return sum(1 for stored in stored_keys(db) if stored == key)
 
@@ -320,3 +309,38 @@ def test_a_gzip_bomb_is_413_and_is_not_inflated_in_memory(service: Service) -> N
     print(f"gzip bomb of {len(bomb)} bytes (200 MB inflated): VmRSS {rss_before} -> "
           f"{rss_after} kB")
     assert rss_after <= rss_before + RSS_MARGIN_KB
+
+
+@pytest.mark.parametrize("framing", [
+    "Content-Length: 10\r\nTransfer-Encoding: chunked\r\n",
+    "Content-Length: 10\r\nContent-Length: 12\r\n",
+    "Content-Length: -1\r\n",
+    "Content-Length: 1e3\r\n",
+    "Transfer-Encoding: gzip, chunked, identity\r\n",
+], ids=["length and chunked", "two lengths", "negative length", "float length",
+        "odd transfer coding"])
+def test_ambiguous_framing_is_refused(service: Service, framing: str) -> None:
+    """Request smuggling shapes: refused, nothing stored, no traceback in the log."""
+    body = body_for("SMUGGLE-1")
+    head = ("POST /webhook/jira HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"X-Moveware-Webhook-Secret: {SECRET}\r\nConnection: close\r\n{framing}\r\n")
+    with connect(service) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(head.encode() + body)
+        try:
+            status = read_response(sock)[0]
+        except ConnectionError:
+            status = 0  # closed without an answer: refused too
+    assert status == 0 or 400 <= status < 500, status
+    assert count_runs(service.db, "SMUGGLE-1") == 0
+
+
+def test_service_is_healthy_and_every_acknowledged_webhook_is_stored(service: Service) -> None:
+    wait_until_idle(service.db)
+    status, health = service.get("/health/detailed")
+    assert status == 200 and health["status"] == "healthy", health
+    assert ACKED and set(ACKED) <= set(stored_keys(service.db))
+    # Malformed HTTP is logged as the client's fault: WARNING, no traceback.
+    parse_errors = [json.loads(line) for line in service.output().splitlines()
+                    if "Error handling request" in line]
+    assert parse_errors and {line["level"] for line in parse_errors} == {"WARNING"}
