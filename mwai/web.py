@@ -58,7 +58,8 @@ class ClientErrorLogFilter(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError) and record.levelno >= logging.ERROR:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg = f"{record.msg}: {str(exc)[:200]!r}"
+            # Formatted here: the client's bytes may hold '%' that must not be format codes.
+            record.msg, record.args = f"{record.getMessage()}: {str(exc)[:200]!r}", None
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -255,8 +255,9 @@ def test_chunked_body_over_the_limit_is_413(service: Service) -> None:
 
 @pytest.mark.parametrize("extra", [
     "X-Big: " + "a" * 100_000 + "\r\n",
+    "X-Fmt: " + "%s%d%(x)s" * 2000 + "\r\n",
     "".join(f"X-H{number}: v\r\n" for number in range(5000)),
-], ids=["one 100 kB header", "5000 headers"])
+], ids=["one 100 kB header", "format codes in a 16 kB header", "5000 headers"])
 def test_oversized_headers_are_refused_without_a_5xx(service: Service, extra: str) -> None:
     body = body_for("HEAD-1")
     with connect(service) as sock:
