@@ -73,14 +73,15 @@ class Sizes:
     scale_runs: tuple[int, ...]
     health_s: float
     prune_concurrency: int
+    prune_limit_s: float
 
 
 FULL = Sizes(intake_s=10, warmup_s=2, pickup_count=300, pickup_gap_s=0.02, queue_runs=100_000,
              throughput_s=15, footprint_s=10, scale_runs=(10_000, 100_000, 1_000_000),
-             health_s=5, prune_concurrency=8)
+             health_s=5, prune_concurrency=8, prune_limit_s=90)
 QUICK = Sizes(intake_s=1, warmup_s=0, pickup_count=20, pickup_gap_s=0.01, queue_runs=2_000,
               throughput_s=1.5, footprint_s=1, scale_runs=(2_000,), health_s=1,
-              prune_concurrency=8)
+              prune_concurrency=8, prune_limit_s=20)
 
 
 @dataclass(frozen=True)
@@ -321,8 +322,9 @@ class RssSampler:
 
 class Bench:
     def __init__(self, root: Path, sizes: Sizes, prefer_wrk: bool,
-                 progress: Callable[[str], None]) -> None:
+                 progress: Callable[[str], None], keep: bool = False) -> None:
         self.root = root
+        self.keep = keep
         self.sizes = sizes
         self.prefer_wrk = prefer_wrk
         self.progress = progress
@@ -382,8 +384,11 @@ class Bench:
     def load(self, spec: lg.LoadSpec) -> lg.LoadResult:
         return lg.run_load(spec, self.prefer_wrk)
 
-    def cli(self, db: Path, *arguments: str) -> dict[str, Any]:
-        """Wall time of an operator command as a user runs it (interpreter start included)."""
+    def cli(self, db: Path, *arguments: str, limit_s: float = 1800) -> dict[str, Any]:
+        """Wall time of an operator command as a user runs it (interpreter start included).
+
+        A command still running after ``limit_s`` is interrupted (SIGINT, as Ctrl-C).
+        """
         name = arguments[0]
         env = self.env(db, None, None)
         if name not in self._cli_available:
@@ -393,14 +398,24 @@ class Bench:
             return {"command": command, "available": False, "wall_s": None,
                     "note": "not available (the subcommand does not exist in this mwai)"}
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "mwai", *arguments, "--db", str(db)],
-                              env=env, capture_output=True, text=True, timeout=1800)
+        process = subprocess.Popen([sys.executable, "-m", "mwai", *arguments, "--db", str(db)],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        interrupted = False
+        try:
+            stdout, stderr = process.communicate(timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            interrupted = True
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=60)
         wall_s = time.monotonic() - started
         result: dict[str, Any] = {"command": command, "available": True,
-                                  "wall_s": round(wall_s, 3), "exit_code": done.returncode,
-                                  "output_lines": len(done.stdout.splitlines())}
-        if done.returncode != 0:
-            result["stderr"] = done.stderr.strip()[-500:]
+                                  "wall_s": round(wall_s, 3), "exit_code": process.returncode,
+                                  "output_lines": len(stdout.splitlines())}
+        if interrupted:
+            result["interrupted_after_s"] = limit_s
+        elif process.returncode != 0:
+            result["stderr"] = stderr.strip()[-500:]
         return result
 
     # ---------------------------------------------------------- fixtures
@@ -602,17 +617,19 @@ class Bench:
         }
 
     def scale(self) -> dict[str, Any]:
-        db = self.new_db("scale")
-        self.create_db(db)
-        have = 0
         sizes: list[dict[str, Any]] = []
         prune: dict[str, Any] | None = None
+        previous: Path | None = None
         for index, runs in enumerate(self.sizes.scale_runs):
-            self.progress(f"scale: filling to {runs} runs")
+            # A fresh database per size: ids grow with time, as in a real one.
+            if previous is not None and not self.keep:
+                shutil.rmtree(previous.parent, ignore_errors=True)
+            db = previous = self.new_db(f"scale-{runs}")
+            self.create_db(db)
+            self.progress(f"scale: filling {runs} runs")
             started = time.monotonic()
-            self.fill_finished(db, runs - have)
+            self.fill_finished(db, runs)
             fill_s = time.monotonic() - started
-            have = runs
             service = self.serve(db)
             try:
                 health = self.load(lg.LoadSpec(url=service.url("/health/detailed"),
@@ -635,19 +652,25 @@ class Bench:
         return {"sizes": sizes, "prune": prune, "errors": errors}
 
     def _prune_under_load(self, db: Path, service: Child) -> dict[str, Any]:
-        before = self.read(db, "bench_table_sizes")[0]
-        self.progress(f"scale: prune under load ({before['runs']} runs)")
-        spec = self.webhook_spec(service, self.sizes.prune_concurrency, 1800)
+        cutoff = time.time() - 30 * DAY_S
+        before = self.read(db, "bench_old_finished_runs", before=cutoff)[0]["runs"]
+        self.progress(f"scale: prune under load ({before} old runs, at most "
+                      f"{self.sizes.prune_limit_s:.0f} s)")
+        spec = self.webhook_spec(service, self.sizes.prune_concurrency, 3600)
         load = lg.start_load(spec, self.prefer_wrk)
         time.sleep(0.5)
-        command = self.cli(db, "prune", "--older-than", "30d")
+        command = self.cli(db, "prune", "--older-than", "30d", limit_s=self.sizes.prune_limit_s)
         if not command["available"]:
             # Still collect the load's numbers: they show the baseline without a prune.
             time.sleep(1.0)
         load.stop()
         intake = load.result()
-        after = self.read(db, "bench_table_sizes")[0]
-        return {"runs_before": before["runs"], "runs_after": after["runs"],
+        after = self.read(db, "bench_old_finished_runs", before=cutoff)[0]["runs"]
+        deleted = before - after
+        rate = deleted / command["wall_s"] if command.get("wall_s") else None
+        return {"old_runs_before": before, "old_runs_after": after, "deleted": deleted,
+                "runs_per_s": None if rate is None else round(rate, 1),
+                "projected_s": round(before / rate, 1) if rate else None,
                 "prune": command,
                 "intake": intake.as_dict() if command["available"] else None,
                 "baseline_intake": None if command["available"] else intake.as_dict()}
@@ -776,10 +799,11 @@ def _rows(document: dict[str, Any]) -> Iterator[tuple[str, list[tuple[str, ...]]
         prune = sections["scale"].get("prune")
         if prune:
             intake = prune["intake"] or {}
-            rows = [("runs before", "runs after", "prune wall s", "webhooks/s", "p99 ms",
-                     "max ms", "errors")]
-            rows.append((_fmt(prune["runs_before"]), _fmt(prune["runs_after"]),
-                         _cli_cell(prune["prune"]), _fmt(intake.get("rate_per_s")),
+            rows = [("old runs", "deleted", "prune wall s", "deleted/s", "projected s",
+                     "webhooks/s", "p99 ms", "max ms", "errors")]
+            rows.append((_fmt(prune["old_runs_before"]), _fmt(prune["deleted"]),
+                         _cli_cell(prune["prune"]), _fmt(prune["runs_per_s"]),
+                         _fmt(prune["projected_s"]), _fmt(intake.get("rate_per_s")),
                          _fmt(intake.get("p99_ms")), _fmt(intake.get("max_ms")),
                          _fmt(intake.get("errors"))))
             yield "Webhooks during `mwai prune --older-than 30d`", rows
@@ -789,6 +813,8 @@ def _cli_cell(result: dict[str, Any]) -> str:
     if not result.get("available"):
         return "not available"
     text = _fmt(result["wall_s"])
+    if result.get("interrupted_after_s"):
+        return f"{text} (stopped)"
     return text if result.get("exit_code") == 0 else f"{text} (exit {result['exit_code']})"
 
 
@@ -855,7 +881,31 @@ def render_markdown(document: dict[str, Any]) -> str:
     ]
     for title, rows in _rows(document):
         lines += [f"## {title}", "", *table(rows), ""]
+    missed = missed_targets(document)
+    if missed:
+        lines += ["## Missed targets", "",
+                  *[f"- {line}" for line in missed], "",
+                  "Where the time goes, with the profiles: "
+                  "[performance.md](performance.md#where-the-time-goes-profiles).", ""]
     return "\n".join(lines)
+
+
+def missed_targets(document: dict[str, Any]) -> list[str]:
+    """One line per missed target saying by how much."""
+    lines = []
+    for row in document.get("targets", []):
+        if row["passed"] is not False:
+            continue
+        value, limit = float(row["value"]), float(row["limit"])
+        if row["op"] == "==":
+            how = f"{_fmt(value)} instead of {_fmt(limit)}"
+        elif row["op"] == ">=":
+            how = f"{value / limit:.0%} of the target" if limit else "below the target"
+        else:
+            how = f"{value / limit:.1f}x the limit" if limit else "over the limit"
+        lines.append(f"{row['target']}: {_fmt(value, row['unit'])} "
+                     f"(target {row['op']} {_fmt(limit, row['unit'])}; {how})")
+    return lines
 
 
 # -------------------------------------------------------------------- command
@@ -878,7 +928,7 @@ def run_bench(only: Sequence[str], quick: bool, prefer_wrk: bool, directory: str
               keep: bool, progress: Callable[[str], None]) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="mwai-bench-", dir=directory))
     try:
-        bench = Bench(root, QUICK if quick else FULL, prefer_wrk, progress)
+        bench = Bench(root, QUICK if quick else FULL, prefer_wrk, progress, keep)
         document: dict[str, Any] = {
             "mwai_version": __version__,
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

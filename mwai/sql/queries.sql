@@ -222,8 +222,8 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.up
 
 -- name: bench_fill_finished_runs
 -- :count finished runs (5% failed, 2% cancelled) spread evenly over the :span_s
--- seconds before :newest (i * 7919 mod :count is a permutation when 7919 does
--- not divide :count), on 5000 distinct issues.
+-- seconds before :newest, oldest first (lower ids are older, as in a real
+-- database), on 5000 distinct issues.
 WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < :count)
 INSERT INTO runs (issue_key, status, attempts, payload_json, created_at, updated_at,
                   available_at, started_at, finished_at, locked_by, last_error, action)
@@ -233,7 +233,7 @@ SELECT 'SCALE-' || (i % 5000 + 1),
        1, :payload_json, t, t + 2.5 + i % 30, t, t + 0.5, t + 2.5 + i % 30, NULL,
        CASE WHEN i % 20 = 7 THEN 'RuntimeError: bench fixture failure ' || (i % 7) END,
        'noop'
-FROM (SELECT i, :newest - :span_s * ((i * 7919) % :count) / :count AS t FROM seq);
+FROM (SELECT i, :newest - :span_s * (:count - 1 - i) / :count AS t FROM seq);
 
 -- name: bench_fill_events
 -- Five events for every run with id > :after_id, like a real no-op run leaves.
@@ -272,6 +272,11 @@ SELECT id, created_at, started_at FROM runs WHERE id > :after_id ORDER BY id;
 SELECT count(*) AS completed, min(started_at) AS first_started_at,
        max(finished_at) AS last_finished_at
 FROM runs WHERE status = 'completed';
+
+-- name: bench_old_finished_runs
+-- What `mwai prune --older-than` may delete.
+SELECT count(*) AS runs FROM runs
+WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < :before;
 
 -- name: bench_table_sizes
 SELECT (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM events) AS events,

@@ -135,7 +135,8 @@ def _document(**overrides: Any) -> dict[str, Any]:
                  "health_detailed": {"p50_ms": 1.0, "p99_ms": 2.0},
                  "stats": {"available": True, "wall_s": 0.8, "exit_code": 0},
                  "runs_failed": {"available": True, "wall_s": 0.5, "exit_code": 0}}],
-                "prune": {"runs_before": 1000000, "runs_after": 500000,
+                "prune": {"old_runs_before": 500000, "old_runs_after": 0, "deleted": 500000,
+                          "runs_per_s": 16666.7, "projected_s": 30.0,
                           "prune": {"available": True, "wall_s": 30.0, "exit_code": 0},
                           "intake": {"rate_per_s": 1000.0, "p99_ms": 60.0, "max_ms": 80.0,
                                      "errors": 0}}},
@@ -190,6 +191,10 @@ def test_renderers_show_figures_verdicts_and_unavailable_commands() -> None:
     assert "quiet machine" in markdown
     assert "| intake at c=32 / bare aiohttp | >= 0.4 x | 0.5 x | PASS |" in markdown
     assert "| 1,000,000 | 5,000,000 |" in markdown
+    # Missed targets say by how much.
+    assert "- intake p99 while `mwai prune` runs: 60 ms (target <= 50 ms; 1.2x the limit)" \
+        in markdown
+    assert "RSS under intake load (peak): 130 MB (target <= 120 MB; 1.1x the limit)" in markdown
 
 
 def test_parse_only_accepts_sections_and_refuses_others() -> None:
@@ -234,6 +239,7 @@ def test_finished_fill_spreads_runs_over_sixty_days_with_five_events(tmp_path: P
             "SELECT count(*), count(DISTINCT run_id) FROM events").fetchone()
     assert statuses == {"completed": 3720, "failed": 200, "cancelled": 80}
     assert 1900 <= old <= 2100  # half is older than 30 days: what prune deletes
+    assert runner.read(db, "bench_old_finished_runs", before=cutoff)[0]["runs"] == old
     assert events == (20000, 4000)
     assert not (tmp_path / "scale.sqlite3-wal").exists() or \
         (tmp_path / "scale.sqlite3-wal").stat().st_size == 0
