@@ -103,6 +103,10 @@ class JiraProcessor:
                 log.info("Removed stale worktrees", extra={"removed": [str(p) for p in removed]})
             self._started = True
 
+    async def start(self) -> None:
+        """Called by the worker pool at service start: clean up before the first claim."""
+        await self._start()
+
     async def close(self) -> None:
         if self._owns_session and self._session is not None:
             await self._session.close()
@@ -396,6 +400,7 @@ class JiraProcessor:
                                prompt: str, comments: list[Comment]) -> dict[str, Any] | None:
         """Agent -> commit -> push in a fresh worktree; None when there is nothing to push."""
         run.step = "prepare the worktree"
+        self.git.use_token(await self.github.token())
         worktree = await self.git.prepare(repo, branch, run.id)
         try:
             sha = await self._pushed_by_this_run(worktree, run.ids)

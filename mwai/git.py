@@ -177,6 +177,10 @@ class GitWorkspace:
         # One lock per mirror: concurrent fetches into one repository fight over ref locks.
         self._locks: dict[Path, asyncio.Lock] = {}
 
+    def use_token(self, token: str) -> None:
+        """Use this token from now on (a GitHub App's installation token is renewed hourly)."""
+        self._token = token
+
     # -- commands --------------------------------------------------------
 
     def command_environment(self, url: str = "") -> dict[str, str]:

@@ -117,7 +117,8 @@ SETTINGS: tuple[Setting, ...] = (
       "alone.", "csv", group="jira"),
     # github and git
     S("GH_TOKEN", "", "GitHub token (contents + pull requests write) used to push and open "
-      "pull requests (or configure a GitHub App below).", group="github", secret=True, required_by=("jira",)),
+      "pull requests (or configure a GitHub App below).", group="github", secret=True,
+      required_by=("jira",)),
     S("GH_APP_ID", "", "GitHub App id: authenticate as an App installation instead of "
       "GH_TOKEN (needs GH_APP_PRIVATE_KEY_FILE and GH_APP_INSTALLATION_ID).", group="github"),
     S("GH_APP_PRIVATE_KEY_FILE", "", "PEM file of the GitHub App's private key.", "path",

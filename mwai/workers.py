@@ -112,6 +112,10 @@ class WorkerPool:
                 "run_id": lost.run_id, "issue_key": lost.issue_key, "outcome": lost.outcome,
                 "lost_worker": lost.worker})
         await self._recover_once()
+        # Optional hook: the Jira flow removes worktrees a crash left behind.
+        processor_start = getattr(self.processor, "start", None)
+        if processor_start is not None:
+            await processor_start()
         for index in range(self.size):
             worker_id = f"{self.store.process_id}/w{index + 1}"
             self._workers.append(asyncio.create_task(self._worker(worker_id), name=worker_id))
