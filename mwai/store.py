@@ -189,6 +189,8 @@ class Store:
         self._closing = False
         self.batches_committed = 0
         self.writes_committed = 0
+        # The error of the last failed batch; None again once a batch changing rows commits.
+        self.write_failure: str | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -329,6 +331,7 @@ class Store:
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._apply_batch, batch)
             except StoreError as exc:
+                self.write_failure = str(exc)
                 for write in batch:
                     if not write.future.done():
                         write.future.set_exception(exc)
@@ -348,6 +351,7 @@ class Store:
         if conn is None:
             raise StoreError("the store is closed")
         outcomes: list[tuple[bool, Any]] = []
+        changes_before = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -379,6 +383,9 @@ class Store:
                 pass
             raise _translate(exc, self.path) from None
         self.batches_committed += 1
+        if conn.total_changes != changes_before:
+            # A batch that changed nothing (an empty claim) writes no page: no proof.
+            self.write_failure = None
         self.writes_committed += len(batch)
         return outcomes
 

@@ -243,6 +243,9 @@ async def health_report(app: web.Application) -> dict[str, Any]:
         status = "unhealthy"
         problems.append("no worker is alive")
     else:
+        write_failure = app[STORE_KEY].write_failure
+        if write_failure:
+            problems.append(f"the database refuses writes, webhooks get 503: {write_failure}")
         if counts.stuck:
             problems.append(f"{counts.stuck} stuck run(s)")
         if pool.alive < pool.size:

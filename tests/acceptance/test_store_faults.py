@@ -134,6 +134,10 @@ def test_disk_full_answers_503_loses_nothing_and_recovers_by_itself(small_disk: 
             time.sleep(0.2)
         assert client.statuses.count(503) >= 10
         assert service.get("/health")[0] == 200  # the process itself stays up
+        status, health = service.get("/health/detailed")
+        assert status == 200 and health["status"] == "degraded", health
+        assert any("refuses writes" in problem and "full" in problem
+                   for problem in health["problems"]), health
         filler.unlink()
         client.until("AFTER", 200, timeout_s=10)
         for _ in range(5):
@@ -175,6 +179,7 @@ def test_database_made_read_only_answers_503_then_recovers(tmp_path: Path) -> No
                 assert client.post("RO")[0] == 503
                 time.sleep(0.2)
             assert service.get("/health")[0] == 200
+            assert service.get("/health/detailed")[1]["status"] == "degraded"
         client.until("BACK", 200, timeout_s=10)
         for _ in range(5):
             assert client.post("BACK")[0] == 200
