@@ -413,8 +413,8 @@ class Bench:
                                   "wall_s": round(wall_s, 3), "exit_code": process.returncode,
                                   "output_lines": len(stdout.splitlines())}
         if interrupted:
-            result["interrupted_after_s"] = limit_s
-        elif process.returncode != 0:
+            result["interrupt_sent_after_s"] = limit_s
+        if process.returncode != 0:
             result["stderr"] = stderr.strip()[-500:]
         return result
 
@@ -813,8 +813,9 @@ def _cli_cell(result: dict[str, Any]) -> str:
     if not result.get("available"):
         return "not available"
     text = _fmt(result["wall_s"])
-    if result.get("interrupted_after_s"):
-        return f"{text} (stopped)"
+    if result.get("interrupt_sent_after_s"):
+        stopped = result.get("exit_code") != 0
+        return f"{text} ({'stopped' if stopped else 'finished despite Ctrl-C'})"
     return text if result.get("exit_code") == 0 else f"{text} (exit {result['exit_code']})"
 
 
@@ -903,9 +904,23 @@ def missed_targets(document: dict[str, Any]) -> list[str]:
             how = f"{value / limit:.0%} of the target" if limit else "below the target"
         else:
             how = f"{value / limit:.1f}x the limit" if limit else "over the limit"
-        lines.append(f"{row['target']}: {_fmt(value, row['unit'])} "
-                     f"(target {row['op']} {_fmt(limit, row['unit'])}; {how})")
+        line = (f"{row['target']}: {_fmt(value, row['unit'])} "
+                f"(target {row['op']} {_fmt(limit, row['unit'])}; {how})")
+        if row["key"] == "intake_p99":
+            line += _closed_loop_note(document)
+        lines.append(line)
     return lines
+
+
+def _closed_loop_note(document: dict[str, Any]) -> str:
+    """Little's law: with 32 requests always in flight, mean latency = 32 / rate."""
+    level = _level(document, 32)
+    if level is None:
+        return ""
+    bare = level["bare_aiohttp"]
+    return (f". The generator keeps 32 requests in flight, so the mean latency is 32 / rate: "
+            f"a 10 ms mean needs 3,200 webhooks/s; the bare aiohttp endpoint itself did "
+            f"{_fmt(bare['rate_per_s'])} req/s with p99 {_fmt(bare['p99_ms'], 'ms')} here")
 
 
 # -------------------------------------------------------------------- command
@@ -946,6 +961,9 @@ def run_bench(only: Sequence[str], quick: bool, prefer_wrk: bool, directory: str
             document["note"] = ("Quick mode: sizes and durations are shrunk for a smoke test; "
                                 "the verdicts are indicative only.")
         return document
+    except BaseException:
+        keep = True  # the service logs named in the error must still be there
+        raise
     finally:
         if keep:
             progress(f"kept the databases and logs in {root}")
@@ -962,6 +980,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except (OSError, orjson.JSONDecodeError) as exc:
             raise UsageError(f"cannot read {args.from_json}: {exc}") from None
         document["targets"] = evaluate(document)
+        if args.note:
+            document["note"] = args.note
     else:
         only = parse_only(args.only)
 
@@ -973,6 +993,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         try:
             document = run_bench(only, args.quick, not args.no_wrk, args.dir, args.keep,
                                  progress)
+            if args.note:
+                document["note"] = f"{document.get('note', '')} {args.note}".strip()
         except BenchError as exc:
             from mwai.cli import fail
 
@@ -1015,4 +1037,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary databases and service logs")
     parser.add_argument("--silent", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--note", metavar="TEXT",
+                        help="a remark kept with the figures (e.g. what else ran on the machine)")
     parser.set_defaults(handler=_cmd_bench)

@@ -210,8 +210,10 @@ def test_bench_from_json_renders_markdown(tmp_path: Path,
 
     saved = tmp_path / "bench.json"
     saved.write_bytes(orjson.dumps(_document()))
-    assert main(["bench", "--from-json", str(saved), "--markdown"]) == 0
-    assert "# mwai benchmarks" in capsys.readouterr().out
+    assert main(["bench", "--from-json", str(saved), "--markdown",
+                 "--note", "Measured on a shared machine."]) == 0
+    markdown = capsys.readouterr().out
+    assert "# mwai benchmarks" in markdown and "Measured on a shared machine." in markdown
     assert main(["bench", "--from-json", str(saved), "--check"]) == 1
     assert main(["bench", "--from-json", str(tmp_path / "missing.json")]) == 2
 
