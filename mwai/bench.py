@@ -658,7 +658,7 @@ class Bench:
                       f"{self.sizes.prune_limit_s:.0f} s)")
         spec = self.webhook_spec(service, self.sizes.prune_concurrency, 3600)
         load = lg.start_load(spec, self.prefer_wrk)
-        time.sleep(0.5)
+        time.sleep(max(0.0, load.start_at - time.time()) + 0.5)  # the load is on
         command = self.cli(db, "prune", "--older-than", "30d", limit_s=self.sizes.prune_limit_s)
         if not command["available"]:
             # Still collect the load's numbers: they show the baseline without a prune.

@@ -209,6 +209,7 @@ class WrkLoad:
                    "-s", str(script), spec.url]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, text=True)
+        self.start_at = time.time() + 0.1  # wrk connects within milliseconds
 
     def stop(self) -> None:
         if self._process.poll() is None:
@@ -283,7 +284,7 @@ class BuiltinLoad:
         count = max(1, min(spec.concurrency, os.cpu_count() or 1))
         shares = [spec.concurrency // count + (1 if i < spec.concurrency % count else 0)
                   for i in range(count)]
-        self._start_at = time.time() + self.SPAWN_BUDGET_S
+        self._start_at = self.start_at = time.time() + self.SPAWN_BUDGET_S
         self._processes = []
         first = 0
         for share in shares:
