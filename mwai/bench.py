@@ -163,10 +163,12 @@ TARGETS = (
            _intake_c32("ratio")),
     Target("intake_p99", "intake p99 ack latency at c=32", "ms", "<=", 10, _intake_c32("p99_ms")),
     Target("intake_errors", "intake errors (all concurrencies)", "", "==", 0, _intake_errors),
-    Target("pickup_p50", "pickup p50 (webhook -> claim)", "ms", "<=", 2,
-           _path("sections", "pickup", "p50_ms")),
-    Target("pickup_p99", "pickup p99 (webhook -> claim)", "ms", "<=", 10,
-           _path("sections", "pickup", "p99_ms")),
+    # The definition: from the webhook's 200 (as the client received it) to
+    # the run's claim. p50_ms/p99_ms (from the enqueue, before its fsync) are shown too.
+    Target("pickup_p50", "pickup p50 (webhook's 200 -> claim)", "ms", "<=", 2,
+           _path("sections", "pickup", "after_ack", "p50_ms")),
+    Target("pickup_p99", "pickup p99 (webhook's 200 -> claim)", "ms", "<=", 10,
+           _path("sections", "pickup", "after_ack", "p99_ms")),
     Target("throughput_8", "no-op runs/s with 8 workers", "runs/s", ">=", 2000, _throughput(8)),
     Target("health_p99", "/health/detailed p99 at the largest size", "ms", "<=", 5,
            _largest("health_detailed", "p99_ms")),

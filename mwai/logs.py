@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 CONTEXT_FIELDS = ("run_id", "issue_key", "worker", "action", "request_id")
 _context: dict[str, contextvars.ContextVar[Any]] = {
@@ -56,7 +56,7 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-class _JsonFormatter(JsonFormatter):
+class _JsonFormatter(OrjsonFormatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         moment = dt.datetime.fromtimestamp(record.created, tz=dt.UTC)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -87,7 +87,6 @@ def configure_logging(
             style="{",
             rename_fields={"levelname": "level", "name": "logger"},
             timestamp=True,
-            json_ensure_ascii=False,
         )
     else:
         formatter = _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -98,6 +97,12 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    # Lines never show the caller's file, thread or process: skip computing them
+    # (the logging HOWTO's "Optimization"); it halves the cost of a log call.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # aiohttp.access lines are written by our own AccessLogger; keep the rest quiet.
     logging.getLogger("aiohttp.access").setLevel(logging.INFO)
     logging.getLogger("asyncio").setLevel(logging.WARNING)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mwai.logs import bind
 from mwai.settings import Settings
-from mwai.store import ClaimedRun, EnqueueResult, Store
+from mwai.store import ClaimedRun, EnqueueResult, Event, Store, now_s
 
 log = logging.getLogger("mwai.run")
 
@@ -45,14 +45,32 @@ class RunContext:
     def worker(self) -> str:
         return self.run.worker
 
+    notes: list[Event] = field(default_factory=list)
+
     async def event(self, message: str, level: str = "info", **meta: Any) -> None:
-        """Journal a step: an events row and a log line carrying the run's context."""
-        await self.store.add_event(self.run.id, message, level, **meta)
+        """Journal a step: an events row (on disk on return) and a log line.
+
+        Use it for every completed side effect: a retried run trusts it.
+        """
+        pending, self.notes = self.notes, []
+        await self.store.add_events([*pending, Event(self.run.id, message, level, meta,
+                                                     now_s())])
         log.log(
             getattr(logging, level.upper(), logging.INFO),
             message,
             extra={"event": message, "meta": meta} if meta else {"event": message},
         )
+
+    def note(self, message: str, level: str = "info", **meta: Any) -> None:
+        """Journal a step that needs no durability of its own: the events row is
+        written with the run's next write (at the latest its completion)."""
+        self.notes.append(Event(self.run.id, message, level, meta, now_s()))
+        log.debug(message, extra={"event": message, "meta": meta} if meta else
+                  {"event": message})
+
+    def take_notes(self) -> list[Event]:
+        pending, self.notes = self.notes, []
+        return pending
 
     async def record(self, **fields: Any) -> None:
         """Record what the run produced on the run row (action, branch, pr_url, cost...)."""
@@ -85,7 +103,7 @@ class NoopProcessor:
     """Completes every run at once: smoke tests, benchmarks, dry runs of a setup."""
 
     async def process(self, ctx: RunContext) -> None:
-        await ctx.event("Processed (noop processor)", action="noop")
+        ctx.note("Processed (noop processor)", action="noop")
 
     async def close(self) -> None:
         return None

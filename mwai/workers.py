@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import mwai.store
 from mwai import telemetry
@@ -32,6 +33,7 @@ from mwai.settings import Settings
 from mwai.store import ClaimedRun, Store
 
 log = logging.getLogger("mwai.workers")
+T = TypeVar("T")
 
 CANCEL_POLL_S = 0.5
 STORE_RETRY_S = 1.0
@@ -57,7 +59,7 @@ def describe_error(exc: BaseException) -> str:
 @dataclass
 class _Active:
     run: ClaimedRun
-    task: asyncio.Task[None]
+    task: asyncio.Task[ClaimedRun | None]
     started_monotonic: float
     cancel_reason: str | None = None
 
@@ -186,72 +188,102 @@ class WorkerPool:
     # ------------------------------------------------------------------ workers
 
     async def _worker(self, worker_id: str) -> None:
+        # A completed run hands back the worker's next run, claimed in the same
+        # transaction; only an idle worker claims on its own.
+        run: ClaimedRun | None = None
         while not self._stopping:
-            seq = self._wake_seq
-            try:
-                run = await self.store.claim(worker_id, self.settings.lease_s)
-            except StoreError as exc:
-                log.error("Claim failed; retrying", extra={"worker": worker_id,
-                                                           "error": str(exc)})
-                await asyncio.sleep(STORE_RETRY_S)
-                continue
             if run is None:
-                if seq == self._wake_seq and not self._stopping:
-                    await self._wait_for_work()
-                continue
-            task = asyncio.create_task(self._run(run), name=f"run-{run.id}")
-            self._active[run.id] = _Active(run, task, time.monotonic())
+                run = await self._claim(worker_id)
+                if run is None:
+                    continue
+            run_id = run.id
+            task = asyncio.create_task(self._run(run), name=f"run-{run_id}")
+            self._active[run_id] = _Active(run, task, time.monotonic())
             try:
-                await asyncio.shield(task)
+                run = await asyncio.shield(task)
             except asyncio.CancelledError:
                 if not task.done():
                     raise
+                run = None
             finally:
-                self._active.pop(run.id, None)
+                self._active.pop(run_id, None)
+        if run is not None:  # claimed together with a completion as the pool stopped
+            await self._give_back(run)
 
-    async def _run(self, run: ClaimedRun) -> None:
+    async def _claim(self, worker_id: str) -> ClaimedRun | None:
+        seq = self._wake_seq
+        try:
+            run = await self.store.claim(worker_id, self.settings.lease_s)
+        except StoreError as exc:
+            log.error("Claim failed; retrying", extra={"worker": worker_id, "error": str(exc)})
+            await asyncio.sleep(STORE_RETRY_S)
+            return None
+        if run is None and seq == self._wake_seq and not self._stopping:
+            await self._wait_for_work()
+        return run
+
+    async def _give_back(self, run: ClaimedRun) -> None:
+        await self._settle(lambda: self.store.release(
+            run.id, run.issue_key, run.attempts, "service shutting down"))
+
+    async def _run(self, run: ClaimedRun) -> ClaimedRun | None:
         # action: "none" until the run decides (ctx.record(action=...) rebinds it).
         with log_context(run_id=run.id, issue_key=run.issue_key, worker=run.worker,
                          action=run.action or "none"), telemetry.run_scope(run):
-            log.info("Run claimed", extra={"event": "Run claimed", "attempt": run.attempts,
-                                           "queue_wait_s": round(run.claimed_at -
-                                                                 run.available_at, 6)})
+            queue_wait_s = round(run.claimed_at - run.available_at, 6)
+            # The outcome line below repeats attempt and queue wait: at DEBUG here, so a
+            # run costs one INFO line, not two.
+            log.debug("Run claimed", extra={"event": "Run claimed", "attempt": run.attempts,
+                                            "queue_wait_s": queue_wait_s})
             if self.observer is not None:
                 self.observer.run_claimed(run)
             ctx = RunContext(run=run, store=self.store, settings=self.settings,
                              notify=self.notify, observer=self.observer)
             started = time.monotonic()
-            outcome = await self._process(ctx)
+            outcome, next_run = await self._process(ctx)
             duration_s = time.monotonic() - started
-            log.info(f"Run {outcome}", extra={"event": f"Run {outcome}",
-                                               "duration_s": round(duration_s, 6)})
+            log.info(f"Run {outcome}", extra={
+                "event": f"Run {outcome}", "duration_s": round(duration_s, 6),
+                "attempt": run.attempts, "queue_wait_s": queue_wait_s})
             if self._on_run_finished is not None:
                 self._on_run_finished(run, outcome, duration_s)
             if self.observer is not None:
                 self.observer.run_finished(run, outcome, duration_s)
+            return next_run
 
-    async def _process(self, ctx: RunContext) -> str:
+    async def _process(self, ctx: RunContext) -> tuple[str, ClaimedRun | None]:
+        """Run the processor and record the outcome; returns it and the next run."""
         run = ctx.run
         try:
             await self.processor.process(ctx)
         except asyncio.CancelledError:
+            await self._flush_notes(ctx)
             reason = self._active[run.id].cancel_reason if run.id in self._active else None
             if reason == "cancel":
                 await self._settle(lambda: self.store.finish_cancelled(
                     run.id, run.worker, "cancelled by operator while running"))
-                return "cancelled"
-            await self._settle(lambda: self.store.release(
-                run.id, run.issue_key, run.attempts, "service shutting down"))
-            return "released"
+                return "cancelled", None
+            await self._give_back(run)
+            return "released", None
         except TransientError as exc:
-            return await self._retry_or_fail(run, exc)
+            await self._flush_notes(ctx)
+            return await self._retry_or_fail(run, exc), None
         except Exception as exc:
             log.exception("Run failed", extra={"event": "Run failed"})
+            await self._flush_notes(ctx)
             error = describe_error(exc)
             await self._settle(lambda: self.store.fail(run.id, run.worker, error))
-            return "failed"
-        await self._settle(lambda: self.store.complete(run.id, run.worker))
-        return "completed"
+            return "failed", None
+        notes = ctx.take_notes()
+        lease_s = None if self._stopping else self.settings.lease_s
+        written = await self._settle(lambda: self.store.complete_and_claim(
+            run.id, run.worker, notes, lease_s))
+        return "completed", written[1] if written else None
+
+    async def _flush_notes(self, ctx: RunContext) -> None:
+        notes = ctx.take_notes()
+        if notes:
+            await self._settle(lambda: self.store.add_events(notes))
 
     async def _retry_or_fail(self, run: ClaimedRun, exc: TransientError) -> str:
         error = describe_error(exc)
@@ -269,7 +301,7 @@ class WorkerPool:
         self._notify_later(delay_s)
         return "retried"
 
-    async def _settle(self, write: Callable[[], Awaitable[object]]) -> None:
+    async def _settle(self, write: Callable[[], Awaitable[T]]) -> T | None:
         """Write a run's final state, retrying while the database is unavailable.
 
         While the pool runs, it keeps trying (the worker waits; the database is down
@@ -281,14 +313,13 @@ class WorkerPool:
         attempt = 0
         while True:
             try:
-                await write()
-                return
+                return await write()
             except StoreError as exc:
                 attempt += 1
                 if self._stopping and attempt >= SETTLE_TRIES_AT_SHUTDOWN:
                     log.error("Gave up recording the run's outcome at shutdown; the next "
                               "start recovers the run", extra={"error": str(exc)})
-                    return
+                    return None
                 log.error("Could not record the run's outcome; retrying", extra={
                     "error": str(exc), "attempt": attempt})
                 await asyncio.sleep(STORE_RETRY_S * min(attempt, 5))

@@ -129,8 +129,10 @@ def test_log_lines_carry_the_documented_fields(log_lines: list[dict[str, Any]]) 
     failed = [line for line in log_lines if line.get("event") == "Run failed"]
     assert failed and failed[0]["level"] == "ERROR" and failed[0]["issue_key"] == "FAIL-1"
     assert {"run_id", "issue_key", "action", "worker", "event"} <= set(failed[0])
-    accepted = [line for line in log_lines if line.get("message") == "Webhook accepted"]
+    accepted = [line for line in log_lines if line.get("path") == "/webhook/jira"
+                and line.get("status") == 200]
     assert {line["request_id"] for line in accepted} == {"req-ok-1", "req-fail-1"}
+    assert all({"issue_key", "run_id", "coalesced"} <= set(line) for line in accepted)
 
 
 def vrl_field_reads(text: str) -> set[str]:

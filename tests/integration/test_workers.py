@@ -52,10 +52,10 @@ async def test_runs_of_one_issue_never_overlap_while_issues_run_in_parallel(
     assert second_a not in gate.started
     assert gate.max_running == 2
     gate.gate.set()
-    await wait_for(lambda: len(gate.finished) == 3, what="all runs finished")
+    await wait_for(lambda: {status_of(settings, r) for r in (first_a, second_a, other)}
+                   == {"completed"}, what="all runs completed")
     intervals = sorted((b, e) for key, b, e in gate.intervals if key == "SER-1")
     assert intervals[0][1] <= intervals[1][0], "two runs of SER-1 overlapped"
-    assert {status_of(settings, r) for r in (first_a, second_a, other)} == {"completed"}
 
 
 async def test_transient_errors_are_retried_with_backoff_then_succeed(
@@ -115,7 +115,7 @@ async def test_cancel_queued_and_running_runs(aiohttp_client: Any, settings: Any
     assert await store.cancel(running) == "cancelling"
     await wait_for(lambda: status_of(settings, running) == "cancelled", what="running cancelled")
     assert running not in gate.finished
-    assert app[POOL_KEY].busy == 0
+    await wait_for(lambda: app[POOL_KEY].busy == 0, what="the worker let go of the run")
     assert "Run cancelled" in messages(settings, running)
 
 
