@@ -35,7 +35,7 @@ from mwai.cli import (
     load_settings,
     print_json,
 )
-from mwai.errors import ConfigError, StoreError
+from mwai.errors import ConfigError, StoreError, StoreUnavailable
 from mwai.settings import SETTINGS_BY_NAME, Settings, read_env_file
 from mwai.store import FINISHED, SCHEMA_VERSION, STATUSES, Store
 
@@ -771,7 +771,7 @@ async def prune(store: Store, before: float, batch_size: int, archive: Path | No
             if handle is not None:
                 await _archive_batch(store, ids, handle)
             started = time.monotonic()
-            runs, events = await store.prune_runs(ids, before)
+            runs, events = await _prune_batch(store, ids, before)
             took_s = time.monotonic() - started
             runs_deleted += runs
             events_deleted += events
@@ -783,6 +783,26 @@ async def prune(store: Store, before: float, batch_size: int, archive: Path | No
     finally:
         if handle is not None:
             handle.close()
+
+
+PRUNE_LOCKED_TRIES = 60
+
+
+async def _prune_batch(store: Store, ids: list[int], before: float) -> tuple[int, int]:
+    """Delete one batch; while a busy service keeps the write lock, wait and retry.
+
+    A service under load commits back to back, and SQLite's busy handler only
+    probes the lock now and then, so one batch may miss every gap: that is a
+    reason to wait, not to give up the whole prune.
+    """
+    for attempt in range(1, PRUNE_LOCKED_TRIES + 1):
+        try:
+            return await store.prune_runs(ids, before)
+        except StoreUnavailable:
+            if attempt == PRUNE_LOCKED_TRIES:
+                raise
+            await asyncio.sleep(min(1.0, 0.05 * attempt))
+    raise AssertionError("unreachable")
 
 
 async def _archive_batch(store: Store, ids: list[int], handle: Any) -> None:

@@ -256,6 +256,10 @@ class Store:
                 raise StoreUnavailable(f"database {self.path}: cannot switch to WAL mode")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             self._migrate(conn)
+            # From here on the writer waits for the lock itself (_begin): SQLite's
+            # busy handler sleeps in steps of up to 100 ms, long after the other
+            # writer has let go.
+            conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
         self._writer_conn = conn
@@ -371,13 +375,26 @@ class Store:
         self.writes_committed += len(batch)
         return outcomes
 
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, retrying every millisecond or so while another process
+        (mwai prune, mwai requeue...) holds the write lock, for up to the busy
+        timeout: the lock is taken within a millisecond of being released."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay_s = 0.0005
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise _translate(exc, self.path) from None
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 1.5, 0.004)
+
     def _run_batch(self, conn: _WriterConnection, batch: Sequence[_Write],
                    isolate: bool) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+        self._begin(conn)
         conn.pending_events = []
         try:
             for write in batch:
@@ -630,15 +647,25 @@ class Store:
     def _vacuum(self) -> None:
         if self._writer_conn is None:
             raise StoreError("the store is closed")
+        conn = self._writer_conn
         try:
-            self._writer_conn.execute(Q["ops_vacuum"])
-            self._writer_conn.execute(Q["ops_checkpoint"]).fetchall()
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            try:
+                conn.execute(Q["ops_vacuum"])
+                conn.execute(Q["ops_checkpoint"]).fetchall()
+            finally:
+                conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
 
 
 # --------------------------------------------------------------------------
 # Write operations: each runs in the writer thread inside the batch transaction.
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 class _WriteFailed(Exception):
