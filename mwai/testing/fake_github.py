@@ -28,6 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
+from mwai.testing.server import LoopbackServer
+
 FAULT_KINDS = ("429", "500", "502", "slow", "html")
 DOCS = "https://docs.github.com/rest"
 
@@ -118,7 +120,7 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
         status=status)
 
 
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     def __init__(
         self,
         repos: tuple[str, ...] = ("acme/app",),
@@ -166,24 +168,6 @@ class FakeGitHub:
         app.router.add_patch(f"{prefix}/repos/{{owner}}/{{name}}/pulls/{{number}}", self._update)
         app.router.add_post(self.graphql_path, self._graphql)
         return app
-
-    async def start(self) -> FakeGitHub:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeGitHub:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     # -- test helpers ---------------------------------------------------------------------
 

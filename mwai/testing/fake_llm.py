@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from mwai.testing.server import LoopbackServer
+
 Script = Callable[[dict[str, Any]], str]
 FAULT_KINDS = ("429", "500", "529", "slow", "html")
 
@@ -59,7 +61,7 @@ def _message_text(content: Any) -> str:
     return ""
 
 
-class FakeLlm:
+class FakeLlm(LoopbackServer):
     def __init__(
         self,
         replies: list[str] | Script | None = None,
@@ -98,24 +100,6 @@ class FakeLlm:
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/v1/chat/completions", self._openai)
         return app
-
-    async def start(self) -> FakeLlm:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeLlm:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     # -- scripting ------------------------------------------------------------------------
 

@@ -1,0 +1,35 @@
+"""The life cycle the in-process fakes share: an aiohttp app on 127.0.0.1."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from aiohttp import web
+
+
+class LoopbackServer:
+    """Serves ``app()`` on 127.0.0.1 at a free port: ``async with Fake() as fake``."""
+
+    port = 0
+    _runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
