@@ -103,10 +103,9 @@ def test_sigterm_with_runs_in_flight_exits_cleanly(tmp_path: Path) -> None:
     while rows(service.db, "SELECT count(*) FROM runs WHERE status='running'")[0][0] < 3:
         assert time.monotonic() < deadline, "runs did not start"
         time.sleep(0.05)
-    started = time.monotonic()
     service.signal(signal.SIGTERM)
-    assert service.wait(timeout_s=15) == 0
-    assert time.monotonic() - started < 10
+    # The grace period is 1 s; the process must be gone well before 10 s.
+    assert service.wait(timeout_s=10) == 0
     assert rows(service.db, "SELECT count(*) FROM runs WHERE status='running'") == [(0,)]
     assert rows(service.db, "SELECT status, attempts, count(*) FROM runs GROUP BY 1, 2") == [
         ("queued", 0, 5)]
