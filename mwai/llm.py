@@ -131,17 +131,8 @@ class AnthropicClient:
             if isinstance(block, dict) and block.get("type") == "text"
         )
         usage = document.get("usage") or {}
-        input_tokens = _int(usage.get("input_tokens"))
-        output_tokens = _int(usage.get("output_tokens"))
-        model = str(document.get("model") or self.model)
-        return LlmReply(
-            text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=estimate_cost_usd(model, input_tokens, output_tokens),
-            model=model,
-            stop_reason=str(document.get("stop_reason") or ""),
-        )
+        return _reply(text, usage.get("input_tokens"), usage.get("output_tokens"),
+                      str(document.get("model") or self.model), document.get("stop_reason"))
 
 
 class OpenAIClient:
@@ -193,21 +184,22 @@ class OpenAIClient:
             raise _unexpected("openai", "OPENAI_BASE_URL", document)
         message = choices[0].get("message") or {}
         usage = document.get("usage") or {}
-        input_tokens = _int(usage.get("prompt_tokens"))
-        output_tokens = _int(usage.get("completion_tokens"))
-        model = str(document.get("model") or self.model)
-        return LlmReply(
-            text=str(message.get("content") or ""),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=estimate_cost_usd(model, input_tokens, output_tokens),
-            model=model,
-            stop_reason=str(choices[0].get("finish_reason") or ""),
-        )
+        return _reply(str(message.get("content") or ""), usage.get("prompt_tokens"),
+                      usage.get("completion_tokens"), str(document.get("model") or self.model),
+                      choices[0].get("finish_reason"))
 
     async def _send(self, body: dict[str, Any], max_tokens: int) -> Any:
         payload = {**body, self.token_limit_field: max_tokens}
         return (await self.api.request("POST", "/chat/completions", json=payload)).json()
+
+
+def _reply(text: str, input_tokens: Any, output_tokens: Any, model: str,
+           stop_reason: Any) -> LlmReply:
+    """An LlmReply from a provider's answer, priced when the model is known."""
+    tokens_in, tokens_out = _int(input_tokens), _int(output_tokens)
+    return LlmReply(text=text, input_tokens=tokens_in, output_tokens=tokens_out,
+                    cost_usd=estimate_cost_usd(model, tokens_in, tokens_out), model=model,
+                    stop_reason=str(stop_reason or ""))
 
 
 def make_llm(

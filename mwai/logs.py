@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import datetime as dt
 import logging
 import sys
 from collections.abc import Iterator
@@ -56,12 +55,6 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-class _JsonFormatter(OrjsonFormatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        moment = dt.datetime.fromtimestamp(record.created, tz=dt.UTC)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -82,7 +75,7 @@ def configure_logging(
     handler = logging.StreamHandler(stream or sys.stdout)
     formatter: logging.Formatter
     if log_format == "json":
-        formatter = _JsonFormatter(
+        formatter = OrjsonFormatter(
             "{timestamp}{levelname}{name}{message}",
             style="{",
             rename_fields={"levelname": "level", "name": "logger"},

@@ -37,7 +37,7 @@ from mwai.cli import (
 )
 from mwai.errors import ConfigError, StoreError, StoreUnavailable
 from mwai.settings import SETTINGS_BY_NAME, Settings, read_env_file
-from mwai.store import FINISHED, SCHEMA_VERSION, STATUSES, Store
+from mwai.store import FINISHED, SCHEMA_VERSION, STATUSES, Store, pid_alive
 
 # ------------------------------------------------------------------ durations
 
@@ -165,16 +165,6 @@ def fresh_after_s(settings: Settings, now: float) -> float:
     return now - max(3 * settings.heartbeat_s, settings.lease_s)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def process_state(process: Mapping[str, Any] | None, fresh_after: float) -> tuple[bool, str]:
     """(alive, why) for a processes row; conservative: when in doubt, alive."""
     if process is None:
@@ -184,7 +174,7 @@ def process_state(process: Mapping[str, Any] | None, fresh_after: float) -> tupl
     if process["heartbeat_at"] >= fresh_after:
         return True, "heartbeat is fresh"
     if process["hostname"] == socket.gethostname():
-        if _pid_alive(int(process["pid"])):
+        if pid_alive(int(process["pid"])):
             return True, f"pid {process['pid']} is still running on this host"
         return False, f"pid {process['pid']} is gone"
     return False, "no heartbeat since " + local_time(process["heartbeat_at"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -464,7 +464,3 @@ def read_env_file(path: str | Path) -> dict[str, str]:
         raise ConfigError(problems)
     return values
 
-
-def settings_table(groups: Iterable[str] | None = None) -> list[Setting]:
-    wanted = set(groups) if groups is not None else None
-    return [s for s in SETTINGS if wanted is None or s.group in wanted]

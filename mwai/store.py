@@ -116,7 +116,6 @@ class HealthCounts:
     running: int
     stuck: int
     oldest_queued_at: float | None
-    next_due_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,15 +448,6 @@ class Store:
         rows = await self._fetchall(name, **params)
         return rows[0] if rows else None
 
-    async def ping(self) -> None:
-        if self._reader is None:
-            raise StoreError("the store is not open")
-        try:
-            async with self._reader.execute("SELECT 1") as cursor:
-                await cursor.fetchone()
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-
     # ------------------------------------------------------------------ intake
 
     async def enqueue(
@@ -568,12 +558,7 @@ class Store:
             running=int(row["running"]),
             stuck=int(row["stuck"]),
             oldest_queued_at=row["oldest_queued_at"],
-            next_due_at=row["next_due_at"],
         )
-
-    async def next_due_at(self) -> float | None:
-        row = await self._fetchone("next_due_at")
-        return float(row[0]) if row and row[0] is not None else None
 
     # --------------------------------------------------------------- operators
 
@@ -933,12 +918,13 @@ def _op_recover_expired(
     return _recover(conn, rows, max_attempts, "lease expired")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has that pid; when in doubt, alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True
 
@@ -949,7 +935,7 @@ def _op_recover_dead(
     host = socket.gethostname()
     lost: list[LostRun] = []
     for other_id, pid, hostname, _started, _beat in conn.execute(Q["live_processes"]).fetchall():
-        if other_id == process_id or hostname != host or _pid_alive(int(pid)):
+        if other_id == process_id or hostname != host or pid_alive(int(pid)):
             continue
         rows = conn.execute(Q["runs_of_process"], _prefix_range(other_id + "/")).fetchall()
         lost += _recover(conn, rows, max_attempts, f"process {pid} is gone")

@@ -81,10 +81,6 @@ def authenticate(
     )
 
 
-def signature_needs_body(header_secret: str | None) -> bool:
-    return header_secret is None
-
-
 def check_content_type(content_type: str) -> None:
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime != "application/json" and not (mime.startswith("application/") and

@@ -60,7 +60,6 @@ def describe_error(exc: BaseException) -> str:
 class _Active:
     run: ClaimedRun
     task: asyncio.Task[ClaimedRun | None]
-    started_monotonic: float
     cancel_reason: str | None = None
 
 
@@ -70,14 +69,12 @@ class WorkerPool:
         store: Store,
         processor: Processor,
         settings: Settings,
-        on_run_finished: Callable[[ClaimedRun, str, float], None] | None = None,
         observer: RunObserver | None = None,
     ) -> None:
         self.store = store
         self.processor = processor
         self.settings = settings
         self.size = settings.workers
-        self._on_run_finished = on_run_finished
         self.observer = observer
         self._recovery_checkin = telemetry.PeriodicCheckin(
             settings, "lease-recovery", settings.recovery_interval_s)
@@ -198,7 +195,7 @@ class WorkerPool:
                     continue
             run_id = run.id
             task = asyncio.create_task(self._run(run), name=f"run-{run_id}")
-            self._active[run_id] = _Active(run, task, time.monotonic())
+            self._active[run_id] = _Active(run, task)
             try:
                 run = await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -245,8 +242,6 @@ class WorkerPool:
             log.info(f"Run {outcome}", extra={
                 "event": f"Run {outcome}", "duration_s": round(duration_s, 6),
                 "attempt": run.attempts, "queue_wait_s": queue_wait_s})
-            if self._on_run_finished is not None:
-                self._on_run_finished(run, outcome, duration_s)
             if self.observer is not None:
                 self.observer.run_finished(run, outcome, duration_s)
             return next_run

@@ -203,11 +203,7 @@ SELECT
     (SELECT count(*) FROM runs WHERE status = 'running')                        AS running,
     (SELECT count(*) FROM runs WHERE status = 'running' AND updated_at < :stuck_before)
                                                                                 AS stuck,
-    (SELECT min(created_at) FROM runs WHERE status = 'queued')                  AS oldest_queued_at,
-    (SELECT min(available_at) FROM runs WHERE status = 'queued')                AS next_due_at;
-
--- name: next_due_at
-SELECT min(available_at) FROM runs WHERE status = 'queued';
+    (SELECT min(created_at) FROM runs WHERE status = 'queued')                  AS oldest_queued_at;
 
 -- name: kv_get
 SELECT value, updated_at FROM kv WHERE key = :key;

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mwai.testing.server import LoopbackServer
+from mwai.testing.server import Fault, LoopbackServer
 
 FAULT_KINDS = ("429", "500", "502", "slow", "html")
 DOCS = "https://docs.github.com/rest"
@@ -42,13 +42,6 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     status: int = 0
-
-
-@dataclass
-class Fault:
-    kind: str
-    retry_after_s: float = 0.0
-    delay_s: float = 0.0
 
 
 @dataclass

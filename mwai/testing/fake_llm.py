@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mwai.testing.server import LoopbackServer
+from mwai.testing.server import Fault, LoopbackServer
 
 Script = Callable[[dict[str, Any]], str]
 FAULT_KINDS = ("429", "500", "529", "slow", "html")
@@ -33,13 +33,6 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     status: int = 0
-
-
-@dataclass
-class Fault:
-    kind: str
-    retry_after_s: float = 0.0
-    delay_s: float = 0.0
 
 
 @dataclass
@@ -204,22 +197,33 @@ class FakeLlm(LoopbackServer):
                          "\"user\" role")
         return None
 
-    async def _anthropic(self, request: web.Request) -> web.Response:
+    async def _scripted(
+        self, request: web.Request, problem_of: Callable[..., web.Response | None],
+        error: Callable[..., web.Response],
+    ) -> tuple[dict[str, Any], str] | web.Response:
+        """The request's scripted reply text, or the answer that refuses it (validation,
+        an injected fault, no reply left)."""
         recorded, document, valid = await self._record(request)
-        problem = self._anthropic_problem(request, document, valid)
+        problem = problem_of(request, document, valid)
         if problem is None:
-            problem = await self._fault(request, recorded, self._anthropic_error)
+            problem = await self._fault(request, recorded, error)
         if problem is not None:
             recorded.status = recorded.status or problem.status
             return problem
         text = self._next_text(document)
         if text is None:
             recorded.status = 400
-            return self._anthropic_error(400, "invalid_request_error",
-                                         "FakeLlm has no scripted reply left")
+            return error(400, "invalid_request_error", "FakeLlm has no scripted reply left")
+        recorded.status = 200
+        return document, text
+
+    async def _anthropic(self, request: web.Request) -> web.Response:
+        scripted = await self._scripted(request, self._anthropic_problem, self._anthropic_error)
+        if isinstance(scripted, web.Response):
+            return scripted
+        document, text = scripted
         prompt = str(document.get("system", "")) + "".join(
             _message_text(m.get("content")) for m in document["messages"])
-        recorded.status = 200
         return web.json_response({
             "id": f"msg_fake{next(self._ids):06d}",
             "type": "message",
@@ -278,22 +282,13 @@ class FakeLlm(LoopbackServer):
         return None
 
     async def _openai(self, request: web.Request) -> web.Response:
-        recorded, document, valid = await self._record(request)
-        problem = self._openai_problem(request, document, valid)
-        if problem is None:
-            problem = await self._fault(request, recorded, self._openai_error)
-        if problem is not None:
-            recorded.status = recorded.status or problem.status
-            return problem
-        text = self._next_text(document)
-        if text is None:
-            recorded.status = 400
-            return self._openai_error(400, "invalid_request_error",
-                                      "FakeLlm has no scripted reply left")
+        scripted = await self._scripted(request, self._openai_problem, self._openai_error)
+        if isinstance(scripted, web.Response):
+            return scripted
+        document, text = scripted
         prompt_tokens = count_tokens("".join(
             _message_text(m.get("content")) for m in document["messages"]))
         completion_tokens = count_tokens(text)
-        recorded.status = 200
         return web.json_response({
             "id": f"chatcmpl-fake{next(self._ids):06d}",
             "object": "chat.completion",

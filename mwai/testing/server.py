@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Self
 
 from aiohttp import web
+
+
+@dataclass
+class Fault:
+    """One injected failure: kind (e.g. "429", "500", "slow", "html") and its timing."""
+
+    kind: str
+    retry_after_s: float = 0.0
+    delay_s: float = 0.0
 
 
 class LoopbackServer:

@@ -276,7 +276,7 @@ def test_queued_fill_is_claimable_by_the_store(tmp_path: Path) -> None:
 HOT_QUERIES = (
     "find_delivery", "claim", "renew_lease", "finish_run", "requeue_running",
     "queued_run_for_issue", "expired_runs", "runs_of_process", "cancel_requests",
-    "get_run", "run_status", "events_of_run", "health_counts", "next_due_at",
+    "get_run", "run_status", "events_of_run", "health_counts",
 )
 
 
