@@ -103,6 +103,8 @@ class Metrics:
         self.last_success = Gauge("mwai_last_success_timestamp_seconds", "Unix time of the "
                                   "last completed run (0: none since start).", registry=r)
         self._actions: dict[int, str] = {}
+        self._webhook_children: dict[tuple[str, int], Counter] = {}
+        self.enqueued_by_webhook = self.enqueued.labels("webhook")
         self._recorded: dict[int, dict[str, float]] = {}
 
     # -------------------------------------------------------- RunObserver hooks
@@ -156,7 +158,13 @@ class Metrics:
         self.api_calls.labels(service, status).inc()
 
     def webhook(self, outcome: str, status: int) -> None:
-        self.webhooks.labels(outcome, str(status)).inc()
+        # Every webhook passes here: keep the labelled child instead of looking it
+        # up (a lock and a tuple) each time.
+        child = self._webhook_children.get((outcome, status))
+        if child is None:
+            child = self._webhook_children[(outcome, status)] = self.webhooks.labels(
+                outcome, str(status))
+        child.inc()
 
     def bind_pool(self, pool: WorkerPool) -> None:
         self.workers_total.set_function(lambda: pool.size)
@@ -197,25 +205,15 @@ def webhook_outcome(request: web.Request, status: int) -> str:
     return "error" if status >= 500 else "rejected"
 
 
-@web.middleware
-async def count_webhooks(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every answer of POST /webhook/jira (inside request_context: sees JSON errors)."""
+def count_webhook(request: web.Request, status: int) -> None:
+    """Count an answer of POST /webhook/jira (called with the final, JSON-error status)."""
     if request.path != WEBHOOK_PATH:
-        return await handler(request)
+        return
     metrics = request.app[METRICS_KEY]
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        metrics.webhook(webhook_outcome(request, exc.status), exc.status)
-        raise
-    except Exception:
-        metrics.webhook("error", 500)
-        raise
-    outcome = webhook_outcome(request, response.status)
-    metrics.webhook(outcome, response.status)
+    outcome = webhook_outcome(request, status)
+    metrics.webhook(outcome, status)
     if outcome == "queued":
-        metrics.enqueued.labels("webhook").inc()
-    return response
+        metrics.enqueued_by_webhook.inc()
 
 
 def metrics_handler(token: str, refresh: Callable[[web.Application], Awaitable[None]]

@@ -1,11 +1,11 @@
 """The only place that talks SQL: the durable run queue and its journal.
 
-Writes go through one writer thread that owns one sqlite3 connection and
-applies *batches*: every write requested while the previous batch was being
-committed goes into the next transaction, so many webhooks share one fsync
-(group commit). Each write runs inside its own SAVEPOINT, so one bad write
-fails alone. Reads use a separate aiosqlite connection and never wait for the
-writer (WAL). Driver errors are translated to mwai errors here.
+Writes are functions of the write connection (``_op_*`` below) handed to the
+group-commit writer thread (mwai/writer.py): every write asked for while the
+previous batch was being committed goes into the next transaction, so many
+webhooks share one fsync, and one bad write still fails alone. Reads use a
+separate aiosqlite connection and never wait for the writer (WAL). Driver
+errors are translated to mwai errors.
 
 A PostgreSQL backend would implement the same public methods.
 """
@@ -19,7 +19,6 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,6 +28,7 @@ import aiosqlite
 import orjson
 
 from mwai.errors import InvalidRunState, NotMwaiDatabase, RunNotFound, StoreError, StoreUnavailable
+from mwai.writer import BatchWriter, WriterConnection, translate_error
 
 T = TypeVar("T")
 
@@ -126,33 +126,6 @@ class LostRun:
     worker: str | None
 
 
-def _translate(exc: sqlite3.Error, path: str) -> StoreError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError):
-        lowered = text.lower()
-        if "locked" in lowered or "busy" in lowered:
-            hint = "another process holds the write lock; retry shortly"
-        elif "full" in lowered:
-            hint = "the disk is full; free space (mwai prune --vacuum) and it recovers by itself"
-        elif "readonly" in lowered or "read-only" in lowered:
-            hint = "the file or its directory is not writable by mwai; fix the permissions"
-        elif "unable to open" in lowered:
-            hint = "check that the directory exists and is writable"
-        else:
-            hint = "the database is unavailable"
-        return StoreUnavailable(f"database {path}: {text} ({hint})")
-    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
-        return NotMwaiDatabase(f"{path} is not a mwai database (it is not SQLite at all)")
-    return StoreUnavailable(f"database {path}: {text}")
-
-
-@dataclass
-class _Write:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    future: asyncio.Future[Any]
-
-
 def _prefix_range(prefix: str) -> dict[str, str]:
     """Bounds that select every locked_by starting with ``prefix`` using an index."""
     return {"prefix_low": prefix, "prefix_high": prefix + "\U0010ffff"}
@@ -180,16 +153,7 @@ class Store:
         self.create = create and not readonly
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
         self._reader: aiosqlite.Connection | None = None
-        self._writer_conn: _WriterConnection | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[_Write] = []
-        self._has_work: asyncio.Event | None = None
-        self._writer_task: asyncio.Task[None] | None = None
-        self._closing = False
-        self.batches_committed = 0
-        self.writes_committed = 0
-        # The error of the last failed batch; None again once a batch changing rows commits.
-        self.write_failure: str | None = None
+        self._writer: BatchWriter | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -200,11 +164,9 @@ class Store:
                 "or point --db / MWAI_DB at the right file"
             )
         if not self.readonly:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="mwai-db-writer")
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._open_writer)
-            self._has_work = asyncio.Event()
-            self._writer_task = asyncio.create_task(self._writer_loop(), name="mwai-db-writer")
+            conn = await asyncio.to_thread(self._open_writer)
+            self._writer = BatchWriter(conn, self.path, self.busy_timeout_ms, _flush_events)
+            self._writer.start()
         try:
             self._reader = await aiosqlite.connect(self._uri(), uri=True)
             await self._reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
@@ -212,7 +174,7 @@ class Store:
             version = await self._read_version()
         except sqlite3.Error as exc:
             await self.close()
-            raise _translate(exc, self.path) from None
+            raise translate_error(exc, self.path) from None
         except StoreError:
             await self.close()
             raise
@@ -243,25 +205,31 @@ class Store:
                 )
         return version
 
-    def _open_writer(self) -> None:
+    def _open_writer(self) -> WriterConnection:
         try:
             conn = sqlite3.connect(
                 self._uri(), uri=True, isolation_level=None, check_same_thread=False,
-                factory=_WriterConnection,
+                factory=WriterConnection,
             )
+        except sqlite3.Error as exc:
+            raise translate_error(exc, self.path) from None
+        try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(f"database {self.path}: cannot switch to WAL mode")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             self._migrate(conn)
-            # From here on the writer waits for the lock itself (_begin): SQLite's
-            # busy handler sleeps in steps of up to 100 ms, long after the other
-            # writer has let go.
+            # From here on the writer waits for the lock itself (BatchWriter._begin):
+            # SQLite's busy handler sleeps in steps of up to 100 ms, long after the
+            # other writer has let go.
             conn.execute("PRAGMA busy_timeout = 0")
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-        self._writer_conn = conn
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate_error(exc, self.path) from None
+            raise
+        return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -287,150 +255,23 @@ class Store:
                 raise
 
     async def close(self) -> None:
-        self._closing = True
-        if self._writer_task is not None:
-            assert self._has_work is not None
-            self._has_work.set()
-            await self._writer_task
-            self._writer_task = None
-        if self._executor is not None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._close_writer)
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
 
-    def _close_writer(self) -> None:
-        if self._writer_conn is not None:
-            try:
-                self._writer_conn.execute("PRAGMA optimize")
-            except sqlite3.Error:
-                pass
-            self._writer_conn.close()
-            self._writer_conn = None
-
-    # ------------------------------------------------------------ write batching
+    @property
+    def write_failure(self) -> str | None:
+        """The error of the last failed batch; None once a batch changing rows commits."""
+        return self._writer.write_failure if self._writer is not None else None
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._has_work is None or self._closing:
+        if self._writer is None:
             raise StoreError("the store is not open for writing")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(fn, args, future))
-        self._has_work.set()
-        return await future
-
-    async def _writer_loop(self) -> None:
-        assert self._has_work is not None and self._executor is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._has_work.wait()
-            self._has_work.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                if self._closing:
-                    return
-                continue
-            try:
-                outcomes = await loop.run_in_executor(self._executor, self._apply_batch, batch)
-            except StoreError as exc:
-                self.write_failure = str(exc)
-                for write in batch:
-                    if not write.future.done():
-                        write.future.set_exception(exc)
-                continue
-            for write, (ok, value) in zip(batch, outcomes, strict=True):
-                if write.future.done():
-                    continue
-                if ok:
-                    write.future.set_result(value)
-                else:
-                    write.future.set_exception(value)
-            if self._closing and not self._pending:
-                return
-
-    def _apply_batch(self, batch: Sequence[_Write]) -> list[tuple[bool, Any]]:
-        """One transaction for the whole batch (one fsync).
-
-        Fast path: the writes run back to back. If one of them fails on its own (a
-        constraint, an invalid state), the transaction is rolled back and the batch
-        is replayed with a SAVEPOINT around each write, so only that write fails.
-        Every call into SQLite gives the GIL away and must win it back from the busy
-        event loop, so the fast path saves several round trips per write.
-        """
-        conn = self._writer_conn
-        if conn is None:
-            raise StoreError("the store is closed")
-        changes_before = conn.total_changes
-        try:
-            outcomes = self._run_batch(conn, batch, isolate=False)
-        except _WriteFailed:
-            outcomes = self._run_batch(conn, batch, isolate=True)
-        self.batches_committed += 1
-        if conn.total_changes != changes_before:
-            # A batch that changed nothing (an empty claim) writes no page: no proof.
-            self.write_failure = None
-        self.writes_committed += len(batch)
-        return outcomes
-
-    def _begin(self, conn: sqlite3.Connection) -> None:
-        """BEGIN IMMEDIATE, retrying every millisecond or so while another process
-        (mwai prune, mwai requeue...) holds the write lock, for up to the busy
-        timeout: the lock is taken within a millisecond of being released."""
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        delay_s = 0.0005
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise _translate(exc, self.path) from None
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 1.5, 0.004)
-
-    def _run_batch(self, conn: _WriterConnection, batch: Sequence[_Write],
-                   isolate: bool) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
-        self._begin(conn)
-        conn.pending_events = []
-        try:
-            for write in batch:
-                if isolate:
-                    conn.execute("SAVEPOINT w")
-                    events_before = len(conn.pending_events)
-                try:
-                    value = write.fn(conn, *write.args)
-                except Exception as exc:
-                    if isinstance(exc, sqlite3.Error) and \
-                            not isinstance(exc, sqlite3.IntegrityError):
-                        raise  # the database itself failed: the whole batch fails
-                    if not isolate:
-                        raise _WriteFailed from exc
-                    conn.execute("ROLLBACK TO w")
-                    conn.execute("RELEASE w")
-                    del conn.pending_events[events_before:]
-                    failure = StoreError(str(exc)) if isinstance(exc, sqlite3.Error) else exc
-                    outcomes.append((False, failure))
-                    continue
-                if isolate:
-                    conn.execute("RELEASE w")
-                outcomes.append((True, value))
-            _flush_events(conn)
-            conn.execute("COMMIT")
-        except _WriteFailed:
-            conn.execute("ROLLBACK")
-            raise
-        except sqlite3.Error as exc:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise _translate(exc, self.path) from None
-        finally:
-            conn.pending_events = None
-        return outcomes
+        result: T = await self._writer.submit(fn, args)
+        return result
 
     # ------------------------------------------------------------------ reading
 
@@ -442,7 +283,7 @@ class Store:
             async with self._reader.execute(Q[name], params) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate_error(exc, self.path) from None
 
     async def _fetchone(self, name: str, **params: Any) -> sqlite3.Row | None:
         rows = await self._fetchall(name, **params)
@@ -625,14 +466,11 @@ class Store:
 
     async def vacuum(self) -> None:
         """VACUUM then truncate the WAL (blocks other writers while it runs)."""
-        if self._executor is None:
+        if self._writer is None:
             raise StoreError("the store is not open for writing")
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._vacuum)
+        await self._writer.submit(self._vacuum, (), alone=True)
 
-    def _vacuum(self) -> None:
-        if self._writer_conn is None:
-            raise StoreError("the store is closed")
-        conn = self._writer_conn
+    def _vacuum(self, conn: sqlite3.Connection) -> None:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             try:
@@ -641,27 +479,11 @@ class Store:
             finally:
                 conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            raise translate_error(exc, self.path) from None
 
 
 # --------------------------------------------------------------------------
 # Write operations: each runs in the writer thread inside the batch transaction.
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-class _WriteFailed(Exception):
-    """A write of the batch failed on its own: replay the batch write by write."""
-
-
-class _WriterConnection(sqlite3.Connection):
-    """The writer's connection. During a batch, events are collected here and
-    inserted with one executemany just before the commit."""
-
-    pending_events: list[Event] | None = None
 
 
 def _insert_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
@@ -672,26 +494,16 @@ def _insert_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
     _execute_insert_events(conn, events)
 
 
-def _flush_events(conn: _WriterConnection) -> None:
+def _flush_events(conn: WriterConnection) -> None:
     if conn.pending_events:
         _execute_insert_events(conn, conn.pending_events)
         conn.pending_events = []
 
 
 def _execute_insert_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
-    conn.executemany(
-        Q["insert_event"],
-        [
-            {
-                "run_id": e.run_id,
-                "ts": e.ts or now_s(),
-                "level": e.level,
-                "message": e.message,
-                "meta_json": dumps(e.meta),
-            }
-            for e in events
-        ],
-    )
+    now = now_s()
+    rows = [(e.run_id, e.ts or now, e.level, e.message, dumps(e.meta)) for e in events]
+    conn.execute(Q["insert_events"], {"rows": orjson.dumps(rows).decode()})
 
 
 def _op_enqueue(

@@ -92,7 +92,8 @@ def _new_request_id() -> str:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request an id (X-Request-Id or a new one) and JSON errors."""
+    """Give every request an id (X-Request-Id or a new one) and JSON errors; count
+    webhook answers (one middleware: each one costs a coroutine per request)."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = given if _REQUEST_ID_RE.fullmatch(given) else _new_request_id()
     request[REQUEST_ID_KEY] = request_id
@@ -112,11 +113,16 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response = error_response(500, "internal error; see the service log for "
                                            f"request id {request_id}")
     response.headers[REQUEST_ID_HEADER] = request_id
+    metrics.count_webhook(request, response.status)
     return response
 
 
 async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
     """The body, at most ``limit`` bytes, within ``timeout_s`` (a slow client gets 408)."""
+    if request.content.is_eof():
+        # Already all in the buffer (the usual case): reading cannot wait on the
+        # client, so skip the timer a timeout costs.
+        return await _read_limited(request, limit)
     try:
         async with asyncio.timeout(timeout_s):
             return await _read_limited(request, limit)
@@ -321,7 +327,7 @@ def _service_ctx(processor: Processor | None) -> Callable[[web.Application],
 def create_app(settings: Settings, processor: Processor | None = None) -> web.Application:
     """The aiohttp application; ``processor`` overrides MWAI_PROCESSOR (tests)."""
     app = web.Application(
-        middlewares=[request_context, metrics.count_webhooks],
+        middlewares=[request_context],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings

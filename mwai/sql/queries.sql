@@ -22,9 +22,14 @@ ON CONFLICT (issue_key) WHERE status = 'queued' DO UPDATE SET
     duplicates   = runs.duplicates + 1
 RETURNING id, duplicates;
 
--- name: insert_event
+-- name: insert_events
+-- :rows is a JSON array of [run_id, ts, level, message, meta_json] arrays: a
+-- whole batch of events in one call into SQLite rather than one call per row
+-- (every call gives the GIL away and must win it back from the event loop).
+-- json_each yields the rows in array order, so ids follow the journal's order.
 INSERT INTO events (run_id, ts, level, message, meta_json)
-VALUES (:run_id, :ts, :level, :message, :meta_json);
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+FROM json_each(:rows);
 
 -- name: claim
 -- One atomic statement: the best queued run that is due and whose issue has

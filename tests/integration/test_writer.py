@@ -1,0 +1,85 @@
+"""Group commit against a real SQLite file: writes asked for together share one
+transaction, one bad write fails alone, results reach the right callers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mwai.errors import StoreError
+from mwai.store import Event, Store
+from tests.integration.helpers import db_rows
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store(str(tmp_path / "mwai.sqlite3")).open()
+    yield opened
+    await opened.close()
+
+
+async def test_writes_asked_for_together_share_one_commit(store: Store) -> None:
+    writer = store._writer
+    assert writer is not None
+    batches_before = writer.batches_committed
+    results = await asyncio.gather(*(store.enqueue(f"GC-{n}", "{}", source="test")
+                                     for n in range(1, 101)))
+    assert sorted(r.run_id for r in results) == list(range(1, 101))
+    assert [r.run_id for r in results] == sorted(r.run_id for r in results)  # callers' order
+    # 100 writes asked for in one loop iteration cannot need 100 commits.
+    assert writer.batches_committed - batches_before < 100
+    assert db_rows(store.path, "SELECT count(*) FROM runs")[0][0] == 100
+
+
+async def test_a_bad_write_fails_alone_and_its_batch_neighbours_commit(store: Store) -> None:
+    first = await store.enqueue("GC-1", "{}")
+    outcomes = await asyncio.gather(
+        store.enqueue("GC-2", "{}"),
+        store.set_run_result(first.run_id, colour="blue"),  # not a result field
+        store.enqueue("GC-3", "{}"),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], ValueError) and "colour" in str(outcomes[1])
+    assert [type(o).__name__ for o in (outcomes[0], outcomes[2])] == ["EnqueueResult"] * 2
+    keys = [k for (k,) in db_rows(store.path, "SELECT issue_key FROM runs ORDER BY id")]
+    assert keys == ["GC-1", "GC-2", "GC-3"]
+    # The replayed batch kept each good write's journal lines, and only those.
+    received = db_rows(store.path, "SELECT count(*) FROM events WHERE message = 'Run enqueued'")
+    assert received[0][0] == 3
+
+
+async def test_events_are_stored_in_order_with_their_fields(store: Store) -> None:
+    run = await store.enqueue("GC-1", "{}")
+    meta = {"quote": 'say "hi"', "unicode": "é ✓", "nested": {"n": [1, 2.5, None]}}
+    await store.add_events([Event(run.run_id, f"step {n}", "warning", {**meta, "n": n},
+                                  1_800_000_000.123456 + n) for n in range(5)])
+    rows = await store.events(run.run_id)
+    steps = [r for r in rows if r["message"].startswith("step")]
+    assert [r["message"] for r in steps] == [f"step {n}" for n in range(5)]
+    assert [r["ts"] for r in steps] == [1_800_000_000.123456 + n for n in range(5)]
+    assert {r["level"] for r in steps} == {"warning"}
+    assert steps[0]["meta_json"] == ('{"quote":"say \\"hi\\"","unicode":"é ✓",'
+                                     '"nested":{"n":[1,2.5,null]},"n":0}')
+
+
+async def test_vacuum_runs_outside_the_transactions_of_its_neighbours(store: Store) -> None:
+    outcomes = await asyncio.gather(store.enqueue("GC-1", "{}"), store.vacuum(),
+                                    store.enqueue("GC-2", "{}"))
+    assert outcomes[1] is None
+    assert db_rows(store.path, "SELECT count(*) FROM runs")[0][0] == 2
+
+
+async def test_writes_queued_before_close_are_committed_and_later_ones_refused(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "mwai.sqlite3")
+    store = await Store(path).open()
+    pending = [asyncio.ensure_future(store.enqueue(f"GC-{n}", "{}")) for n in range(1, 21)]
+    await asyncio.sleep(0)  # the writes are asked for, not yet committed
+    await store.close()
+    assert all(task.done() and not task.exception() for task in pending)
+    assert db_rows(path, "SELECT count(*) FROM runs")[0][0] == 20
+    with pytest.raises(StoreError, match="not open for writing"):
+        await store.enqueue("GC-99", "{}")
