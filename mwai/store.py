@@ -28,7 +28,7 @@ import aiosqlite
 import orjson
 
 from mwai.errors import InvalidRunState, NotMwaiDatabase, RunNotFound, StoreError, StoreUnavailable
-from mwai.writer import BatchWriter, WriterConnection, translate_error
+from mwai.writer import BatchWriter, Checkpointer, WriterConnection, translate_error
 
 T = TypeVar("T")
 
@@ -62,6 +62,8 @@ def _load_migrations() -> list[str]:
 Q = _load_queries()
 MIGRATIONS = _load_migrations()
 SCHEMA_VERSION = len(MIGRATIONS)
+# How often the background checkpoint copies the WAL into the database (after commits).
+CHECKPOINT_INTERVAL_S = 0.5
 
 
 def now_s() -> float:
@@ -154,6 +156,7 @@ class Store:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
         self._reader: aiosqlite.Connection | None = None
         self._writer: BatchWriter | None = None
+        self._checkpointer: Checkpointer | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -167,6 +170,11 @@ class Store:
             conn = await asyncio.to_thread(self._open_writer)
             self._writer = BatchWriter(conn, self.path, self.busy_timeout_ms, _flush_events)
             self._writer.start()
+            writer = self._writer
+            self._checkpointer = Checkpointer(self._uri(), Q["wal_checkpoint"],
+                                              CHECKPOINT_INTERVAL_S,
+                                              lambda: writer.batches_committed)
+            self._checkpointer.start()
         try:
             self._reader = await aiosqlite.connect(self._uri(), uri=True)
             await self._reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
@@ -219,6 +227,7 @@ class Store:
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(f"database {self.path}: cannot switch to WAL mode")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(Q["wal_backstop"])
             self._migrate(conn)
             # From here on the writer waits for the lock itself (BatchWriter._begin):
             # SQLite's busy handler sleeps in steps of up to 100 ms, long after the
@@ -255,6 +264,9 @@ class Store:
                 raise
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
+            self._checkpointer = None
         if self._writer is not None:
             await self._writer.stop()
             self._writer = None

@@ -11,6 +11,7 @@ step between two batches.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mwai.errors import NotMwaiDatabase, StoreError, StoreUnavailable
+
+log = logging.getLogger("mwai.store")
 
 Outcome = tuple[bool, Any]  # (True, value) or (False, exception)
 
@@ -257,3 +260,61 @@ def _deliver(group: list[_Write], outcomes: list[Outcome]) -> None:
             write.future.set_result(value)
         else:
             write.future.set_exception(value)
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file from its own thread and connection.
+
+    By default the commit that takes the WAL past 1,000 pages also copies it into
+    the database and fsyncs the file, and the webhooks of that batch wait tens of
+    milliseconds for it. The writer connection leaves that to this thread (its own
+    auto-checkpoint stays only as a far backstop): every ``interval_s`` after a
+    commit, a PASSIVE checkpoint, which never takes the write lock, so commits go
+    on while it copies.
+    """
+
+    def __init__(self, uri: str, checkpoint_sql: str, interval_s: float,
+                 commits: Callable[[], int]) -> None:
+        self._uri = uri
+        self._sql = checkpoint_sql
+        self._interval_s = interval_s
+        self._commits = commits
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.checkpoints = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._serve, name="mwai-db-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    def _serve(self) -> None:
+        conn = sqlite3.connect(self._uri, uri=True, isolation_level=None)
+        try:
+            seen = self._commits()
+            while not self._stop.wait(self._interval_s):
+                commits = self._commits()
+                if commits != seen:
+                    seen = commits
+                    self._checkpoint(conn)
+        finally:
+            conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute(self._sql).fetchall()
+        except sqlite3.Error as exc:
+            # The writer's own auto-checkpoint still bounds the WAL meanwhile.
+            if str(exc) != self.last_error:
+                log.warning("WAL checkpoint failed; retrying", extra={"error": str(exc)})
+            self.last_error = str(exc)
+            return
+        self.checkpoints += 1
+        self.last_error = None

@@ -423,6 +423,16 @@ SELECT (SELECT freelist_count FROM pragma_freelist_count()) AS free_pages,
 -- name: ops_vacuum
 VACUUM;
 
+-- name: wal_checkpoint
+-- The background checkpoint of a running service: PASSIVE never takes the
+-- write lock, so commits go on while it copies.
+PRAGMA wal_checkpoint(PASSIVE);
+
+-- name: wal_backstop
+-- The writer connection's own checkpoint only as a far backstop (about 40 MB of
+-- WAL): the background checkpoint normally comes long before.
+PRAGMA wal_autocheckpoint = 10000;
+
 -- name: ops_checkpoint
 PRAGMA wal_checkpoint(TRUNCATE);
 

@@ -4,6 +4,7 @@ transaction, one bad write fails alone, results reach the right callers."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from mwai.errors import StoreError
 from mwai.store import Event, Store
-from tests.integration.helpers import db_rows
+from tests.integration.helpers import db_rows, wait_for
 
 
 @pytest.fixture
@@ -83,3 +84,17 @@ async def test_writes_queued_before_close_are_committed_and_later_ones_refused(
     assert db_rows(path, "SELECT count(*) FROM runs")[0][0] == 20
     with pytest.raises(StoreError, match="not open for writing"):
         await store.enqueue("GC-99", "{}")
+
+
+async def test_the_wal_is_copied_into_the_database_file_in_the_background(
+        store: Store, tmp_path: Path) -> None:
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    before = checkpointer.checkpoints
+    await asyncio.gather(*(store.enqueue(f"GC-{n}", "{}") for n in range(1, 201)))
+    await wait_for(lambda: checkpointer.checkpoints > before, timeout_s=10,
+                   what="a background checkpoint")
+    # The main file alone (no -wal beside it) already holds every committed run.
+    alone = tmp_path / "copy.sqlite3"
+    shutil.copyfile(store.path, alone)
+    assert db_rows(alone, "SELECT count(*) FROM runs")[0][0] == 200
