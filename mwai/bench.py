@@ -56,6 +56,7 @@ PAYLOAD = {
 }
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+INTERRUPT_GRACE_S = 60.0  # after Ctrl-C, how long an operator command may take to stop
 DAY_S = 86400.0
 
 
@@ -403,19 +404,30 @@ class Bench:
         process = subprocess.Popen([sys.executable, "-m", "mwai", *arguments, "--db", str(db)],
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
-        interrupted = False
+        interrupted = killed = False
         try:
             stdout, stderr = process.communicate(timeout=limit_s)
         except subprocess.TimeoutExpired:
             interrupted = True
             process.send_signal(signal.SIGINT)
-            stdout, stderr = process.communicate(timeout=60)
+            try:
+                stdout, stderr = process.communicate(timeout=INTERRUPT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                # A finding, not a reason to lose the whole run's figures: keep where
+                # it was stuck (mwai dumps its threads on SIGUSR1) with its stderr.
+                killed = True
+                process.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
+                process.kill()
+                stdout, stderr = process.communicate()
         wall_s = time.monotonic() - started
         result: dict[str, Any] = {"command": command, "available": True,
                                   "wall_s": round(wall_s, 3), "exit_code": process.returncode,
                                   "output_lines": len(stdout.splitlines())}
         if interrupted:
             result["interrupt_sent_after_s"] = limit_s
+        if killed:
+            result["killed_after_interrupt_s"] = INTERRUPT_GRACE_S
         if process.returncode != 0:
             result["stderr"] = stderr.strip()[-500:]
         return result
@@ -815,6 +827,8 @@ def _cli_cell(result: dict[str, Any]) -> str:
     if not result.get("available"):
         return "not available"
     text = _fmt(result["wall_s"])
+    if result.get("killed_after_interrupt_s"):
+        return f"{text} (Ctrl-C ignored, killed {result['killed_after_interrupt_s']} s later)"
     if result.get("interrupt_sent_after_s"):
         stopped = result.get("exit_code") != 0
         return f"{text} ({'stopped' if stopped else 'finished despite Ctrl-C'})"

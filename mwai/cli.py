@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -227,6 +229,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    # `kill -USR1 <pid>` prints where every thread of a stuck mwai is (to stderr,
+    # the journal for the service) and lets it go on.
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (OSError, ValueError, AttributeError):
+        pass  # stderr is not a real file (captured in tests): no dump, nothing else lost
     if not logging.getLogger().handlers:
         configure_logging("text")
         logging.getLogger().setLevel(logging.WARNING)

@@ -220,3 +220,18 @@ def test_enqueue_command_queues_a_run_for_the_live_service(tmp_path: Path) -> No
                           str(service.db)], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "not a Jira issue key" in bad.stderr
     assert rows(service.db, "SELECT count(*) FROM runs") == [(1,)]
+
+
+def test_sigusr1_shows_where_every_thread_is_and_the_service_goes_on(tmp_path: Path) -> None:
+    service = Service(tmp_path, name="usr1").start()
+    service.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "writer.py" not in service.output():
+        assert time.monotonic() < deadline, "no thread dump:\n" + service.output()
+        time.sleep(0.05)
+    output = service.output()
+    assert "Current thread" in output or "Thread 0x" in output
+    assert "asyncio" in output  # the event loop's thread, waiting for events
+    status, _ = service.post_webhook(automation_payload("USR1-1"))
+    assert status == 200
+    assert service.stop() == 0
