@@ -323,6 +323,13 @@ class RssSampler:
         return self.peak_mb
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as a user's terminal delivers it. A bench started in the
+    background (`mwai bench &` in a script) ignores SIGINT, and children inherit
+    that: the operator command would then never see the interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Bench:
     def __init__(self, root: Path, sizes: Sizes, prefer_wrk: bool,
                  progress: Callable[[str], None], keep: bool = False) -> None:
@@ -403,7 +410,7 @@ class Bench:
         started = time.monotonic()
         process = subprocess.Popen([sys.executable, "-m", "mwai", *arguments, "--db", str(db)],
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
+                                   text=True, preexec_fn=_default_sigint)
         interrupted = killed = False
         try:
             stdout, stderr = process.communicate(timeout=limit_s)
@@ -429,7 +436,8 @@ class Bench:
         if killed:
             result["killed_after_interrupt_s"] = INTERRUPT_GRACE_S
         if process.returncode != 0:
-            result["stderr"] = stderr.strip()[-500:]
+            # A killed command's thread dump is long; keep all of it.
+            result["stderr"] = stderr.strip()[-(20_000 if killed else 500):]
         return result
 
     # ---------------------------------------------------------- fixtures
@@ -672,12 +680,16 @@ class Bench:
                       f"{self.sizes.prune_limit_s:.0f} s)")
         spec = self.webhook_spec(service, self.sizes.prune_concurrency, 3600)
         load = lg.start_load(spec, self.prefer_wrk)
-        time.sleep(max(0.0, load.start_at - time.time()) + 0.5)  # the load is on
-        command = self.cli(db, "prune", "--older-than", "30d", limit_s=self.sizes.prune_limit_s)
-        if not command["available"]:
-            # Still collect the load's numbers: they show the baseline without a prune.
-            time.sleep(1.0)
-        load.stop()
+        try:
+            time.sleep(max(0.0, load.start_at - time.time()) + 0.5)  # the load is on
+            command = self.cli(db, "prune", "--older-than", "30d",
+                               limit_s=self.sizes.prune_limit_s)
+            if not command["available"]:
+                # Still collect the load's numbers: they show the baseline without a prune.
+                time.sleep(1.0)
+        finally:
+            # An hour-long load must not outlive a failed bench.
+            load.stop()
         intake = load.result()
         after = self.read(db, "bench_old_finished_runs", before=cutoff)[0]["runs"]
         deleted = before - after

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,21 @@ def test_builtin_generator_sends_distinct_keys_and_counts_refusals(tmp_path: Pat
     assert refused.requests == 0 and refused.errors > 0
     stored = runner.read(db, "bench_table_sizes")[0]["runs"]
     assert stored == accepted.requests  # one run per webhook: every key was new
+
+
+def test_an_operator_command_gets_ctrl_c_even_when_the_bench_ignores_it(tmp_path: Path) -> None:
+    # A bench started in the background (`mwai bench &` in a script) runs with SIGINT
+    # ignored; its operator commands must still be interruptible like a user's.
+    runner = bench.Bench(tmp_path, bench.QUICK, prefer_wrk=False, progress=lambda _: None)
+    db = runner.new_db("follow")
+    runner.create_db(db)
+    runner.fill_queued(db, 1)  # never runs: no service is started
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = runner.cli(db, "show", "1", "--follow", limit_s=2.0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result["interrupt_sent_after_s"] == 2.0
+    assert "killed_after_interrupt_s" not in result, result
+    assert result["exit_code"] in (0, 130), result  # --follow ends quietly on Ctrl-C
+    assert result["wall_s"] < 2.0 + 10, result
