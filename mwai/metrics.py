@@ -103,9 +103,18 @@ class Metrics:
         self.last_success = Gauge("mwai_last_success_timestamp_seconds", "Unix time of the "
                                   "last completed run (0: none since start).", registry=r)
         self._actions: dict[int, str] = {}
-        self._webhook_children: dict[tuple[str, int], Counter] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.enqueued_by_webhook = self.enqueued.labels("webhook")
         self._recorded: dict[int, dict[str, float]] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """The labelled child, kept: every webhook and run passes here, and
+        ``labels()`` takes a lock and builds a key on every call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -------------------------------------------------------- RunObserver hooks
 
@@ -113,7 +122,7 @@ class Metrics:
         return self._actions.get(run.id) or run.action or NO_ACTION
 
     def run_claimed(self, run: ClaimedRun) -> None:
-        self.claimed.labels(self._action(run)).inc()
+        self._child(self.claimed, self._action(run)).inc()
         self.queue_wait.observe(max(0.0, run.claimed_at - run.available_at))
 
     def run_recorded(self, run: ClaimedRun, fields: Mapping[str, Any]) -> None:
@@ -136,7 +145,7 @@ class Metrics:
 
     def run_enqueued(self, result: EnqueueResult, source: str) -> None:
         if not result.deduplicated and not result.coalesced:
-            self.enqueued.labels(source).inc()
+            self._child(self.enqueued, source).inc()
 
     def run_finished(self, run: ClaimedRun, outcome: str, duration_s: float) -> None:
         action = self._action(run)
@@ -146,8 +155,8 @@ class Metrics:
                    "retried": self.retried, "cancelled": self.cancelled,
                    "released": self.released}.get(outcome)
         if counter is not None:
-            counter.labels(action).inc()
-        self.duration.labels(action).observe(duration_s)
+            self._child(counter, action).inc()
+        self._child(self.duration, action).observe(duration_s)
         if outcome == "completed":
             self.last_success.set(time.time())
 
@@ -158,13 +167,7 @@ class Metrics:
         self.api_calls.labels(service, status).inc()
 
     def webhook(self, outcome: str, status: int) -> None:
-        # Every webhook passes here: keep the labelled child instead of looking it
-        # up (a lock and a tuple) each time.
-        child = self._webhook_children.get((outcome, status))
-        if child is None:
-            child = self._webhook_children[(outcome, status)] = self.webhooks.labels(
-                outcome, str(status))
-        child.inc()
+        self._child(self.webhooks, outcome, str(status)).inc()
 
     def bind_pool(self, pool: WorkerPool) -> None:
         self.workers_total.set_function(lambda: pool.size)

@@ -230,8 +230,10 @@ class WorkerPool:
             queue_wait_s = round(run.claimed_at - run.available_at, 6)
             # The outcome line below repeats attempt and queue wait: at DEBUG here, so a
             # run costs one INFO line, not two.
-            log.debug("Run claimed", extra={"event": "Run claimed", "attempt": run.attempts,
-                                            "queue_wait_s": queue_wait_s})
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("Run claimed", extra={"event": "Run claimed",
+                                                "attempt": run.attempts,
+                                                "queue_wait_s": queue_wait_s})
             if self.observer is not None:
                 self.observer.run_claimed(run)
             ctx = RunContext(run=run, store=self.store, settings=self.settings,
