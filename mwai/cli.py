@@ -36,14 +36,15 @@ from mwai.errors import (
 from mwai.logs import configure_logging
 from mwai.settings import SETTINGS, Settings, read_env_file
 
-COMMAND_MODULES: tuple[str, ...] = ("mwai.demo", "mwai.bench", "mwai.ops", "mwai.alerts")
+COMMAND_MODULES: tuple[str, ...] = ("mwai.demo", "mwai.bench", "mwai.views", "mwai.actions",
+                                      "mwai.alerts")
 CORE_COMMANDS = ("serve", "enqueue", "settings")
 # Which module defines a command, so `mwai serve` (start-up time matters) and
 # `mwai runs` import only what they use. A command missing here still works:
 # every module is imported when the command is not recognised.
 COMMAND_OWNERS: dict[str, str] = {
-    **dict.fromkeys(("runs", "show", "stats", "monitor", "requeue", "cancel", "unlock",
-                     "prune", "check"), "mwai.ops"),
+    **dict.fromkeys(("runs", "show", "stats", "monitor"), "mwai.views"),
+    **dict.fromkeys(("requeue", "cancel", "unlock", "prune", "check"), "mwai.actions"),
     "alert": "mwai.alerts",
     "demo": "mwai.demo",
     "bench": "mwai.bench",

@@ -453,7 +453,7 @@ class Store:
         """Run a named write statement in the next batch; returns the rows changed."""
         return await self._write(_op_statement, name, params)
 
-    # ------------------------------------------ operator actions (mwai/ops.py)
+    # ------------------------------------------ operator actions (mwai/actions.py)
     # Writes of `mwai prune` / `mwai unlock` that must be atomic across several
     # statements, and VACUUM (which cannot run inside a transaction).
 
@@ -834,7 +834,7 @@ def _split_statements(script: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------
-# Operator actions (mwai/ops.py): run in the writer thread like the ones above.
+# Operator actions (mwai/actions.py): run in the writer thread like the ones above.
 
 
 def _op_prune_runs(

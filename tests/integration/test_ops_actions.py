@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import mwai.store
-from mwai import alerts, ops
+from mwai import actions, alerts, ops
 from mwai.settings import Settings
 from mwai.store import Store
 from tests.integration.helpers import count, db_rows
@@ -82,14 +82,14 @@ async def test_unlock_releases_locks_of_dead_processes_only(settings: Settings) 
         live_run = await store.claim(f"{live_id}/w2", 3600)
         assert dead_run is not None and live_run is not None
 
-        stale, kept = await ops.find_locks(store, settings, older_than_s=0)
+        stale, kept = await actions.find_locks(store, settings, older_than_s=0)
         assert [lock.run["id"] for lock in stale] == [dead_run.id]
         assert "is gone" in stale[0].reason
         assert [run["id"] for run in kept] == [live_run.id]
         assert kept[0]["reason"] == "heartbeat is fresh"
 
         # Not older than the cut-off: listed as kept, not released.
-        stale_later, _ = await ops.find_locks(store, settings, older_than_s=600)
+        stale_later, _ = await actions.find_locks(store, settings, older_than_s=600)
         assert stale_later == []
 
         released = await store.release_stale_locks(
@@ -112,7 +112,7 @@ async def test_unlock_never_touches_a_lock_whose_process_heartbeat_became_fresh(
         await store.enqueue("LATE-1", "{}")
         run = await store.claim(f"{process_id}/w1", 3600)
         assert run is not None
-        stale, _ = await ops.find_locks(store, settings, older_than_s=0)
+        stale, _ = await actions.find_locks(store, settings, older_than_s=0)
         assert len(stale) == 1
         # The process heartbeats between the listing and the release.
         await store.write_query("upsert_process", process_id=process_id, pid=1,
@@ -143,7 +143,7 @@ async def test_prune_deletes_exactly_the_old_finished_runs_and_their_events(
                                     queued.attempts)
         recent = await finished_run(store, "NEW-1")
         archive = tmp_path / "archive.jsonl"
-        runs, events = await ops.prune(store, now - 30 * DAY_S, batch_size=3, archive=archive,
+        runs, events = await actions.prune(store, now - 30 * DAY_S, batch_size=3, archive=archive,
                                        pause_min_s=0)
         assert runs == 7
         remaining = {row["issue_key"]: row["status"] for row in
@@ -169,8 +169,8 @@ async def test_prune_with_nothing_old_changes_nothing(settings: Settings) -> Non
     async with opened(settings) as store:
         await finished_run(store, "NEW-1")
         before = count(settings.db, "events")
-        assert await ops.prune(store, time.time() - DAY_S, 10, None, 0) == (0, 0)
-        skipped = await ops.vacuum_if_worth_it(store)  # nothing freed: no full rewrite
+        assert await actions.prune(store, time.time() - DAY_S, 10, None, 0) == (0, 0)
+        skipped = await actions.vacuum_if_worth_it(store)  # nothing freed: no full rewrite
     assert skipped is not None and "of the file is free space" in skipped
     assert count(settings.db, "events") == before
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mwai.cli import UsageError
-from mwai.ops import error_pattern, format_duration, group_errors, parse_duration
+from mwai.ops import format_duration, parse_duration
+from mwai.views import error_pattern, group_errors
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
