@@ -56,6 +56,12 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What a record carries beyond the standard attributes: extra= and context."""
+    return {key: value for key, value in vars(record).items()
+            if key not in _RESERVED and key[0] != "_"}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: timestamp (ISO 8601, UTC), level, logger, message,
     then the record's own fields (extra=, context) and a traceback as exc_info.
@@ -70,10 +76,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **record_fields(record),
         }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and key[0] != "_":
-                fields[key] = value
         if record.exc_info:
             if not record.exc_text:
                 record.exc_text = self.formatException(record.exc_info)
@@ -94,11 +98,7 @@ class JsonFormatter(logging.Formatter):
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = {
-            key: value
-            for key, value in vars(record).items()
-            if key not in _RESERVED and not key.startswith("_")
-        }
+        extras = record_fields(record)
         if extras:
             line += " " + " ".join(f"{key}={value}" for key, value in extras.items())
         return line

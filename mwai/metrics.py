@@ -104,7 +104,8 @@ class Metrics:
                                   "last completed run (0: none since start).", registry=r)
         self._actions: dict[int, str] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self.enqueued_by_webhook = self.enqueued.labels("webhook")
+        # Shown from the start (0), before the first webhook is queued.
+        self._child(self.enqueued, "webhook")
         self._recorded: dict[int, dict[str, float]] = {}
 
     def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
@@ -167,7 +168,10 @@ class Metrics:
         self.api_calls.labels(service, status).inc()
 
     def webhook(self, outcome: str, status: int) -> None:
+        """An answered webhook; a queued one is also a run enqueued by a webhook."""
         self._child(self.webhooks, outcome, str(status)).inc()
+        if outcome == "queued":
+            self._child(self.enqueued, "webhook").inc()
 
     def bind_pool(self, pool: WorkerPool) -> None:
         self.workers_total.set_function(lambda: pool.size)
@@ -212,11 +216,7 @@ def count_webhook(request: web.Request, status: int) -> None:
     """Count an answer of POST /webhook/jira (called with the final, JSON-error status)."""
     if request.path != WEBHOOK_PATH:
         return
-    metrics = request.app[METRICS_KEY]
-    outcome = webhook_outcome(request, status)
-    metrics.webhook(outcome, status)
-    if outcome == "queued":
-        metrics.enqueued_by_webhook.inc()
+    request.app[METRICS_KEY].webhook(webhook_outcome(request, status), status)
 
 
 def metrics_handler(token: str, refresh: Callable[[web.Application], Awaitable[None]]

@@ -279,10 +279,10 @@ class Store:
         """The error of the last failed batch; None once a batch changing rows commits."""
         return self._writer.write_failure if self._writer is not None else None
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any, alone: bool = False) -> T:
         if self._writer is None:
             raise StoreError("the store is not open for writing")
-        result: T = await self._writer.submit(fn, args)
+        result: T = await self._writer.submit(fn, args, alone=alone)
         return result
 
     # ------------------------------------------------------------------ reading
@@ -478,9 +478,7 @@ class Store:
 
     async def vacuum(self) -> None:
         """VACUUM then truncate the WAL (blocks other writers while it runs)."""
-        if self._writer is None:
-            raise StoreError("the store is not open for writing")
-        await self._writer.submit(self._vacuum, (), alone=True)
+        await self._write(self._vacuum, alone=True)
 
     def _vacuum(self, conn: sqlite3.Connection) -> None:
         try:

@@ -37,7 +37,7 @@ def translate_error(exc: sqlite3.Error, path: str) -> StoreError:
     text = str(exc)
     if isinstance(exc, sqlite3.OperationalError):
         lowered = text.lower()
-        if "locked" in lowered or "busy" in lowered:
+        if is_busy(exc):
             hint = "another process holds the write lock; retry shortly"
         elif "full" in lowered:
             hint = "the disk is full; free space (mwai prune --vacuum) and it recovers by itself"
