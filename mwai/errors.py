@@ -1,17 +1,33 @@
 """The exceptions mwai raises across module boundaries.
 
-Each carries a message meant for the operator: what is wrong and how to fix it.
+Each carries a message meant for the operator: what is wrong and how to fix it,
+and the exit code the ``mwai`` command ends with when it reaches the top:
+0 success; 1 the thing asked about is wrong (an alert fired, a check failed,
+the service failed at run time, the database is busy); 2 bad usage, bad
+configuration or bad input (nothing was changed).
 """
 
 from __future__ import annotations
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
 
 class MwaiError(Exception):
     """Base class of every error mwai raises on purpose."""
 
+    exit_code: int = EXIT_PROBLEM
+
+
+class UsageError(MwaiError):
+    """Bad command-line input; nothing was changed."""
+
+    exit_code = EXIT_USAGE
+
 
 class ConfigError(MwaiError):
     """One or more settings are missing or invalid; all problems are listed."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
@@ -21,9 +37,13 @@ class ConfigError(MwaiError):
 class StoreError(MwaiError):
     """The database refused an operation for a reason the caller cannot retry."""
 
+    exit_code = EXIT_USAGE
+
 
 class StoreUnavailable(StoreError):
     """The database is locked, full, read-only or unreachable; retry later."""
+
+    exit_code = EXIT_PROBLEM
 
 
 class NotMwaiDatabase(StoreError):
@@ -33,9 +53,13 @@ class NotMwaiDatabase(StoreError):
 class RunNotFound(MwaiError):
     """No run has the given id."""
 
+    exit_code = EXIT_USAGE
+
 
 class InvalidRunState(MwaiError):
     """The run exists but the requested change makes no sense in its state."""
+
+    exit_code = EXIT_USAGE
 
 
 class TransientError(MwaiError):
@@ -51,3 +75,14 @@ class TransientError(MwaiError):
 
 class PermanentError(MwaiError):
     """A failure that retrying will not fix: the run fails with this message."""
+
+
+class WebhookError(MwaiError):
+    """A request the webhook refuses; ``status`` is the HTTP status to answer."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

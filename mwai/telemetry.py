@@ -21,8 +21,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mwai import __version__, logs
+from mwai.queue.store import ClaimedRun
 from mwai.settings import SETTINGS, Settings
-from mwai.store import ClaimedRun
 
 log = logging.getLogger("mwai.telemetry")
 

@@ -10,9 +10,9 @@ import asyncio
 import os
 
 from mwai.logs import configure_logging
-from mwai.processing import RunContext
+from mwai.queue.processor import RunContext
+from mwai.server.app import serve
 from mwai.settings import Settings
-from mwai.web import serve
 
 
 class OpsProcessor:

@@ -11,9 +11,9 @@ import os
 import sys
 
 from mwai.logs import configure_logging
-from mwai.processing import RunContext
+from mwai.queue.processor import RunContext
+from mwai.server.app import serve
 from mwai.settings import Settings
-from mwai.web import serve
 
 
 class Slow:

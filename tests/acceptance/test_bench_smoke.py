@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mwai import bench
-from mwai import loadgen as lg
+from mwai.bench import loadgen as lg
+from mwai.bench import run as bench
 
 pytestmark = pytest.mark.slow
 

@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
-from mwai import store as mwai_store
-from mwai.cli import build_parser
-from mwai.ops import local_time
-from mwai.store import Store
+from mwai.__main__ import COMMAND_GROUPS
+from mwai.cli.common import local_time
+from mwai.cli.main import build_parser
+from mwai.queue import store as mwai_store
+from mwai.queue.store import Store
 from tests.acceptance.service import Service
 from tests.conftest import automation_payload
 
@@ -356,7 +357,7 @@ def test_help_explains_every_option(command: str, options: list[str],
                                     capsys: pytest.CaptureFixture[str]) -> None:
     # The real parser of `mwai`, in-process (one subprocess per command would only add time).
     with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args([command, "--help"])
+        build_parser(COMMAND_GROUPS).parse_args([command, "--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
     lines = text.splitlines()

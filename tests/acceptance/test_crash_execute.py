@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from mwai.demo import DEMO_PLAN, GITHUB_REPO, demo_agent_command, plan_script
-from mwai.testing.fake_github import FakeGitHub
-from mwai.testing.fake_jira import FakeJira
-from mwai.testing.fake_llm import FakeLlm
-from mwai.testing.sample_repo import git_log, make_sample_origin
+from mwai.demo.fake_github import FakeGitHub
+from mwai.demo.fake_jira import FakeJira
+from mwai.demo.fake_llm import FakeLlm
+from mwai.demo.sample_repo import git_log, make_sample_origin
+from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, demo_agent_command, plan_script
 from tests.acceptance.service import Service, free_port
 from tests.conftest import SECRET
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mwai.sdnotify import Notifier
+from mwai.server.sdnotify import Notifier
 from tests.acceptance.service import Service
 
 pytestmark = pytest.mark.slow

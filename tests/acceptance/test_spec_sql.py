@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mwai.store import Store
+from mwai.queue.store import Store
 from tests.acceptance.service import Service
 from tests.acceptance.test_serve_core import rows, wait_until_idle
 from tests.conftest import automation_payload

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mwai.errors import TransientError
-from mwai.processing import RunContext
+from mwai.queue.processor import RunContext
 
 
 def db_rows(path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

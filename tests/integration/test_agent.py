@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 
-from mwai.agent import PR_GET_DUMPABLE, AgentResult, AgentTimeout, build_prompt, run_agent
+from mwai.clients.jira import Comment, Issue
+from mwai.clients.llm import LlmReply
+from mwai.demo.sample_repo import git_log, git_show, make_sample_origin
 from mwai.errors import PermanentError
-from mwai.git import GitWorkspace, branch_name
-from mwai.jira import Comment, Issue
-from mwai.llm import LlmReply
-from mwai.repos import RepoConfig
+from mwai.runner.agent import PR_GET_DUMPABLE, AgentResult, AgentTimeout, build_prompt, run_agent
+from mwai.runner.git import GitWorkspace, branch_name
+from mwai.runner.repos import RepoConfig
 from mwai.settings import Settings
-from mwai.testing.sample_repo import git_log, git_show, make_sample_origin
 from tests.conftest import make_settings
 
-DEMO = f"{shlex.quote(sys.executable)} -m mwai.testing.demo_agent"
+DEMO = f"{shlex.quote(sys.executable)} -m mwai.demo.agent"
 SECRET_ENV = {
     "JIRA_API_TOKEN": "jira-token-abcdef-123",
     "GH_TOKEN": "ghp_secret_0123456789",

@@ -18,10 +18,10 @@ import orjson
 import pytest
 from aiohttp import web
 
+from mwai.clients.http import ApiClient
 from mwai.errors import TransientError
-from mwai.http import ApiClient
-from mwai.processing import RunContext
-from mwai.web import POOL_KEY, create_app
+from mwai.queue.processor import RunContext
+from mwai.server.app import POOL_KEY, create_app
 from tests.conftest import automation_payload, secret_headers
 from tests.integration.helpers import db_rows, wait_for
 

@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from mwai import agent as agent_module
-from mwai.agent import AgentResult
-from mwai.demo import DEMO_PLAN, GITHUB_REPO, DemoStack, demo_agent_command, play_story
+from mwai.clients.llm import LlmClient
+from mwai.demo.sample_repo import git_branches, git_log, git_show, make_sample_origin
+from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, DemoStack, demo_agent_command, play_story
 from mwai.errors import PermanentError
-from mwai.flow import JiraProcessor
-from mwai.llm import LlmClient
-from mwai.planner import PLAN_MARKER
+from mwai.runner import agent as agent_module
+from mwai.runner.agent import AgentResult
+from mwai.runner.flow import JiraProcessor
+from mwai.runner.planner import PLAN_MARKER
 from mwai.settings import Settings
-from mwai.testing.sample_repo import git_branches, git_log, git_show, make_sample_origin
 
 ONE_SUBTASK_PLAN: dict[str, Any] = {
     **DEMO_PLAN,
@@ -203,7 +203,7 @@ def _process_gone(pid: int) -> bool:
 async def test_agent_timeout_kills_the_group_fails_the_run_and_tells_jira(
         make_stack: StackFactory, tmp_path: Path) -> None:
     pid_file = tmp_path / "agent.pids"
-    command = shlex.join([sys.executable, "-m", "mwai.testing.demo_agent", "--mode", "hang",
+    command = shlex.join([sys.executable, "-m", "mwai.demo.agent", "--mode", "hang",
                           "--spawn-child", "--pid-file", str(pid_file)])
     stack = await make_stack(plan=ONE_SUBTASK_PLAN, agent_command=command,
                              agent_timeout_s=1.0)
@@ -284,7 +284,7 @@ async def test_no_secret_in_events_logs_comments_or_agent_environment(
         make_stack: StackFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     env_dump = tmp_path / "agent-env.json"
-    command = shlex.join([sys.executable, "-m", "mwai.testing.demo_agent", "--mode",
+    command = shlex.join([sys.executable, "-m", "mwai.demo.agent", "--mode",
                           "dump-env", "--dump-file", str(env_dump)])
     stack = await make_stack(agent_command=command)
     result = await play_story(stack, lambda line: None)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from mwai.demo.sample_repo import git_branches, git_log, git_show, make_sample_origin
 from mwai.errors import PermanentError, TransientError
-from mwai.git import GitWorkspace, Worktree, branch_name
-from mwai.repos import RepoConfig
-from mwai.testing.sample_repo import git_branches, git_log, git_show, make_sample_origin
+from mwai.runner.git import GitWorkspace, Worktree, branch_name
+from mwai.runner.repos import RepoConfig
 
 BRANCH = branch_name("PROJ-1", "Add a subtract function")
 TOKEN = "ghs_TopSecretToken0123456789"

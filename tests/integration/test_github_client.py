@@ -10,8 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mwai.errors import PermanentError, TransientError
-from mwai.github import (
+from mwai.clients.github import (
     AppCredentials,
     GitHubClient,
     PullRequest,
@@ -19,8 +18,9 @@ from mwai.github import (
     app_jwt,
     graphql_url,
 )
-from mwai.http import HttpError, new_session
-from mwai.testing.fake_github import FakeApp, FakeGitHub, jwt_problem
+from mwai.clients.http import HttpError, new_session
+from mwai.demo.fake_github import FakeApp, FakeGitHub, jwt_problem
+from mwai.errors import PermanentError, TransientError
 from tests.conftest import make_settings
 
 REPO = "acme/app"

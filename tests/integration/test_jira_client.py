@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from mwai.clients.http import HttpError
+from mwai.clients.jira import JiraClient
+from mwai.demo.fake_jira import COMMENT_NOT_VALID, NOT_ADF, NOT_FOUND, FakeJira
 from mwai.errors import PermanentError, TransientError
-from mwai.http import HttpError
-from mwai.jira import JiraClient
+from mwai.server.app import create_app
 from mwai.settings import Settings
-from mwai.testing.fake_jira import COMMENT_NOT_VALID, NOT_ADF, NOT_FOUND, FakeJira
-from mwai.web import create_app
 from tests.conftest import SECRET, make_settings
 from tests.integration.helpers import db_rows, wait_for
 

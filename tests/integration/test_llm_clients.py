@@ -9,11 +9,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from mwai.clients.http import HttpError, new_session
+from mwai.clients.llm import AnthropicClient, OpenAIClient, estimate_cost_usd, make_llm
+from mwai.demo.fake_llm import FakeLlm
 from mwai.errors import PermanentError, TransientError
-from mwai.http import HttpError, new_session
-from mwai.llm import AnthropicClient, OpenAIClient, estimate_cost_usd, make_llm
 from mwai.settings import Settings
-from mwai.testing.fake_llm import FakeLlm
 from tests.conftest import make_settings
 
 

@@ -8,10 +8,10 @@ import orjson
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from mwai.clients.http import ApiClient, new_session
 from mwai.errors import TransientError
-from mwai.http import ApiClient, new_session
-from mwai.processing import RunContext
-from mwai.web import create_app
+from mwai.queue.processor import RunContext
+from mwai.server.app import create_app
 from tests.conftest import automation_payload, secret_headers
 from tests.integration.helpers import GateProcessor, db_rows, wait_for
 

@@ -17,13 +17,13 @@ import jsonschema_rs
 import orjson
 import pytest
 
-import mwai.web
-import mwai.webhook
-from mwai import openapi
-from mwai.web import create_app
+import mwai.server.app
+import mwai.server.webhook
+from mwai.server import openapi
+from mwai.server.app import create_app
 from tests.conftest import SECRET, automation_payload, secret_headers
 
-MWAI_DIR = Path(mwai.web.__file__).parent
+MWAI_DIR = Path(mwai.server.app.__file__).parent
 
 
 def app_routes(settings: Any) -> set[tuple[str, str]]:
@@ -55,7 +55,7 @@ def test_document_is_openapi_3_1_with_resolvable_refs() -> None:
 
 def statuses_in_code() -> set[str]:
     """Statuses the webhook path can answer, read from the code that answers them."""
-    source = (MWAI_DIR / "web.py").read_text() + (MWAI_DIR / "webhook.py").read_text()
+    source = (MWAI_DIR / "app.py").read_text() + (MWAI_DIR / "webhook.py").read_text()
     found = set(re.findall(r"WebhookError\(\s*(\d{3})", source))
     found |= set(re.findall(r"error_response\(\s*(\d{3})", source))
     found.discard("500")  # the catch-all of a bug: never part of the contract
@@ -167,7 +167,7 @@ async def test_wrong_method_is_a_json_405_naming_the_allowed_method(client: Any)
 
 def test_secret_is_not_in_the_document() -> None:
     assert SECRET not in orjson.dumps(openapi.document()).decode()
-    assert mwai.webhook.SECRET_HEADER in orjson.dumps(openapi.document()).decode()
+    assert mwai.server.webhook.SECRET_HEADER in orjson.dumps(openapi.document()).decode()
 
 
 async def test_408_for_a_body_that_stalls_matches_the_document(

@@ -17,10 +17,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-import mwai.store
-from mwai import actions, alerts, ops
+import mwai.queue.store
+from mwai.cli import actions
+from mwai.cli import alert as alerts
+from mwai.cli import common as ops
+from mwai.queue.store import Store
 from mwai.settings import Settings
-from mwai.store import Store
 from tests.integration.helpers import count, db_rows
 
 DAY_S = 86400.0
@@ -39,11 +41,11 @@ async def opened(settings: Settings) -> AsyncIterator[Store]:
 @contextlib.contextmanager
 def clock_at(monkeypatch: pytest.MonkeyPatch, epoch_s: float) -> Iterator[None]:
     """The store's clock set back: rows written meanwhile look old."""
-    monkeypatch.setattr(mwai.store, "now_s", lambda: epoch_s)
+    monkeypatch.setattr(mwai.queue.store, "now_s", lambda: epoch_s)
     try:
         yield
     finally:
-        monkeypatch.setattr(mwai.store, "now_s", time.time)
+        monkeypatch.setattr(mwai.queue.store, "now_s", time.time)
 
 
 async def finished_run(store: Store, issue_key: str, status: str = "completed") -> int:

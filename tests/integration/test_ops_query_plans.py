@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mwai.store import Q, Store
+from mwai.queue.store import Q, Store
 
 PARAMS: dict[str, dict[str, Any]] = {
     "ops_runs_recent": {"since": 0.0, "limit": 20},

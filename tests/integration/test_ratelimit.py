@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from mwai.web import create_app
+from mwai.server.app import create_app
 from tests.conftest import automation_payload, secret_headers
 from tests.integration.helpers import count
 

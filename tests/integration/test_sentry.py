@@ -19,9 +19,9 @@ import pytest
 import sentry_sdk
 
 from mwai import telemetry
-from mwai.processing import RunContext
+from mwai.queue.processor import RunContext
+from mwai.server.app import create_app
 from mwai.settings import Settings
-from mwai.web import create_app
 from tests.conftest import SECRET, automation_payload, secret_headers
 from tests.integration.helpers import db_rows, wait_for
 

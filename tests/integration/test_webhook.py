@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from mwai.web import create_app
+from mwai.server.app import create_app
 from tests.conftest import SECRET, automation_payload, secret_headers
 from tests.integration.helpers import GateProcessor, count, db_rows, wait_for
 

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 
 from mwai.errors import PermanentError
-from mwai.processing import RunContext
-from mwai.store import Store
-from mwai.web import POOL_KEY, STORE_KEY, create_app
+from mwai.queue.processor import RunContext
+from mwai.queue.store import Store
+from mwai.server.app import POOL_KEY, STORE_KEY, create_app
 from tests.conftest import automation_payload, secret_headers
 from tests.integration.helpers import (
     GateProcessor,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mwai.errors import StoreError
-from mwai.store import Event, Store
+from mwai.queue.store import Event, Store
 from tests.integration.helpers import db_rows, wait_for
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwai.adf import MAX_DEPTH, adf_problems, adf_to_text, text_to_adf
+from mwai.clients.adf import MAX_DEPTH, adf_problems, adf_to_text, text_to_adf
 
 
 def text(value: str, *marks: dict[str, Any]) -> dict[str, Any]:

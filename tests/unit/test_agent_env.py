@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwai.agent import (
+from mwai.clients.jira import Comment, Issue
+from mwai.runner.agent import (
     BoundedCapture,
     agent_environment,
     apply_edits,
     build_prompt,
     parse_agent_output,
 )
-from mwai.jira import Comment, Issue
-from mwai.planner import Plan, PlannedSubtask
+from mwai.runner.planner import Plan, PlannedSubtask
 from tests.conftest import make_settings
 
 SECRETS = {
@@ -63,7 +63,7 @@ def test_mwai_secrets_are_refused_even_when_listed(
         jira_api_token=SECRETS["JIRA_API_TOKEN"],
         gh_token=SECRETS["GH_TOKEN"],
     )
-    with caplog.at_level(logging.WARNING, logger="mwai.agent"):
+    with caplog.at_level(logging.WARNING, logger="mwai.runner.agent"):
         env = agent_environment(settings, BASE_ENV)
     assert not set(SECRETS) & set(env)
     assert not set(SECRETS.values()) & set(env.values())

@@ -12,10 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from mwai import bench
-from mwai import loadgen as lg
-from mwai.cli import UsageError
-from mwai.store import Q, Store
+from mwai.bench import command as bench_command
+from mwai.bench import loadgen as lg
+from mwai.bench import run as bench
+from mwai.errors import UsageError
+from mwai.queue.store import Q, Store
 
 # ------------------------------------------------------------------ percentiles
 
@@ -60,7 +61,7 @@ def test_load_result_rate_and_dict() -> None:
 
 
 def test_issue_keys_are_distinct_across_slots_and_runs_and_valid() -> None:
-    from mwai.webhook import ISSUE_KEY_RE
+    from mwai.server.webhook import ISSUE_KEY_RE
 
     keys = {lg.issue_key("BENCH", base, slot, counter)
             for base in (1_000_000_000, 2_000_000_000)
@@ -198,15 +199,15 @@ def test_renderers_show_figures_verdicts_and_unavailable_commands() -> None:
 
 
 def test_parse_only_accepts_sections_and_refuses_others() -> None:
-    assert bench.parse_only(None) == list(bench.SECTIONS)
-    assert bench.parse_only("intake, pickup") == ["intake", "pickup"]
+    assert bench_command.parse_only(None) == list(bench.SECTIONS)
+    assert bench_command.parse_only("intake, pickup") == ["intake", "pickup"]
     with pytest.raises(UsageError, match="--only takes"):
-        bench.parse_only("intake,speed")
+        bench_command.parse_only("intake,speed")
 
 
 def test_bench_from_json_renders_markdown(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from mwai.cli import main
+    from mwai.__main__ import main
 
     saved = tmp_path / "bench.json"
     saved.write_bytes(orjson.dumps(_document()))

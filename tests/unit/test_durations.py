@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mwai.cli import UsageError
-from mwai.ops import format_duration, parse_duration
-from mwai.views import error_pattern, group_errors
+from mwai.cli.common import format_duration, parse_duration
+from mwai.cli.inspect import error_pattern, group_errors
+from mwai.errors import UsageError
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

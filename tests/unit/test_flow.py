@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mwai.flow import feedback_since_last_ai_comment
-from mwai.jira import Comment
-from mwai.journal import run_marker, scrub
+from mwai.clients.jira import Comment
+from mwai.runner.flow import feedback_since_last_ai_comment
+from mwai.runner.journal import run_marker, scrub
 
 AI = "ai-account"
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mwai.errors import PermanentError
-from mwai.jira import (
+from mwai.clients.jira import (
     MAX_TEXT_CHARS,
     TRUNCATION_NOTE,
     fit_text,
@@ -14,6 +13,7 @@ from mwai.jira import (
     parse_comment,
     parse_issue,
 )
+from mwai.errors import PermanentError
 
 ADF = {"type": "doc", "version": 1, "content": [
     {"type": "paragraph", "content": [{"type": "text", "text": "Do the thing"}]}]}

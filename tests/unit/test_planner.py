@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from mwai.clients.jira import Comment, Issue
+from mwai.clients.llm import LlmReply
 from mwai.errors import PermanentError
-from mwai.jira import Comment, Issue
-from mwai.llm import LlmReply
-from mwai.planner import (
+from mwai.runner.planner import (
     PLAN_MARKER,
     Plan,
     PlanError,
@@ -194,7 +194,7 @@ def test_comment_round_trip_through_text() -> None:
 
 
 def test_comment_round_trip_through_adf() -> None:
-    adf = pytest.importorskip("mwai.adf")
+    adf = pytest.importorskip("mwai.clients.adf")
     plan = Plan.from_json(dict(PLAN_JSON, overview="Tricky: *stars*, `ticks`, [link](x)"))
     body = adf.adf_to_text(adf.text_to_adf(format_plan_comment(plan)))
     assert find_latest_plan([comment("1", body, "ai")]) == plan

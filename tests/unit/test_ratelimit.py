@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mwai.ratelimit import RateLimiter, make_limiter, retry_after_header
+from mwai.server.ratelimit import RateLimiter, make_limiter, retry_after_header
 
 
 class Clock:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from mwai.jira import Issue
-from mwai.router import Action, route
+from mwai.clients.jira import Issue
+from mwai.runner.router import Action, route
 from mwai.settings import Settings
 
 AI = "ai-account"

@@ -109,7 +109,7 @@ def test_readme_configuration_table_is_current() -> None:
     import contextlib
     import io
 
-    from mwai.cli import main
+    from mwai.__main__ import main
 
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     start = readme.index("<!-- settings:start")

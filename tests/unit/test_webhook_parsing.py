@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mwai import webhook as wh
+from mwai.errors import WebhookError
+from mwai.server import webhook as wh
 
 SECRET = "s3cret"
 
@@ -17,7 +18,7 @@ SECRET = "s3cret"
 def test_shared_secret_header() -> None:
     wh.authenticate(SECRET, SECRET, None, None)
     for wrong in ("", "s3cre", "s3cret ", "S3CRET", "s3cret\x00"):
-        with pytest.raises(wh.WebhookError) as caught:
+        with pytest.raises(WebhookError) as caught:
             wh.authenticate(SECRET, wrong, None, None)
         assert caught.value.status == 401
 
@@ -27,11 +28,11 @@ def test_hmac_signature_of_the_raw_body() -> None:
     digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     wh.authenticate(SECRET, None, f"sha256={digest}", body)
     wh.authenticate(SECRET, None, f"SHA256={digest.upper()}", body)
-    with pytest.raises(wh.WebhookError):
+    with pytest.raises(WebhookError):
         wh.authenticate(SECRET, None, f"sha256={digest}", body + b" ")
-    with pytest.raises(wh.WebhookError):
+    with pytest.raises(WebhookError):
         wh.authenticate(SECRET, None, f"sha1={digest}", body)
-    with pytest.raises(wh.WebhookError, match="missing credentials"):
+    with pytest.raises(WebhookError, match="missing credentials"):
         wh.authenticate(SECRET, None, None, body)
 
 
@@ -43,7 +44,7 @@ def test_valid_issue_keys(key: str) -> None:
 @pytest.mark.parametrize("key", ["", "A", "A-", "-1", "a-1", "1A-1", "A-01", "A-1 ", " A-1",
                                  "A-1\n", "A-1;rm", "Ä-1", "A--1", "A-1-2", "A" * 60 + "-1"])
 def test_invalid_issue_keys(key: str) -> None:
-    with pytest.raises(wh.WebhookError) as caught:
+    with pytest.raises(WebhookError) as caught:
         wh.validate_issue_key(key, "issue_key")
     assert caught.value.status == 422
 
@@ -52,7 +53,7 @@ def test_invalid_issue_keys(key: str) -> None:
 def test_any_text_is_either_a_clean_key_or_a_422(text: str) -> None:
     try:
         key = wh.validate_issue_key(text, "issue_key")
-    except wh.WebhookError as exc:
+    except WebhookError as exc:
         assert exc.status == 422
     else:
         assert key.isascii() and key.isprintable() and " " not in key
@@ -79,7 +80,7 @@ def test_native_shape() -> None:
 
 def test_deeply_nested_body_is_refused_without_recursion() -> None:
     body = b'{"a":' * 5000 + b"1" + b"}" * 5000
-    with pytest.raises(wh.WebhookError) as caught:
+    with pytest.raises(WebhookError) as caught:
         wh.parse_body(body)
     assert caught.value.status == 400
 
@@ -93,6 +94,6 @@ def test_json_content_types(content_type: str) -> None:
 @pytest.mark.parametrize("content_type", ["", "text/plain", "application/x-www-form-urlencoded",
                                           "multipart/form-data"])
 def test_other_content_types_are_415(content_type: str) -> None:
-    with pytest.raises(wh.WebhookError) as caught:
+    with pytest.raises(WebhookError) as caught:
         wh.check_content_type(content_type)
     assert caught.value.status == 415

@@ -1,0 +1,526 @@
+"""Operator actions: ``mwai requeue | cancel | unlock | prune | check``.
+
+Short write transactions that are safe while ``mwai serve`` runs; ``mwai
+check`` validates the configuration, the database and (``--connect``) the
+remote services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mwai import telemetry
+from mwai.cli.alert import check_connections
+from mwai.cli.common import (
+    add_command,
+    database_bytes,
+    format_bytes,
+    format_duration,
+    fresh_after_s,
+    iso_utc,
+    json_flag,
+    local_time,
+    open_store,
+    ops_settings,
+    parse_duration,
+    parse_run_id,
+    print_json,
+    process_of,
+    process_state,
+    run_async,
+    run_row,
+    with_iso,
+)
+from mwai.errors import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    ConfigError,
+    StoreError,
+    StoreUnavailable,
+    UsageError,
+)
+from mwai.queue.store import SCHEMA_VERSION, Store
+from mwai.settings import SETTINGS_BY_NAME, Settings, read_env_file
+
+# ------------------------------------------------------------------ requeue / cancel
+
+
+def _cmd_requeue(args: argparse.Namespace) -> int:
+    run_id = parse_run_id(args.run_id)
+    settings = ops_settings(args)
+
+    async def main() -> int:
+        async with open_store(settings, readonly=False) as store:
+            await store.requeue(run_id)
+            run = await store.get_run(run_id)
+        if args.json:
+            print_json({"ok": True, "run": run_row(run, time.time())})
+        else:
+            print(f"run {run_id} ({run['issue_key']}) is queued again; a running `mwai serve` "
+                  "picks it up within MWAI_POLL_S")
+        return EXIT_OK
+
+    return run_async(main())
+
+
+async def cancel_run(store: Store, run_id: int, wait_s: float,
+                     poll_s: float = 0.25) -> tuple[str, dict[str, Any]]:
+    """Cancel; for a running run, wait for its worker to stop it. Returns (outcome, run)."""
+    outcome = await store.cancel(run_id)
+    deadline = time.monotonic() + wait_s
+    run = await store.get_run(run_id)
+    while outcome == "cancelling" and run["status"] == "running" and \
+            time.monotonic() < deadline:
+        await asyncio.sleep(poll_s)
+        run = await store.get_run(run_id)
+    if outcome == "cancelling":
+        outcome = "cancelled" if run["status"] == "cancelled" else (
+            "cancelling" if run["status"] == "running" else f"finished as {run['status']}")
+    return outcome, run
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    run_id = parse_run_id(args.run_id)
+    wait_s = parse_duration(args.wait, "--wait") if args.wait not in ("0", "") else 0.0
+    settings = ops_settings(args)
+
+    async def main() -> int:
+        async with open_store(settings, readonly=False) as store:
+            outcome, run = await cancel_run(store, run_id, wait_s)
+        ok = outcome == "cancelled" or (outcome == "cancelling" and wait_s == 0)
+        if args.json:
+            print_json({"ok": ok, "outcome": outcome, "run": run_row(run, time.time())})
+        elif outcome == "cancelled":
+            print(f"run {run_id} ({run['issue_key']}) cancelled")
+        elif outcome == "cancelling" and wait_s == 0:
+            print(f"run {run_id} ({run['issue_key']}) is running: cancel requested; its "
+                  f"worker stops it within a second (`mwai show {run_id} --follow`)")
+        elif outcome == "cancelling":
+            print(f"run {run_id} ({run['issue_key']}) is still running after "
+                  f"{format_duration(wait_s)}: cancel is requested but its worker "
+                  f"({run['locked_by']}) has not stopped it; is its `mwai serve` alive? "
+                  "(`mwai monitor`, `mwai unlock`)")
+        else:
+            print(f"run {run_id} ({run['issue_key']}) {outcome} before the cancel reached "
+                  "its worker")
+        return EXIT_OK if ok else EXIT_PROBLEM
+
+    return run_async(main())
+
+
+# ------------------------------------------------------------------ mwai unlock
+
+
+@dataclass(frozen=True)
+class StaleLock:
+    run: dict[str, Any]
+    process_id: str
+    reason: str
+
+
+async def find_locks(store: Store, settings: Settings, older_than_s: float
+                     ) -> tuple[list[StaleLock], list[dict[str, Any]]]:
+    """(stale locks, locks held by live processes) — the guide's stale-lock query."""
+    now = time.time()
+    fresh_after = fresh_after_s(settings, now)
+    stale: list[StaleLock] = []
+    alive: list[dict[str, Any]] = []
+    processes: dict[str, tuple[bool, str]] = {}
+    for run in await store.read_query("ops_locked_runs", limit=100_000):
+        process_id = process_of(run["locked_by"])
+        if process_id not in processes:
+            rows = await store.read_query("ops_process", process_id=process_id)
+            processes[process_id] = process_state(rows[0] if rows else None, fresh_after)
+        is_alive, why = processes[process_id]
+        lock_age = now - (run["locked_at"] or 0)
+        if is_alive or lock_age < older_than_s:
+            alive.append({**with_iso(run), "process_id": process_id, "reason": why
+                          if is_alive else f"locked only {format_duration(lock_age)} ago"})
+        else:
+            stale.append(StaleLock(with_iso(run), process_id, why))
+    return stale, alive
+
+
+def _cmd_unlock(args: argparse.Namespace) -> int:
+    older_than_s = parse_duration(args.older_than, "--older-than")
+    settings = ops_settings(args)
+
+    async def main() -> int:
+        async with open_store(settings, readonly=args.dry_run) as store:
+            stale, kept = await find_locks(store, settings, older_than_s)
+            released = []
+            if stale and not args.dry_run:
+                locks = [(lock.run["id"], lock.run["locked_by"]) for lock in stale]
+                released = await store.release_stale_locks(
+                    locks, fresh_after_s(settings, time.time()), settings.max_attempts)
+        outcomes = {item.run_id: item.outcome for item in released}
+        if args.json:
+            print_json({
+                "dry_run": args.dry_run,
+                "stale": [{**lock.run, "process_id": lock.process_id, "reason": lock.reason,
+                           "outcome": outcomes.get(lock.run["id"])} for lock in stale],
+                "kept": kept,
+            })
+            return EXIT_OK
+        if not stale:
+            print("no stale locks")
+        for lock in stale:
+            run = lock.run
+            verb = "would release" if args.dry_run else (
+                f"released -> {outcomes[run['id']]}" if run["id"] in outcomes
+                else "left alone (changed meanwhile)")
+            print(f"run {run['id']} ({run['issue_key']}, {run['status']}) locked by "
+                  f"{run['locked_by']} since {local_time(run['locked_at'])}: {lock.reason}; "
+                  f"{verb}")
+        for run in kept:
+            print(f"run {run['id']} ({run['issue_key']}) locked by {run['locked_by']}: kept "
+                  f"({run['reason']})")
+        return EXIT_OK
+
+    return run_async(main())
+
+
+# ------------------------------------------------------------------ mwai prune
+
+
+# How long one delete transaction may hold the write lock: webhooks that arrive
+# meanwhile wait for it, so it bounds their latency during a prune.
+PRUNE_TARGET_S = 0.02
+
+
+async def prune(store: Store, before: float, batch_size: int, archive: Path | None,
+                pause_min_s: float = 0.05) -> tuple[int, int]:
+    """Delete finished runs updated before ``before`` and their events, batch by batch.
+
+    Each batch is one short write transaction: the batch size adapts (up to
+    ``batch_size``) so that a transaction takes about PRUNE_TARGET_S, and between
+    batches the write lock stays free for at least as long, so a live
+    service keeps acknowledging webhooks (its writes wait at most one batch,
+    well within MWAI_DB_BUSY_TIMEOUT_MS). With ``archive``, the batch is
+    appended (one JSON line per run, with its events) and flushed to disk
+    before it is deleted.
+    """
+    runs_deleted = events_deleted = 0
+    after_id = 0
+    size = min(batch_size, 100)
+    handle = archive.open("ab") if archive is not None else None
+    try:
+        while True:
+            rows = await store.read_query("ops_prune_candidates", before=before,
+                                          after_id=after_id, limit=size)
+            if not rows:
+                return runs_deleted, events_deleted
+            ids = [int(row["id"]) for row in rows]
+            after_id = ids[-1]
+            if handle is not None:
+                await _archive_batch(store, ids, handle)
+            started = time.monotonic()
+            runs, events = await _prune_batch(store, ids, before)
+            took_s = time.monotonic() - started
+            runs_deleted += runs
+            events_deleted += events
+            if took_s > PRUNE_TARGET_S * 1.25:
+                size = max(1, int(size * PRUNE_TARGET_S / took_s))
+            elif took_s < PRUNE_TARGET_S * 0.5 and len(ids) == size:
+                size = min(batch_size, size * 2)
+            await asyncio.sleep(max(pause_min_s, took_s))
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+PRUNE_LOCKED_TRIES = 60
+
+
+async def _prune_batch(store: Store, ids: list[int], before: float) -> tuple[int, int]:
+    """Delete one batch; while a busy service keeps the write lock, wait and retry.
+
+    A service under load commits back to back, and SQLite's busy handler only
+    probes the lock now and then, so one batch may miss every gap: that is a
+    reason to wait, not to give up the whole prune.
+    """
+    for attempt in range(1, PRUNE_LOCKED_TRIES + 1):
+        try:
+            return await store.prune_runs(ids, before)
+        except StoreUnavailable:
+            if attempt == PRUNE_LOCKED_TRIES:
+                raise
+            await asyncio.sleep(min(1.0, 0.05 * attempt))
+    raise AssertionError("unreachable")
+
+
+async def _archive_batch(store: Store, ids: list[int], handle: Any) -> None:
+    ids_json = orjson.dumps(ids).decode()
+    events: dict[int, list[dict[str, Any]]] = {}
+    for event in await store.read_query("ops_events_by_run_ids", ids=ids_json):
+        events.setdefault(int(event["run_id"]), []).append(with_iso(event))
+    for run in await store.read_query("ops_runs_by_ids", ids=ids_json):
+        document = with_iso(run)
+        document["events"] = events.get(int(run["id"]), [])
+        handle.write(orjson.dumps(document) + b"\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+VACUUM_MIN_FREE = 0.10  # VACUUM rewrites the whole file: only worth it for real space
+
+
+async def vacuum_if_worth_it(store: Store) -> str | None:
+    """VACUUM when at least VACUUM_MIN_FREE of the file is free pages; else why not."""
+    counts = (await store.read_query("ops_page_counts"))[0]
+    free = counts["free_pages"] / max(1, counts["pages"])
+    if free < VACUUM_MIN_FREE:
+        return (f"only {free * 100:.1f}% of the file is free space (VACUUM runs from "
+                f"{VACUUM_MIN_FREE * 100:.0f}%)")
+    await store.vacuum()
+    return None
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    older_than_s = parse_duration(args.older_than, "--older-than")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    archive = Path(args.archive) if args.archive else None
+    if archive is not None and not archive.parent.is_dir():
+        raise UsageError(f"--archive {archive}: directory {archive.parent} does not exist")
+    settings = ops_settings(args)
+    before = time.time() - older_than_s
+
+    async def main() -> int:
+        size_before = database_bytes(settings.db)
+        async with open_store(settings, readonly=args.dry_run) as store:
+            result: dict[str, Any]
+            if args.dry_run:
+                count = (await store.read_query("ops_prune_count", before=before))[0]
+                events = (await store.read_query("ops_prune_events_count", before=before))[0]
+                result = {"dry_run": True, "runs": count["runs"], "events": events["events"]}
+            else:
+                runs_deleted, events_deleted = await prune(store, before, args.batch_size,
+                                                           archive)
+                result = {"dry_run": False, "runs": runs_deleted, "events": events_deleted}
+                if args.vacuum:
+                    result["vacuum_skipped"] = await vacuum_if_worth_it(store)
+        result.update({"before": before, "before_iso": iso_utc(before),
+                       "vacuum": bool(args.vacuum and not args.dry_run
+                                      and not result.get("vacuum_skipped")),
+                       "archive": str(archive) if archive else None,
+                       "database_bytes_before": size_before,
+                       "database_bytes_after": database_bytes(settings.db)})
+        if args.json:
+            print_json(result)
+            return EXIT_OK
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {result['runs']} finished runs last updated before "
+              f"{local_time(before)} and their {result['events']} events")
+        if archive is not None and not args.dry_run:
+            print(f"archived them to {archive}")
+        if result["vacuum"]:
+            print(f"vacuumed: database {format_bytes(size_before)} -> "
+                  f"{format_bytes(result['database_bytes_after'])}")
+        elif result.get("vacuum_skipped"):
+            print(f"vacuum skipped: {result['vacuum_skipped']}")
+        else:
+            print(f"database size: {format_bytes(result['database_bytes_after'])}"
+                  + ("" if args.dry_run else " (use --vacuum to give the space back)"))
+        return EXIT_OK
+
+    if args.dry_run:
+        return run_async(main())
+    with telemetry.cron_job(settings, "prune"):
+        return run_async(main())
+
+
+# ------------------------------------------------------------------ mwai check
+
+
+_URL_SETTINGS = ("JIRA_BASE_URL", "GITHUB_API_URL", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL",
+                 "MWAI_ALERT_WEBHOOK_URL", "MWAI_ALERT_SLACK_WEBHOOK_URL")
+
+
+def extra_problems(settings: Settings) -> tuple[list[str], list[str]]:
+    """(problems, warnings) that Settings.from_env does not look for."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    for name in _URL_SETTINGS:
+        value = getattr(settings, SETTINGS_BY_NAME[name].field)
+        if value and not re.match(r"https?://[^/\s]+", value):
+            shown = "<hidden>" if SETTINGS_BY_NAME[name].secret else repr(value)
+            problems.append(f"{name}={shown}: expected an http:// or https:// URL")
+    if settings.alert_email_to and not settings.alert_smtp_host:
+        problems.append("MWAI_ALERT_EMAIL_TO is set but MWAI_ALERT_SMTP_HOST is empty: "
+                        "say which SMTP server sends the alert mail")
+    if settings.repos_file and not Path(settings.repos_file).is_file():
+        problems.append(f"MWAI_REPOS_FILE={settings.repos_file!r}: no such file")
+    if settings.jira_webhook_secret and len(settings.jira_webhook_secret) < 16:
+        warnings.append("JIRA_WEBHOOK_SECRET is shorter than 16 characters: use a long "
+                        "random value (e.g. `openssl rand -hex 32`)")
+    if settings.agent_command:
+        program = settings.agent_command.split()[0]
+        if shutil.which(program) is None:
+            problems.append(f"MWAI_AGENT_COMMAND: {program!r} is not found on PATH")
+    if settings.lease_s <= settings.heartbeat_s:
+        problems.append(f"MWAI_LEASE_S={settings.lease_s:g} must be longer than "
+                        f"MWAI_HEARTBEAT_S={settings.heartbeat_s:g}, or live runs lose "
+                        "their lease")
+    return problems, warnings
+
+
+async def check_database(path: str) -> tuple[bool, str]:
+    if not Path(path).exists():
+        parent = Path(path).absolute().parent
+        if not parent.is_dir():
+            return False, f"MWAI_DB={path}: directory {parent} does not exist"
+        if not os.access(parent, os.W_OK):
+            return False, f"MWAI_DB={path}: directory {parent} is not writable"
+        return True, f"MWAI_DB={path} does not exist yet; `mwai serve` creates it"
+    store = Store(path, readonly=True, create=False)
+    try:
+        await store.open()
+        health = await store.health_counts(3600)
+    except StoreError as exc:
+        return False, f"MWAI_DB: {exc}"
+    finally:
+        await store.close()
+    return True, (f"database {path}: opens, schema version {SCHEMA_VERSION} (current), "
+                  f"{health.queued} queued, {health.running} running, "
+                  f"{format_bytes(database_bytes(path))}")
+
+
+def _raw_source(args: argparse.Namespace) -> dict[str, str]:
+    source = dict(os.environ)
+    if getattr(args, "env_file", None):
+        source.update(read_env_file(args.env_file))
+    if getattr(args, "db", None):
+        source["MWAI_DB"] = args.db
+    return source
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    source = _raw_source(args)
+    problems: list[str] = []
+    warnings: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env(source, check_required=True)
+    except ConfigError as exc:
+        problems += exc.problems
+        # Still check what can be checked when only required values are missing.
+        with contextlib.suppress(ConfigError):
+            settings = Settings.from_env(source, check_required=False)
+    if settings is not None:
+        more, warnings = extra_problems(settings)
+        problems += more
+    db_path = settings.db if settings else source.get("MWAI_DB",
+                                                      SETTINGS_BY_NAME["MWAI_DB"].default)
+    db_ok, db_line = run_async_value(check_database(db_path))
+    report: dict[str, Any] = {"configuration": {"ok": not problems, "problems": problems,
+                                                "warnings": warnings},
+                              "database": {"ok": db_ok, "detail": db_line}}
+    connect_ok = True
+    if args.connect:
+        if settings is None:
+            report["connect"] = []
+            problems.append("--connect skipped: fix the configuration first")
+        else:
+            results = run_async_value(check_connections(settings))
+            report["connect"] = results
+            connect_ok = all(item["ok"] is not False for item in results)
+    ok = not problems and db_ok and connect_ok
+    report["ok"] = ok
+    if args.json:
+        print_json(report)
+        return EXIT_OK if ok else EXIT_PROBLEM
+    print("configuration: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
+    for problem in problems:
+        print(f"  PROBLEM {problem}")
+    for warning in warnings:
+        print(f"  warning {warning}")
+    print(f"database: {'ok' if db_ok else 'PROBLEM'}: {db_line}")
+    for item in report.get("connect", []):
+        state = {True: "ok", False: "FAILED", None: "skipped"}[item["ok"]]
+        print(f"{item['service']}: {state}: {item['detail']}")
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def run_async_value(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ------------------------------------------------------------------ registration
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        return add_command(subparsers, common, name, help_text, description)
+
+    requeue = add("requeue", "queue a finished (failed, cancelled, completed) run again",
+                  "Put a finished run back in the queue with its attempts reset. Refused for "
+                  "a queued or running run, or when its issue already has a queued run.")
+    requeue.add_argument("run_id", metavar="RUN_ID", help="the run id (see `mwai runs`)")
+    json_flag(requeue)
+    requeue.set_defaults(handler=_cmd_requeue)
+
+    cancel = add("cancel", "cancel a queued run, or stop a running one",
+                 "A queued run is cancelled at once. For a running run the live service's "
+                 "worker is asked to stop it (it checks every 0.5 s); the command waits until "
+                 "the run is cancelled. Exit 1 if it is still running after --wait.")
+    cancel.add_argument("run_id", metavar="RUN_ID", help="the run id (see `mwai runs`)")
+    cancel.add_argument("--wait", default="30s", metavar="DURATION",
+                        help="how long to wait for a running run to stop (default 30s; 0: "
+                             "only request it)")
+    json_flag(cancel)
+    cancel.set_defaults(handler=_cmd_cancel)
+
+    unlock = add("unlock", "list and release stale locks of dead workers",
+                 "List runs whose lock (locked_by) belongs to a process that is gone (no "
+                 "fresh heartbeat, stopped, or its pid no longer exists) and release them: a "
+                 "running run goes back to the queue (or fails when its attempts are spent). "
+                 "A lock whose process heartbeat is fresh is never touched.")
+    unlock.add_argument("--older-than", default="10m", metavar="DURATION",
+                        help="only locks taken more than DURATION ago (default 10m)")
+    unlock.add_argument("--dry-run", action="store_true",
+                        help="only list what would be released")
+    json_flag(unlock)
+    unlock.set_defaults(handler=_cmd_unlock)
+
+    prune_cmd = add("prune", "delete old finished runs and their events (30-day archive)",
+                    "Delete finished runs (completed, failed, cancelled) last updated before "
+                    "the cut-off, events first, in small batches of short transactions so a "
+                    "running service keeps answering webhooks. Queued and running runs are "
+                    "never deleted.")
+    prune_cmd.add_argument("--older-than", required=True, metavar="DURATION",
+                           help="cut-off age, e.g. 30d")
+    prune_cmd.add_argument("--archive", metavar="FILE.jsonl",
+                           help="first append each run, with its events, as one JSON line")
+    prune_cmd.add_argument("--batch-size", type=int, default=1000, metavar="N",
+                           help="at most N runs per transaction (default 1000; batches "
+                                "shrink so that one holds the write lock about 20 ms)")
+    prune_cmd.add_argument("--vacuum", action="store_true",
+                           help="then VACUUM to give the space back to the disk, when at "
+                                "least 10%% of the file is free (VACUUM blocks writes while "
+                                "it runs: webhooks get 503 + Retry-After meanwhile)")
+    prune_cmd.add_argument("--dry-run", action="store_true",
+                           help="only count what would be deleted")
+    json_flag(prune_cmd)
+    prune_cmd.set_defaults(handler=_cmd_prune)
+
+    check = add("check", "validate the configuration, the database and (--connect) the APIs",
+                "Report every configuration problem with the setting's name, check that the "
+                "database opens and its schema is current, and with --connect call Jira "
+                "(GET /myself), GitHub (GET /user) and the LLM provider (list models). "
+                "Exit 1 if anything is wrong.")
+    check.add_argument("--connect", action="store_true",
+                       help="also call the configured Jira, GitHub and LLM endpoints")
+    json_flag(check)
+    check.set_defaults(handler=_cmd_check)

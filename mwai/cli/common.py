@@ -1,0 +1,263 @@
+"""What the operator commands share: durations, times, the settings and the store.
+
+The commands themselves: ``mwai runs | show | stats | monitor`` (read-only
+views, mwai/views.py) and ``mwai requeue | cancel | unlock | prune | check``
+(actions, mwai/actions.py).
+
+Human output uses local time; ``--json`` prints one document with epoch seconds
+and ISO-8601 (UTC) times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import orjson
+
+from mwai.errors import UsageError
+from mwai.queue.store import FINISHED, Store, pid_alive
+from mwai.settings import Settings, read_env_file
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every command accepts."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env-file", metavar="PATH",
+                        help="read settings from a systemd-style KEY=VALUE file "
+                             "(its values win over the environment)")
+    common.add_argument("--db", metavar="PATH",
+                        help="SQLite database (default: $MWAI_DB or ./mwai.sqlite3)")
+    return common
+
+
+def load_settings(args: argparse.Namespace, overrides: Mapping[str, Any] | None = None,
+                  require_secret: bool = False,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment, --env-file and command-line overrides.
+
+    ``require_secret=True`` for commands that run the service: every setting the
+    chosen processor needs is then required (the webhook secret first of all).
+    """
+    source = dict(os.environ if environ is None else environ)
+    if getattr(args, "env_file", None):
+        source.update(read_env_file(args.env_file))
+    values = {name: str(value) for name, value in (overrides or {}).items()
+              if value is not None}
+    if getattr(args, "db", None):
+        values["MWAI_DB"] = args.db
+    return Settings.from_env(source, values, check_required=require_secret)
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2, default=str).decode())
+    sys.stdout.write("\n")
+
+
+def fail(message: str) -> None:
+    """One clear line on stderr."""
+    sys.stderr.write(f"mwai: {message}\n")
+
+
+# ------------------------------------------------------------------ durations
+
+_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_RE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
+_PART_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_duration(text: str, option: str = "duration") -> float:
+    """'30s', '10m', '1h', '7d', '2w' or combinations ('1h30m') -> seconds."""
+    value = text.strip().lower()
+    if not _DURATION_RE.fullmatch(value):
+        raise UsageError(
+            f"{option} {text!r} is not a duration: use a number with a unit, "
+            "s (seconds), m (minutes), h (hours), d (days) or w (weeks), e.g. 30s, 10m, 1h, 7d"
+        )
+    return sum(float(number) * _UNITS_S[unit] for number, unit in _PART_RE.findall(value))
+
+
+def format_duration(seconds: float | None) -> str:
+    """Short human duration: '850ms', '4.2s', '3m 12s', '2h 5m', '3d 4h'."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    for unit_s, unit, sub_s, sub in ((86400, "d", 3600, "h"), (3600, "h", 60, "m"),
+                                     (60, "m", 1, "s")):
+        if whole >= unit_s:
+            rest = (whole % unit_s) // sub_s
+            return f"{whole // unit_s}{unit} {rest}{sub}" if rest else f"{whole // unit_s}{unit}"
+    return f"{seconds:.0f}s"  # pragma: no cover - unreachable
+
+
+def local_time(epoch_s: float | None, with_ms: bool = False) -> str:
+    if epoch_s is None:
+        return "-"
+    moment = dt.datetime.fromtimestamp(epoch_s)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{moment.microsecond // 1000:03d}" if with_ms else text
+
+
+def iso_utc(epoch_s: float | None) -> str | None:
+    if epoch_s is None:
+        return None
+    moment = dt.datetime.fromtimestamp(epoch_s, tz=dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_run_id(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"RUN_ID {text!r} is not a run id: give the number shown by `mwai runs`")
+    return int(text)
+
+
+def one_line(text: str | None, limit: int = 80) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------ settings / store
+
+_TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "locked_at",
+                "lease_expires_at", "available_at", "ts", "last_at", "heartbeat_at",
+                "stopped_at")
+
+
+def with_iso(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row for --json: every epoch time gets an ISO twin (``created_at_iso``)."""
+    document = dict(row)
+    for name in _TIME_FIELDS:
+        if name in document:
+            document[f"{name}_iso"] = iso_utc(document[name])
+    if "meta_json" in document:
+        document["meta"] = json_or_text(document.pop("meta_json"))
+    return document
+
+
+def json_or_text(text: Any) -> Any:
+    try:
+        return orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError:
+        return text
+
+
+def ops_settings(args: argparse.Namespace) -> Settings:
+    """Settings for commands that never process runs: Jira/LLM settings are not required."""
+    return load_settings(args)
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings, readonly: bool) -> AsyncIterator[Store]:
+    """The existing database (never created here); read-only views use only a reader.
+
+    Before writing, the file is checked through a read-only connection first:
+    opening the writer switches the file to WAL mode, which must never happen
+    to a database that turns out not to be mwai's.
+    """
+    if not readonly:
+        probe = Store(settings.db, busy_timeout_ms=settings.db_busy_timeout_ms, readonly=True,
+                      create=False)
+        await probe.open()
+        await probe.close()
+    store = Store(settings.db, settings.synchronous, settings.db_busy_timeout_ms,
+                  readonly=readonly, create=False)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def run_async(coro: Any) -> int:
+    result: int = asyncio.run(coro)
+    return result
+
+
+def fresh_after_s(settings: Settings, now: float) -> float:
+    """Heartbeats newer than this mean the process is alive (3 beats or a lease)."""
+    return now - max(3 * settings.heartbeat_s, settings.lease_s)
+
+
+def process_state(process: Mapping[str, Any] | None, fresh_after: float) -> tuple[bool, str]:
+    """(alive, why) for a processes row; conservative: when in doubt, alive."""
+    if process is None:
+        return False, "no process record"
+    if process["stopped_at"] is not None:
+        return False, "its service stopped"
+    if process["heartbeat_at"] >= fresh_after:
+        return True, "heartbeat is fresh"
+    if process["hostname"] == socket.gethostname():
+        if pid_alive(int(process["pid"])):
+            return True, f"pid {process['pid']} is still running on this host"
+        return False, f"pid {process['pid']} is gone"
+    return False, "no heartbeat since " + local_time(process["heartbeat_at"])
+
+
+def process_of(locked_by: str) -> str:
+    return locked_by.rpartition("/")[0]
+
+
+# ------------------------------------------------------------------ run rows and sizes
+
+
+def run_row(row: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """A run for listings, with ``duration_s``: until it finished, or until now."""
+    end = row.get("finished_at") or row["updated_at"]
+    if row["status"] not in FINISHED:
+        end = now
+    document = with_iso(row)
+    document["duration_s"] = round(max(0.0, end - row["created_at"]), 3)
+    return document
+
+
+def database_bytes(path: str) -> int:
+    """The database with its WAL: what `du` would count."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += os.stat(path + suffix).st_size
+    return total
+
+
+def format_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+# ------------------------------------------------------------------ argparse helpers
+
+
+def json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document (stable field names; times as epoch "
+                             "seconds plus *_iso UTC strings)")
+
+
+
+def add_command(subparsers: Any, common: argparse.ArgumentParser, name: str, help_text: str,
+                description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, parents=[common], help=help_text, description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser

@@ -1,0 +1,118 @@
+"""`mwai serve`, `mwai enqueue` and `mwai settings`: run the service, queue by hand,
+list the settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from typing import Any
+
+from mwai import telemetry
+from mwai.cli.common import Handler, load_settings, print_json
+from mwai.errors import EXIT_OK, UsageError, WebhookError
+from mwai.logs import configure_logging
+from mwai.queue.store import Store, dumps
+from mwai.server.app import serve
+from mwai.server.sdnotify import Notifier
+from mwai.server.webhook import validate_issue_key
+from mwai.settings import SETTINGS
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    if getattr(args, "demo", False):
+        demo_handler: Handler | None = getattr(args, "serve_demo", None)
+        if demo_handler is None:
+            raise UsageError("--demo is not available in this program")
+        return demo_handler(args)
+    overrides = {"MWAI_LISTEN": args.listen, "MWAI_WORKERS": args.workers,
+                 "MWAI_PROCESSOR": args.processor}
+    settings = load_settings(args, overrides, require_secret=True)
+    configure_logging(settings.log_format, settings.debug)
+    telemetry.init_sentry(settings)
+    try:
+        asyncio.run(serve(settings, notifier=Notifier.from_environ(os.environ)))
+    finally:
+        telemetry.close_sentry()
+    return EXIT_OK
+
+
+def _cmd_enqueue(args: argparse.Namespace) -> int:
+    try:
+        issue_key = validate_issue_key(args.issue_key, "ISSUE-KEY")
+    except WebhookError as exc:
+        raise UsageError(exc.message) from None
+    settings = load_settings(args)
+
+    async def enqueue() -> Any:
+        store = Store(settings.db, settings.synchronous, settings.db_busy_timeout_ms)
+        await store.open()
+        try:
+            payload = dumps({"event_type": "manual", "issue_key": issue_key})
+            return await store.enqueue(issue_key, payload, source="cli",
+                                       event_type="manual", priority=args.priority)
+        finally:
+            await store.close()
+
+    result = asyncio.run(enqueue())
+    if args.json:
+        print_json({"ok": True, "run_id": result.run_id, "coalesced": result.coalesced})
+    elif result.coalesced:
+        print(f"{issue_key} already had queued run {result.run_id}; the trigger joined it")
+    else:
+        print(f"queued run {result.run_id} for {issue_key}")
+    return EXIT_OK
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    rows = [{"name": s.name, "default": s.default, "group": s.group, "secret": s.secret,
+             "help": s.help} for s in SETTINGS]
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    if args.markdown:
+        print("| Setting | Default | Meaning |")
+        print("|---|---|---|")
+        for row in rows:
+            default = f"`{row['default']}`" if row["default"] else ""
+            print(f"| `{row['name']}` | {default} | {row['help']} |")
+        return EXIT_OK
+    group = None
+    for row in rows:
+        if row["group"] != group:
+            group = row["group"]
+            print(f"\n[{group}]")
+        print(f"{row['name']}={row['default']}\n    {row['help']}")
+    return EXIT_OK
+
+
+def register(sub: Any, common: argparse.ArgumentParser,
+             serve_demo: Handler | None = None) -> None:
+    """Add serve, enqueue and settings; ``serve_demo`` runs `mwai serve --demo`
+    (the demo package sits above the CLI, so the program passes it in)."""
+    parser = sub.add_parser("serve", parents=[common], help="run the webhook server and workers",
+                            description="Run the HTTP server (webhook, health) and the workers "
+                                        "until SIGTERM or Ctrl-C.")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="overrides MWAI_LISTEN")
+    parser.add_argument("--workers", type=int, metavar="N", help="overrides MWAI_WORKERS")
+    parser.add_argument("--processor", choices=("jira", "noop"), help="overrides MWAI_PROCESSOR")
+    parser.add_argument("--demo", action="store_true",
+                        help="serve against built-in fakes of Jira, GitHub and the LLM and a "
+                             "sample repository, to try the webhook by hand (only --listen "
+                             "applies; see mwai demo)")
+    parser.set_defaults(handler=_cmd_serve, serve_demo=serve_demo)
+
+    enqueue = sub.add_parser("enqueue", parents=[common], help="queue a run for an issue by hand",
+                             description="Queue a run for ISSUE-KEY without HTTP (e.g. to retry "
+                                         "by hand). A running `mwai serve` picks it up within "
+                                         "MWAI_POLL_S.")
+    enqueue.add_argument("issue_key", metavar="ISSUE-KEY")
+    enqueue.add_argument("--priority", type=int, default=0,
+                         help="higher runs first (default 0)")
+    enqueue.add_argument("--json", action="store_true", help="print JSON")
+    enqueue.set_defaults(handler=_cmd_enqueue)
+
+    listing = sub.add_parser("settings", help="list every setting with its default and meaning")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    listing.set_defaults(handler=_cmd_settings)

@@ -1,0 +1,280 @@
+"""GitHub: open or update the draft pull request of a branch, and mark it ready.
+
+REST for pull requests (create / list by head / update); GraphQL for
+``markPullRequestReadyForReview`` because REST cannot turn a draft into a ready PR.
+
+Auth: a token (GH_TOKEN), or a GitHub App: a JWT signed with the app's private key
+buys a one-hour installation token, refreshed a few minutes before it expires.
+``GitHubClient.token()`` gives the current one (also what git push should use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from mwai.clients.http import ApiClient, CallObserver, HttpError, summarize_body
+from mwai.errors import PermanentError, TransientError
+from mwai.settings import Settings
+
+GITHUB_API_VERSION = "2022-11-28"
+ALREADY_EXISTS = "a pull request already exists"
+READY_MUTATION = (
+    "mutation($id:ID!){markPullRequestReadyForReview(input:{pullRequestId:$id})"
+    "{pullRequest{isDraft}}}"
+)
+
+
+# An installation token is renewed this long before GitHub says it expires.
+TOKEN_REFRESH_MARGIN_S = 300.0
+JWT_LIFETIME_S = 540  # GitHub allows at most 10 minutes
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    app_id: str  # the app's ID or client ID (the JWT issuer)
+    private_key_pem: str
+    installation_id: str
+
+
+def app_credentials(settings: Settings) -> AppCredentials | None:
+    """The GitHub App of the settings (GH_APP_ID, GH_APP_PRIVATE_KEY_FILE,
+    GH_APP_INSTALLATION_ID), or None to use GH_TOKEN."""
+    app_id = str(getattr(settings, "gh_app_id", "") or "")
+    if not app_id:
+        return None
+    key_file = str(getattr(settings, "gh_app_private_key_file", "") or "")
+    installation_id = str(getattr(settings, "gh_app_installation_id", "") or "")
+    if not key_file or not installation_id:
+        raise PermanentError("GH_APP_ID is set: GH_APP_PRIVATE_KEY_FILE and "
+                             "GH_APP_INSTALLATION_ID are needed too")
+    try:
+        pem = Path(key_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PermanentError(f"cannot read GH_APP_PRIVATE_KEY_FILE {key_file}: "
+                             f"{exc.strerror}") from None
+    return AppCredentials(app_id, pem, installation_id)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def app_jwt(app: AppCredentials, now_s: float | None = None) -> str:
+    """The RS256 JWT that authenticates as the app (iat 60 s in the past for clock drift)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    now = int(time.time() if now_s is None else now_s)
+    try:
+        key = serialization.load_pem_private_key(app.private_key_pem.encode(), password=None)
+    except ValueError:
+        raise PermanentError("the GitHub App private key is not an unencrypted PEM key: "
+                             "download a new one from the app's settings page") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise PermanentError("the GitHub App private key is not an RSA key")
+    header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    claims = _b64url(json.dumps({"iat": now - 60, "exp": now + JWT_LIFETIME_S,
+                                 "iss": app.app_id}).encode())
+    signature = key.sign(f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{header}.{claims}.{_b64url(signature)}"
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    url: str
+    node_id: str
+    draft: bool
+    state: str
+    head: str
+    base: str
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> PullRequest:
+        return cls(
+            number=int(document["number"]),
+            url=str(document.get("html_url") or document.get("url") or ""),
+            node_id=str(document.get("node_id") or ""),
+            draft=bool(document.get("draft")),
+            state=str(document.get("state") or ""),
+            head=str((document.get("head") or {}).get("ref") or ""),
+            base=str((document.get("base") or {}).get("ref") or ""),
+        )
+
+
+def graphql_url(api_url: str) -> str:
+    """GitHub.com: https://api.github.com/graphql; Enterprise (…/api/v3): …/api/graphql."""
+    base = api_url.rstrip("/")
+    if base.endswith("/api/v3"):
+        return base[: -len("/v3")] + "/graphql"
+    return base + "/graphql"
+
+
+def split_repo(repo: str) -> tuple[str, str]:
+    owner, _, name = repo.strip().partition("/")
+    if not owner or not name or "/" in name:
+        raise PermanentError(
+            f"GitHub repository {repo!r} is not 'owner/name': fix GH_REPO or the "
+            "github_repo of the project in MWAI_REPOS_FILE"
+        )
+    return owner, name
+
+
+class GitHubClient:
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        observer: CallObserver | None = None,
+        *,
+        app: AppCredentials | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = ApiClient(
+            "github",
+            settings.github_api_url,
+            session,
+            headers={
+                "X-GitHub-Api-Version": GITHUB_API_VERSION,
+                "Accept": "application/vnd.github+json",
+            },
+            timeout_s=settings.http_timeout_s,
+            retries=settings.http_retries,
+            observer=observer,
+        )
+        self.graphql_url = graphql_url(settings.github_api_url)
+        self.app = app if app is not None else app_credentials(settings)
+        self._static_token = settings.gh_token
+        self._clock = clock
+        self._installation_token = ""
+        self._token_expires_s = 0.0
+        self._token_lock = asyncio.Lock()
+
+    async def token(self) -> str:
+        """GH_TOKEN, or the GitHub App's installation token (renewed before it expires)."""
+        if self.app is None:
+            return self._static_token
+        async with self._token_lock:
+            if self._clock() < self._token_expires_s - TOKEN_REFRESH_MARGIN_S:
+                return self._installation_token
+            answer = await self.api.request(
+                "POST", f"/app/installations/{self.app.installation_id}/access_tokens",
+                headers={"Authorization": f"Bearer {app_jwt(self.app)}"},
+            )
+            document = answer.json()
+            try:
+                token = str(document["token"])
+                expires = datetime.fromisoformat(str(document["expires_at"]).replace("Z",
+                                                                                     "+00:00"))
+            except (KeyError, TypeError, ValueError):
+                raise PermanentError("github answered the installation token request without "
+                                     "token and expires_at") from None
+            # expires_at is in GitHub's clock; keep the same lifetime on ours.
+            self._installation_token = token
+            self._token_expires_s = self._clock() + (expires.timestamp() - time.time())
+            return token
+
+    async def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token()}"}
+
+    async def whoami(self) -> dict[str, Any]:
+        """GET /user with a token; GET /app (the app itself) for a GitHub App."""
+        if self.app is not None:
+            answer = await self.api.request(
+                "GET", "/app", headers={"Authorization": f"Bearer {app_jwt(self.app)}"})
+        else:
+            answer = await self.api.request("GET", "/user", headers=await self._auth())
+        document = answer.json()
+        return document if isinstance(document, dict) else {}
+
+    async def find_pr(self, repo: str, branch: str) -> PullRequest | None:
+        """The open pull request whose head is ``branch`` of the repo's owner, if any."""
+        owner, name = split_repo(repo)
+        answer = await self.api.request(
+            "GET", f"/repos/{owner}/{name}/pulls",
+            params={"head": f"{owner}:{branch}", "state": "open", "per_page": 10},
+            headers=await self._auth(),
+        )
+        pulls = answer.json()
+        if not isinstance(pulls, list):
+            raise PermanentError(f"github GET /repos/{repo}/pulls did not answer a list")
+        for document in pulls:
+            if isinstance(document, dict) and (document.get("head") or {}).get("ref") == branch:
+                return PullRequest.from_json(document)
+        return None
+
+    async def open_or_update_pr(
+        self,
+        repo: str,
+        branch: str,
+        base: str,
+        title: str,
+        body: str,
+        draft: bool = True,
+    ) -> tuple[PullRequest, bool]:
+        """Create the PR (created=True) or, if one is open for the branch, update it."""
+        owner, name = split_repo(repo)
+        path = f"/repos/{owner}/{name}/pulls"
+        answer = await self.api.request(
+            "POST", path,
+            json={"title": title, "head": branch, "base": base, "body": body, "draft": draft},
+            ok=frozenset({422}), headers=await self._auth(),
+        )
+        if answer.status != 422:
+            return PullRequest.from_json(answer.json()), True
+        if not _already_exists(answer.json()):
+            raise HttpError("github", "POST", path, 422, summarize_body(answer.body))
+        existing = await self.find_pr(repo, branch)
+        if existing is None:
+            # GitHub said it exists but does not list it: it was closed in between.
+            raise TransientError(
+                f"github says a pull request already exists for {owner}:{branch} but none "
+                "is open; retrying later"
+            )
+        updated = await self.api.request(
+            "PATCH", f"{path}/{existing.number}", json={"title": title, "body": body},
+            headers=await self._auth(),
+        )
+        return PullRequest.from_json(updated.json()), False
+
+    async def mark_ready(self, repo: str, pr: PullRequest) -> None:
+        """Turn a draft PR into one ready for review (GraphQL; REST cannot)."""
+        if not pr.draft:
+            return
+        answer = await self.api.request(
+            "POST", self.graphql_url,
+            json={"query": READY_MUTATION, "variables": {"id": pr.node_id}},
+            headers=await self._auth(),
+        )
+        document = answer.json()
+        errors = document.get("errors") if isinstance(document, dict) else None
+        if not errors:
+            return
+        messages = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e)
+                             for e in errors)
+        if any(isinstance(e, dict) and e.get("type") == "RATE_LIMITED" for e in errors):
+            raise TransientError(f"github GraphQL rate limit: {messages}")
+        raise PermanentError(
+            f"github could not mark pull request #{pr.number} of {repo} ready for review: "
+            f"{messages}"
+        )
+
+
+def _already_exists(document: Any) -> bool:
+    if not isinstance(document, dict):
+        return False
+    errors = document.get("errors") or []
+    return any(
+        isinstance(error, dict) and ALREADY_EXISTS in str(error.get("message", "")).lower()
+        for error in errors
+    )

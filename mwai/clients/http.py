@@ -1,0 +1,212 @@
+"""Outgoing HTTP: one shared ClientSession, timeouts, and retries that honour Retry-After.
+
+Every remote call of mwai (Jira, GitHub, the LLM providers, alert webhooks)
+goes through ``ApiClient.request``:
+
+* 429 and 5xx (500/502/503/504) and timeouts / connection errors are retried
+  with exponential backoff and jitter, waiting at least what Retry-After says;
+* when the retries run out, or Retry-After asks for a longer wait than
+  ``max_wait_s``, a ``TransientError`` is raised so the *run* is retried later
+  (carrying the Retry-After hint);
+* other 4xx raise ``HttpError`` (permanent) with the status and the service's
+  own message, never request headers (they hold the credentials);
+* a 2xx whose body is not the JSON asked for (an HTML error page from a proxy)
+  counts as a transient failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from mwai.errors import PermanentError, TransientError
+
+log = logging.getLogger("mwai.clients.http")
+
+# 529: Anthropic "overloaded".
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+USER_AGENT = "mwai (+https://github.com/mwai)"
+
+# Called after every attempt with (service, status or "error"): metrics hook.
+CallObserver = Callable[[str, str], None]
+# Used by clients created without an observer; mwai.server.app sets it to the app's
+# metrics before the workers start, so every task they create inherits it.
+DEFAULT_OBSERVER: contextvars.ContextVar[CallObserver | None] = contextvars.ContextVar(
+    "mwai_http_observer", default=None)
+
+
+class HttpError(PermanentError):
+    """A remote service answered with a 4xx that retrying will not fix."""
+
+    def __init__(self, service: str, method: str, path: str, status: int, detail: str) -> None:
+        self.service = service
+        self.status = status
+        self.detail = detail
+        super().__init__(f"{service} {method} {path} answered {status}: {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body) if self.body else None
+
+
+def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP-date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now_s is None else now_s
+    return max(0.0, moment.timestamp() - current)
+
+
+def summarize_body(body: bytes, limit: int = 300) -> str:
+    """The service's own error message if it sent JSON, else the start of the body."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip().replace("\n", " ")
+        return text[:limit] or "(empty body)"
+    messages: list[str] = []
+    if isinstance(document, dict):
+        for key in ("errorMessages", "message", "error", "errors", "detail"):
+            value = document.get(key)
+            if value:
+                messages.append(orjson.dumps(value).decode() if not isinstance(value, str)
+                                else value)
+    text = "; ".join(messages) if messages else orjson.dumps(document).decode()
+    return text[:limit]
+
+
+class ApiClient:
+    """Requests to one service's base URL, with its auth headers and retry policy."""
+
+    def __init__(
+        self,
+        service: str,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float = 30.0,
+        retries: int = 4,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        max_wait_s: float = 60.0,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.service = service
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.headers = {"User-Agent": USER_AGENT, **(headers or {})}
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.retries = retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.max_wait_s = max_wait_s
+        self.observer = observer
+
+    def _delay(self, attempt: int, retry_after_s: float | None) -> float:
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** attempt)
+        delay: float = ceiling / 2 + random.uniform(0, ceiling / 2)
+        return max(delay, retry_after_s or 0.0)
+
+    def _observe(self, outcome: str) -> None:
+        observer = self.observer or DEFAULT_OBSERVER.get()
+        if observer is not None:
+            observer(self.service, outcome)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        expect_json: bool = True,
+        ok: frozenset[int] | None = None,
+    ) -> Response:
+        """Send, retrying transient failures; return the final 2xx (or ``ok``) answer."""
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        body = None if json is None else orjson.dumps(json)
+        send_headers = {**self.headers, **(headers or {})}
+        if body is not None:
+            send_headers.setdefault("Content-Type", "application/json")
+        if expect_json:
+            send_headers.setdefault("Accept", "application/json")
+        accepted = ok or frozenset()
+        problem = ""
+        retry_after_s: float | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                delay_s = self._delay(attempt - 1, retry_after_s)
+                if delay_s > self.max_wait_s:
+                    break
+                log.info("Retrying %s request", self.service, extra={
+                    "service": self.service, "method": method, "path": path,
+                    "attempt": attempt, "delay_s": round(delay_s, 3), "problem": problem})
+                await asyncio.sleep(delay_s)
+            retry_after_s = None
+            try:
+                async with self.session.request(
+                    method, url, data=body, params=params, headers=send_headers,
+                    timeout=self.timeout,
+                ) as answer:
+                    payload = await answer.read()
+                    status = answer.status
+                    answer_headers = dict(answer.headers)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                self._observe("error")
+                problem = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+                if isinstance(exc, TimeoutError):
+                    problem = f"timed out after {self.timeout.total:g} s"
+                continue
+            self._observe(str(status))
+            if status in RETRY_STATUSES:
+                retry_after_s = parse_retry_after(answer_headers.get("Retry-After"))
+                problem = f"{status}: {summarize_body(payload, 200)}"
+                continue
+            if status >= 400 and status not in accepted:
+                raise HttpError(self.service, method, path, status, summarize_body(payload))
+            response = Response(status, answer_headers, payload)
+            if expect_json and payload and status != 204:
+                try:
+                    response.json()
+                except orjson.JSONDecodeError:
+                    problem = f"{status} but the body is not JSON: {summarize_body(payload, 120)}"
+                    continue
+            return response
+        raise TransientError(
+            f"{self.service} {method} {path} failed after {self.retries + 1} tries: {problem}",
+            retry_after_s=retry_after_s,
+        )
+
+
+def new_session(limit: int = 32) -> aiohttp.ClientSession:
+    """The process's shared session; close it when the service stops."""
+    connector = aiohttp.TCPConnector(limit=limit, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(connector=connector, json_serialize=lambda v:
+                                 orjson.dumps(v).decode())

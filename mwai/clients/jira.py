@@ -1,0 +1,320 @@
+"""Async Jira REST client: issues, comments, transitions, assignment, sub-tasks.
+
+Jira Cloud REST v3 by default (descriptions and comment bodies are ADF
+documents); ``JIRA_API_VERSION=2`` for Data Center / older sites, where they
+are plain strings. Everything goes through ``mwai.clients.http.ApiClient``: 429 honours
+Retry-After, 5xx and timeouts are retried and then raise ``TransientError``,
+other 4xx raise ``HttpError`` (a ``PermanentError``) carrying Jira's message.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from mwai.clients.adf import adf_to_text, text_to_adf
+from mwai.clients.http import ApiClient, CallObserver
+from mwai.errors import PermanentError
+from mwai.settings import Settings
+
+ISSUE_FIELDS = "summary,description,status,issuetype,assignee,parent,project,labels,subtasks"
+MAX_SUMMARY_CHARS = 255  # Jira refuses longer summaries
+# Jira refuses comment bodies and descriptions over 32,767 characters; keep a margin
+# for the ADF markup of what we send.
+MAX_TEXT_CHARS = 30_000
+TRUNCATION_NOTE = "\n\n[... truncated by mwai: the text was longer than Jira accepts]"
+MAX_PAGES = 200  # a bound on pagination, whatever the server says about totals
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    key: str
+    summary: str
+    description: str  # plain text / markdown
+    status: str
+    issue_type: str
+    is_subtask: bool
+    assignee_account_id: str | None
+    parent_key: str | None
+    project_key: str
+    labels: tuple[str, ...]
+    subtask_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    id: str
+    author_account_id: str | None
+    body: str  # plain text / markdown
+    created: str  # ISO 8601 as Jira gives it
+
+
+def key_number(key: str) -> int:
+    """The number of an issue key (PROJ-12 -> 12), for ordering; 0 when there is none."""
+    match = re.search(r"-(\d+)$", key)
+    return int(match.group(1)) if match else 0
+
+
+def one_line_summary(summary: str) -> str:
+    """Jira summaries are one line of at most 255 characters."""
+    text = " ".join(summary.split())
+    if len(text) > MAX_SUMMARY_CHARS:
+        text = text[:MAX_SUMMARY_CHARS - 1].rstrip() + "…"
+    return text or "(no summary)"
+
+
+def fit_text(text: str, limit_chars: int = MAX_TEXT_CHARS) -> str:
+    """Cut a comment or description to what Jira accepts, saying so at the end."""
+    if len(text) <= limit_chars:
+        return text
+    return text[:limit_chars - len(TRUNCATION_NOTE)].rstrip() + TRUNCATION_NOTE
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def parse_issue(document: Any) -> Issue:
+    """An issue from Jira's JSON (v2 or v3); PermanentError if it is not an issue at all."""
+    if not isinstance(document, dict) or not isinstance(document.get("key"), str):
+        raise PermanentError("Jira answered with something that is not an issue "
+                             "(no 'key'): check JIRA_BASE_URL points at the Jira site")
+    fields = _dict(document.get("fields"))
+    issuetype = _dict(fields.get("issuetype"))
+    assignee = _dict(fields.get("assignee"))
+    # Data Center identifies users by name/key instead of accountId.
+    assignee_id = (_str_or_none(assignee.get("accountId")) or _str_or_none(assignee.get("name"))
+                   or _str_or_none(assignee.get("key")))
+    labels = fields.get("labels")
+    subtasks = fields.get("subtasks")
+    key: str = document["key"]
+    project = _str_or_none(_dict(fields.get("project")).get("key")) or key.rsplit("-", 1)[0]
+    return Issue(
+        key=key,
+        summary=str(fields.get("summary") or ""),
+        description=adf_to_text(fields.get("description")
+                                if isinstance(fields.get("description"), dict | str) else None),
+        status=str(_dict(fields.get("status")).get("name") or ""),
+        issue_type=str(issuetype.get("name") or ""),
+        is_subtask=issuetype.get("subtask") is True,
+        assignee_account_id=assignee_id,
+        parent_key=_str_or_none(_dict(fields.get("parent")).get("key")),
+        project_key=project,
+        labels=tuple(label for label in labels if isinstance(label, str))
+        if isinstance(labels, list) else (),
+        subtask_keys=tuple(
+            sub["key"] for sub in subtasks if isinstance(sub, dict) and isinstance(
+                sub.get("key"), str)
+        ) if isinstance(subtasks, list) else (),
+    )
+
+
+def parse_comment(document: Any) -> Comment | None:
+    if not isinstance(document, dict) or document.get("id") is None:
+        return None
+    author = _dict(document.get("author"))
+    body = document.get("body")
+    return Comment(
+        id=str(document["id"]),
+        author_account_id=_str_or_none(author.get("accountId")) or _str_or_none(
+            author.get("name")),
+        body=adf_to_text(body if isinstance(body, dict | str) else None),
+        created=str(document.get("created") or ""),
+    )
+
+
+class JiraClient:
+    """The Jira calls of the AI Runner flow, for one site and one account."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        observer: CallObserver | None = None,
+        *,
+        page_size: int = 50,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        max_wait_s: float = 60.0,
+    ) -> None:
+        credentials = f"{settings.jira_email}:{settings.jira_api_token}".encode()
+        self.api_version = "2" if settings.jira_api_version == "2" else "3"
+        self.page_size = page_size
+        self.api = ApiClient(
+            "jira",
+            settings.jira_base_url,
+            session,
+            headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()},
+            timeout_s=settings.http_timeout_s,
+            retries=settings.http_retries,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+            max_wait_s=max_wait_s,
+            observer=observer,
+        )
+        self._subtask_type_ids: dict[str, str] = {}
+
+    def _path(self, *parts: str) -> str:
+        quoted = "/".join(quote(part, safe="") for part in parts)
+        return f"/rest/api/{self.api_version}/{quoted}"
+
+    def _rich_text(self, text: str) -> dict[str, Any] | str:
+        text = fit_text(text)
+        return text_to_adf(text) if self.api_version == "3" else text
+
+    async def _get_json(self, path: str, params: dict[str, str | int] | None = None) -> Any:
+        response = await self.api.request("GET", path, params=params)
+        return response.json()
+
+    # ------------------------------------------------------------ issues
+
+    async def get_issue(self, key: str) -> Issue:
+        document = await self._get_json(self._path("issue", key), {"fields": ISSUE_FIELDS})
+        return parse_issue(document)
+
+    async def list_subtasks(self, parent_key: str) -> list[Issue]:
+        """The parent's sub-tasks, read one by one (full fields), ordered by key number."""
+        parent = await self.get_issue(parent_key)
+        subtasks = [await self.get_issue(key) for key in parent.subtask_keys]
+        return sorted(subtasks, key=lambda issue: key_number(issue.key))
+
+    async def create_subtask(self, parent: Issue, summary: str, description: str) -> str:
+        """Create a sub-task of ``parent`` with the project's own sub-task issue type."""
+        type_id = await self.subtask_type_id(parent.project_key)
+        fields = {
+            "project": {"key": parent.project_key},
+            "parent": {"key": parent.key},
+            "issuetype": {"id": type_id},
+            "summary": one_line_summary(summary),
+            "description": self._rich_text(description),
+        }
+        response = await self.api.request("POST", self._path("issue"), json={"fields": fields})
+        created = response.json()
+        if not isinstance(created, dict) or not isinstance(created.get("key"), str):
+            raise PermanentError(f"Jira created a sub-task of {parent.key} but did not "
+                                 "answer with its key")
+        return str(created["key"])
+
+    async def subtask_type_id(self, project_key: str) -> str:
+        """The id of the project's sub-task issue type (``subtask: true``), cached per project."""
+        cached = self._subtask_type_ids.get(project_key)
+        if cached is not None:
+            return cached
+        names: list[str] = []
+        start_at = 0
+        for _ in range(MAX_PAGES):
+            page = _dict(await self._get_json(
+                self._path("issue", "createmeta", project_key, "issuetypes"),
+                {"startAt": start_at, "maxResults": self.page_size}))
+            # Cloud answers "issueTypes", Data Center "values".
+            types = page.get("issueTypes", page.get("values"))
+            types = types if isinstance(types, list) else []
+            for issue_type in types:
+                if not isinstance(issue_type, dict):
+                    continue
+                names.append(str(issue_type.get("name")))
+                if issue_type.get("subtask") is True and issue_type.get("id") is not None:
+                    type_id = str(issue_type["id"])
+                    self._subtask_type_ids[project_key] = type_id
+                    return type_id
+            start_at += len(types)
+            total = page.get("total")
+            if not types or page.get("isLast") is True or (
+                    isinstance(total, int) and start_at >= total):
+                break
+        shown = ", ".join(names) or "none"
+        raise PermanentError(
+            f"Jira project {project_key} has no sub-task issue type (its issue types: {shown}); "
+            "enable sub-tasks in the project's issue type scheme, and make sure the AI Runner "
+            "account may create issues there")
+
+    # ------------------------------------------------------------ comments
+
+    async def get_comments(self, key: str) -> list[Comment]:
+        """Every comment of the issue, oldest first, following Jira's pagination."""
+        comments: list[Comment] = []
+        start_at = 0
+        for _ in range(MAX_PAGES):
+            page = _dict(await self._get_json(
+                self._path("issue", key, "comment"),
+                {"startAt": start_at, "maxResults": self.page_size, "orderBy": "created"}))
+            items = page.get("comments")
+            items = items if isinstance(items, list) else []
+            comments.extend(c for c in map(parse_comment, items) if c is not None)
+            start_at += len(items)
+            total = page.get("total")
+            if not items or not isinstance(total, int) or start_at >= total:
+                break
+        return comments
+
+    async def add_comment(self, key: str, text: str) -> str:
+        """Post a comment (ADF in v3, plain text in v2); return its id."""
+        response = await self.api.request(
+            "POST", self._path("issue", key, "comment"), json={"body": self._rich_text(text)})
+        created = response.json()
+        if not isinstance(created, dict) or created.get("id") is None:
+            raise PermanentError(f"Jira accepted a comment on {key} but did not answer "
+                                 "with its id")
+        return str(created["id"])
+
+    # ------------------------------------------------------------ workflow
+
+    async def get_transitions(self, key: str) -> list[dict[str, Any]]:
+        """The transitions available to this account on the issue now."""
+        document = _dict(await self._get_json(self._path("issue", key, "transitions")))
+        transitions = document.get("transitions")
+        return [t for t in transitions if isinstance(t, dict)] if isinstance(
+            transitions, list) else []
+
+    async def transition_to(self, key: str, status_name: str,
+                            current_status: str | None = None) -> None:
+        """Move the issue to the status named ``status_name`` (no-op if it is there).
+
+        Transition names differ from status names ("Approve plan" -> In
+        Progress), so the transition is found by its target status.
+        ``current_status`` saves a request when the caller just read the issue.
+        """
+        if current_status is None:
+            document = await self._get_json(self._path("issue", key), {"fields": "status"})
+            current_status = str(_dict(_dict(_dict(document).get("fields")).get("status"))
+                                 .get("name") or "")
+        if current_status.casefold() == status_name.casefold():
+            return
+        transitions = await self.get_transitions(key)
+        for transition in transitions:
+            target = _dict(transition.get("to"))
+            if str(target.get("name", "")).casefold() == status_name.casefold():
+                await self.api.request(
+                    "POST", self._path("issue", key, "transitions"),
+                    json={"transition": {"id": str(transition.get("id"))}},
+                    expect_json=False)
+                return
+        available = ", ".join(
+            f"'{t.get('name')}' -> {_dict(t.get('to')).get('name')}" for t in transitions
+        ) or "none"
+        raise PermanentError(
+            f"Jira issue {key} cannot move from '{current_status}' to '{status_name}': the "
+            f"available transitions are {available}. Fix the workflow or the JIRA_STATUS_* "
+            "settings")
+
+    async def assign(self, key: str, account_id: str | None) -> None:
+        """Assign by accountId; None unassigns."""
+        await self.api.request("PUT", self._path("issue", key, "assignee"),
+                               json={"accountId": account_id}, expect_json=False)
+
+    async def myself(self) -> dict[str, Any]:
+        """The account the client authenticates as (for ``mwai check --connect``)."""
+        document = await self._get_json(self._path("myself"))
+        if not isinstance(document, dict):
+            raise PermanentError("Jira /myself did not answer with an object: check "
+                                 "JIRA_BASE_URL points at the Jira site")
+        return document

@@ -1,0 +1,218 @@
+"""LLM clients: the Anthropic Messages API and any OpenAI-compatible Chat Completions API.
+
+Both speak the same small protocol (``LlmClient.complete``): a system prompt and
+user/assistant messages in, one text answer with its token usage and an estimated
+cost out. Requests go through ``mwai.clients.http.ApiClient`` so 429 / 5xx / timeouts are
+retried the same way as every other remote call of mwai.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from mwai.clients.http import ApiClient, CallObserver, HttpError
+from mwai.errors import PermanentError
+from mwai.settings import Settings
+
+ANTHROPIC_VERSION = "2023-06-01"
+MESSAGE_ROLES = frozenset({"user", "assistant"})
+
+# USD per million tokens (input, output), matched by the longest model-name prefix.
+# Approximate list prices; a model missing here gets cost_usd=None (unknown, not 0).
+PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
+    "claude-opus-4-5": (5.0, 25.0),
+    "claude-opus-4": (15.0, 75.0),
+    "claude-sonnet-4": (3.0, 15.0),
+    "claude-3-7-sonnet": (3.0, 15.0),
+    "claude-3-5-sonnet": (3.0, 15.0),
+    "claude-haiku-4": (1.0, 5.0),
+    "claude-3-5-haiku": (0.8, 4.0),
+    "gpt-4o-mini": (0.15, 0.6),
+    "gpt-4o": (2.5, 10.0),
+    "gpt-4.1-nano": (0.1, 0.4),
+    "gpt-4.1-mini": (0.4, 1.6),
+    "gpt-4.1": (2.0, 8.0),
+}
+
+
+@dataclass(frozen=True)
+class LlmReply:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    model: str
+    stop_reason: str = ""
+
+
+class LlmClient(Protocol):
+    async def complete(
+        self, system: str, messages: list[dict[str, str]], max_tokens: int | None = None
+    ) -> LlmReply: ...
+
+
+def estimate_cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    """Cost from the price table, or None when the model is not in it."""
+    name = model.lower().rsplit("/", 1)[-1]  # "openai/gpt-4o" style names of proxies
+    matches = [prefix for prefix in PRICES_PER_MTOK if name.startswith(prefix)]
+    if not matches:
+        return None
+    input_price, output_price = PRICES_PER_MTOK[max(matches, key=len)]
+    return round((input_tokens * input_price + output_tokens * output_price) / 1_000_000, 6)
+
+
+def check_messages(messages: list[dict[str, str]]) -> None:
+    """Reject what both APIs would reject, with a message that names the problem."""
+    if not messages:
+        raise PermanentError("LLM request without messages: give at least one user message")
+    for index, message in enumerate(messages):
+        if message.get("role") not in MESSAGE_ROLES:
+            raise PermanentError(
+                f"LLM message {index} has role {message.get('role')!r}; use 'user' or "
+                "'assistant' (the system prompt is passed separately)"
+            )
+        if not isinstance(message.get("content"), str):
+            raise PermanentError(f"LLM message {index} has no text content")
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _unexpected(service: str, setting: str, document: Any) -> PermanentError:
+    return PermanentError(
+        f"{service} answered 200 but not with a chat completion ({str(document)[:200]!r}); "
+        f"check {setting} points at the API itself"
+    )
+
+
+class AnthropicClient:
+    """POST {ANTHROPIC_BASE_URL}/v1/messages."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.model = settings.anthropic_model
+        self.max_tokens = settings.llm_max_tokens
+        self.api = ApiClient(
+            "anthropic",
+            settings.anthropic_base_url,
+            session,
+            headers={"x-api-key": settings.anthropic_api_key,
+                     "anthropic-version": ANTHROPIC_VERSION},
+            timeout_s=settings.llm_timeout_s,
+            retries=settings.http_retries,
+            observer=observer,
+        )
+
+    async def complete(
+        self, system: str, messages: list[dict[str, str]], max_tokens: int | None = None
+    ) -> LlmReply:
+        check_messages(messages)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": max_tokens or self.max_tokens,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        }
+        if system:
+            body["system"] = system
+        document = (await self.api.request("POST", "/v1/messages", json=body)).json()
+        if not isinstance(document, dict) or not isinstance(document.get("content"), list):
+            raise _unexpected("anthropic", "ANTHROPIC_BASE_URL", document)
+        text = "".join(
+            block.get("text", "")
+            for block in document["content"]
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+        usage = document.get("usage") or {}
+        return _reply(text, usage.get("input_tokens"), usage.get("output_tokens"),
+                      str(document.get("model") or self.model), document.get("stop_reason"))
+
+
+class OpenAIClient:
+    """POST {OPENAI_BASE_URL}/chat/completions (OpenAI, Azure, Ollama, vLLM, ...)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.model = settings.openai_model
+        self.max_tokens = settings.llm_max_tokens
+        # Newer OpenAI models (o-series, gpt-5) refuse "max_tokens" and want
+        # "max_completion_tokens", which older compatible servers do not know: start with
+        # the widely supported one and switch when the server asks for it.
+        self.token_limit_field = "max_tokens"
+        # Local servers (Ollama, vLLM) often need no key: send the header only with one.
+        headers = {}
+        if settings.openai_api_key:
+            headers["Authorization"] = f"Bearer {settings.openai_api_key}"
+        self.api = ApiClient(
+            "openai",
+            settings.openai_base_url,
+            session,
+            headers=headers,
+            timeout_s=settings.llm_timeout_s,
+            retries=settings.http_retries,
+            observer=observer,
+        )
+
+    async def complete(
+        self, system: str, messages: list[dict[str, str]], max_tokens: int | None = None
+    ) -> LlmReply:
+        check_messages(messages)
+        chat = [{"role": "system", "content": system}] if system else []
+        chat += [{"role": m["role"], "content": m["content"]} for m in messages]
+        body: dict[str, Any] = {"model": self.model, "messages": chat}
+        try:
+            document = await self._send(body, max_tokens or self.max_tokens)
+        except HttpError as exc:
+            if not (exc.status == 400 and self.token_limit_field == "max_tokens"
+                    and "max_completion_tokens" in exc.detail):
+                raise
+            self.token_limit_field = "max_completion_tokens"
+            document = await self._send(body, max_tokens or self.max_tokens)
+        choices = document.get("choices") if isinstance(document, dict) else None
+        if not choices or not isinstance(choices[0], dict):
+            raise _unexpected("openai", "OPENAI_BASE_URL", document)
+        message = choices[0].get("message") or {}
+        usage = document.get("usage") or {}
+        return _reply(str(message.get("content") or ""), usage.get("prompt_tokens"),
+                      usage.get("completion_tokens"), str(document.get("model") or self.model),
+                      choices[0].get("finish_reason"))
+
+    async def _send(self, body: dict[str, Any], max_tokens: int) -> Any:
+        payload = {**body, self.token_limit_field: max_tokens}
+        return (await self.api.request("POST", "/chat/completions", json=payload)).json()
+
+
+def _reply(text: str, input_tokens: Any, output_tokens: Any, model: str,
+           stop_reason: Any) -> LlmReply:
+    """An LlmReply from a provider's answer, priced when the model is known."""
+    tokens_in, tokens_out = _int(input_tokens), _int(output_tokens)
+    return LlmReply(text=text, input_tokens=tokens_in, output_tokens=tokens_out,
+                    cost_usd=estimate_cost_usd(model, tokens_in, tokens_out), model=model,
+                    stop_reason=str(stop_reason or ""))
+
+
+def make_llm(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    observer: CallObserver | None = None,
+) -> LlmClient:
+    """The client of ``settings.llm_provider`` (anthropic | openai)."""
+    if settings.llm_provider == "anthropic":
+        return AnthropicClient(settings, session, observer)
+    if settings.llm_provider == "openai":
+        return OpenAIClient(settings, session, observer)
+    raise PermanentError(
+        f"MWAI_LLM_PROVIDER={settings.llm_provider!r} is not supported: use 'anthropic' or "
+        "'openai'"
+    )

@@ -1,0 +1,759 @@
+"""An in-process fake of Jira Cloud for tests and ``mwai demo`` (aiohttp on 127.0.0.1).
+
+It serves the REST v3 (and v2) subset the AI Runner uses, with the shapes and
+failure modes of the real API:
+
+* basic auth (email:api_token) or 401; unknown issue keys get Jira's 404 text;
+* v3 descriptions and comment bodies must be ADF documents (a plain string
+  gets 400, as on a real site); v2 ones must be strings;
+* a workflow Backlog / Plan Review / In Progress / In Testing / Done / Blocked
+  whose transition names differ from the status names ("Approve plan" ->
+  In Progress); an unknown transition id gets 400;
+* sub-task issue type discovery (createmeta) with a configurable type name;
+* comment pagination (``startAt`` / ``maxResults`` / ``total``), page size capped;
+* Automation-style rules: when an issue's assignee or status changes, a flat
+  JSON payload is POSTed to ``webhook_url`` with the X-Moveware-Webhook-Secret
+  header (fire and forget, like Automation);
+* fault injection (429 + Retry-After, 5xx, slow answers, an HTML 200 page) and
+  a request log for assertions.
+
+Usage::
+
+    async with FakeJira(webhook_url=..., webhook_secret=...) as jira:
+        settings = dataclasses.replace(settings, **jira.settings_changes())
+        key = jira.create_issue(summary="Add login", assignee=jira.ai_account_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime
+import hmac
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from mwai.clients.adf import adf_problems, adf_to_text, text_to_adf
+
+log = logging.getLogger("mwai.demo.fake_jira")
+
+NOT_FOUND = "Issue does not exist or you do not have permission to see it."
+NOT_ADF = "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
+COMMENT_NOT_VALID = "Comment body is not valid!"  # what v3 says about a plain-string comment
+NOT_STRING = "Operation value must be a string"
+MAX_TEXT_CHARS = 32_767
+TOO_LONG = "The entered text is too long. It exceeds the allowed limit of 32,767 characters."
+SECRET_HEADER = "X-Moveware-Webhook-Secret"
+
+Body = dict[str, Any] | str | None  # ADF document (stored as sent in v3) or v2 string
+
+
+@dataclass(frozen=True)
+class Transition:
+    id: str
+    name: str
+    to: str
+    # Statuses it is available from; None: from every other status.
+    sources: frozenset[str] | None = None
+
+    def available_from(self, status: str) -> bool:
+        if status == self.to:
+            return False
+        return self.sources is None or status in self.sources
+
+
+STATUSES: dict[str, tuple[str, str]] = {
+    # name: (id, status category key)
+    "Backlog": ("10000", "new"),
+    "Plan Review": ("10001", "indeterminate"),
+    "In Progress": ("3", "indeterminate"),
+    "In Testing": ("10002", "indeterminate"),
+    "Done": ("10003", "done"),
+    "Blocked": ("10004", "new"),
+}
+
+WORKFLOW: tuple[Transition, ...] = (
+    Transition("11", "Back to backlog", "Backlog"),
+    Transition("21", "Send to plan review", "Plan Review"),
+    Transition("31", "Approve plan", "In Progress", frozenset({"Plan Review"})),
+    Transition("41", "Start work", "In Progress",
+               frozenset(STATUSES) - {"Plan Review", "In Progress"}),
+    Transition("51", "Ready for testing", "In Testing"),
+    Transition("61", "Mark done", "Done"),
+    Transition("71", "Block", "Blocked"),
+)
+
+
+@dataclass
+class FakeComment:
+    id: str
+    author_account_id: str | None
+    body: Body
+    created: str
+
+
+@dataclass
+class FakeIssue:
+    key: str
+    id: str
+    project: str
+    summary: str
+    description: Body
+    status: str
+    issue_type: str
+    assignee_account_id: str | None
+    parent_key: str | None
+    labels: list[str] = field(default_factory=list)
+    comments: list[FakeComment] = field(default_factory=list)
+    subtask_keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str
+    query: dict[str, str]
+    json: Any
+    auth_ok: bool
+    status: int = 0
+
+
+@dataclass
+class Fault:
+    status: int  # 0: no error, only the delay
+    retry_after_s: float | None = None
+    delay_s: float = 0.0
+    html: bool = False
+    match: str | None = None  # substring of "METHOD /path"; None: any request
+
+
+@dataclass
+class WebhookDelivery:
+    payload: dict[str, Any]
+    status: int | None
+    error: str | None
+
+
+class JiraFail(Exception):
+    """Answer the request with Jira's error shape."""
+
+    def __init__(self, status: int, messages: Iterable[str] = (),
+                 errors: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = {"errorMessages": list(messages), "errors": errors or {}}
+
+
+def _now_jira() -> str:
+    moment = datetime.datetime.now(datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+
+
+def _json(document: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(document),
+                        content_type="application/json")
+
+
+class FakeJira:
+    """A small Jira Cloud site: one AI account, one human, any number of projects."""
+
+    def __init__(
+        self,
+        *,
+        email: str = "ai-runner@example.com",
+        api_token: str = "fake-jira-api-token",
+        ai_account_id: str = "ai-account",
+        human_account_id: str = "human-account",
+        extra_account_ids: Iterable[str] = (),
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        rules_enabled: bool = True,
+        subtask_type_name: str = "Sub-task",
+        max_page_size: int = 100,
+        initial_status: str = "Backlog",
+        workflow: tuple[Transition, ...] = WORKFLOW,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.email = email
+        self.api_token = api_token
+        self.ai_account_id = ai_account_id
+        self.human_account_id = human_account_id
+        self.accounts = {ai_account_id: "AI Runner", human_account_id: "Human Reviewer"}
+        self.accounts.update({account: account for account in extra_account_ids})
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        self.rules_enabled = rules_enabled
+        self.subtask_type_name = subtask_type_name
+        self.max_page_size = max_page_size
+        self.initial_status = initial_status
+        self.workflow = workflow
+        self.host = host
+        self.port = port
+        self.issues: dict[str, FakeIssue] = {}
+        self.projects: dict[str, str] = {}  # key -> id
+        self.requests: list[RequestRecord] = []
+        self.webhook_deliveries: list[WebhookDelivery] = []
+        self.faults: list[Fault] = []
+        self._next_number: dict[str, int] = {}
+        self._ids = itertools.count(10001)
+        self._webhook_tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> FakeJira:
+        app = web.Application(middlewares=[self._middleware], client_max_size=2 * 1024 * 1024)
+        self._routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        address = self._runner.addresses[0]
+        self.port = int(address[1])
+        self.url = f"http://{self.host}:{self.port}"
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        return self
+
+    async def stop(self) -> None:
+        await self.wait_webhooks(timeout_s=2.0)
+        for task in list(self._webhook_tasks):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeJira:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def settings_changes(self) -> dict[str, Any]:
+        """Settings fields that point mwai at this fake (for dataclasses.replace)."""
+        return {
+            "jira_base_url": self.url,
+            "jira_email": self.email,
+            "jira_api_token": self.api_token,
+            "jira_ai_account_id": self.ai_account_id,
+            "jira_human_account_id": self.human_account_id,
+        }
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers of a request made with the AI account's valid credentials."""
+        token = base64.b64encode(f"{self.email}:{self.api_token}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    # ------------------------------------------------------------ faults
+
+    def fail_next(self, n: int = 1, status: int = 429, retry_after_s: float | None = None,
+                  match: str | None = None) -> None:
+        """The next ``n`` requests (matching ``match``, e.g. "POST /rest") get ``status``."""
+        self.faults.extend(Fault(status, retry_after_s=retry_after_s, match=match)
+                           for _ in range(n))
+
+    def slow_next(self, n: int = 1, delay_s: float = 2.0, match: str | None = None) -> None:
+        """The next ``n`` requests wait ``delay_s`` before being handled normally."""
+        self.faults.extend(Fault(0, delay_s=delay_s, match=match) for _ in range(n))
+
+    def html_next(self, n: int = 1, match: str | None = None) -> None:
+        """The next ``n`` requests get a 200 HTML page (a proxy or login page)."""
+        self.faults.extend(Fault(200, html=True, match=match) for _ in range(n))
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        target = f"{method} {path}"
+        for index, fault in enumerate(self.faults):
+            if fault.match is None or fault.match in target:
+                return self.faults.pop(index)
+        return None
+
+    # ------------------------------------------------------------ test helpers
+
+    def add_project(self, key: str) -> None:
+        if key not in self.projects:
+            self.projects[key] = str(next(self._ids))
+            self._next_number.setdefault(key, 1)
+
+    def issue_types(self) -> list[dict[str, Any]]:
+        types = [("10001", "Task", False, 0), ("10002", "Story", False, 0),
+                 ("10003", "Bug", False, 0), ("10000", "Epic", False, 1),
+                 ("10005", self.subtask_type_name, True, -1)]
+        return [{"id": type_id, "name": name, "subtask": subtask, "hierarchyLevel": level,
+                 "description": f"A {name.lower()}.", "iconUrl": f"{self.url}/icons/{type_id}.svg",
+                 "self": f"{self.url}/rest/api/3/issuetype/{type_id}"}
+                for type_id, name, subtask, level in types]
+
+    def _is_subtask_type(self, name: str) -> bool:
+        return name == self.subtask_type_name
+
+    def create_issue(
+        self,
+        key: str | None = None,
+        *,
+        project: str = "PROJ",
+        summary: str = "A test issue",
+        description: str | dict[str, Any] = "",
+        status: str | None = None,
+        assignee: str | None = None,
+        issue_type: str | None = None,
+        parent: str | None = None,
+        labels: Iterable[str] = (),
+    ) -> str:
+        """Create an issue directly (no webhook, like an import); return its key."""
+        if key is not None:
+            project, _, digits = key.rpartition("-")
+            if not project or not digits.isdigit():
+                raise ValueError(f"issue key must look like PROJ-123, got {key!r}")
+        self.add_project(project)
+        if key is None:
+            key = f"{project}-{self._next_number[project]}"
+        if key in self.issues:
+            raise ValueError(f"issue {key} exists already")
+        number = int(key.rpartition("-")[2])
+        self._next_number[project] = max(self._next_number[project], number + 1)
+        if parent is not None and parent not in self.issues:
+            raise ValueError(f"parent {parent} does not exist")
+        issue_type = issue_type or (self.subtask_type_name if parent else "Story")
+        status = status or self.initial_status
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
+        issue = FakeIssue(
+            key=key, id=str(next(self._ids)), project=project, summary=summary,
+            description=description or None, status=status, issue_type=issue_type,
+            assignee_account_id=assignee, parent_key=parent, labels=list(labels))
+        self.issues[key] = issue
+        if parent is not None:
+            self.issues[parent].subtask_keys.append(key)
+        return key
+
+    def issue(self, key: str) -> FakeIssue:
+        return self.issues[key]
+
+    def human_comment(self, key: str, text: str, author: str | None = None) -> str:
+        """A comment written by a person in the Jira UI; returns its id."""
+        return self._add_comment(self.issues[key], text,
+                                 author or self.human_account_id).id
+
+    def human_transition(self, key: str, status: str, assignee: str | None | object = ...,
+                         ) -> None:
+        """A person moves the issue (any status, like a board drag) and maybe reassigns it."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
+        issue = self.issues[key]
+        self._set_status(issue, status)
+        if assignee is not ...:
+            self._set_assignee(issue, assignee if isinstance(assignee, str) else None)
+
+    def human_assign(self, key: str, account_id: str | None) -> None:
+        self._set_assignee(self.issues[key], account_id)
+
+    def comments_of(self, key: str) -> list[str]:
+        """The issue's comments as plain text, oldest first."""
+        return [adf_to_text(comment.body) for comment in self.issues[key].comments]
+
+    def comment_records(self, key: str) -> list[FakeComment]:
+        return list(self.issues[key].comments)
+
+    def subtasks_of(self, key: str) -> list[FakeIssue]:
+        return [self.issues[sub] for sub in self.issues[key].subtask_keys]
+
+    def calls(self, method: str | None = None, path_contains: str = "") -> list[RequestRecord]:
+        """Logged requests, filtered by method and a substring of the path."""
+        return [record for record in self.requests
+                if (method is None or record.method == method) and path_contains in record.path]
+
+    async def wait_webhooks(self, timeout_s: float = 5.0) -> None:
+        """Wait until every rule delivery started so far has finished."""
+        pending = [task for task in self._webhook_tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+
+    # ------------------------------------------------------------ state changes
+
+    def _add_comment(self, issue: FakeIssue, body: Body, author: str | None) -> FakeComment:
+        comment = FakeComment(id=str(next(self._ids)), author_account_id=author, body=body,
+                              created=_now_jira())
+        issue.comments.append(comment)
+        return comment
+
+    def _set_status(self, issue: FakeIssue, status: str) -> None:
+        if issue.status != status:
+            issue.status = status
+            self._fire_rule("issue_transitioned", issue)
+
+    def _set_assignee(self, issue: FakeIssue, account_id: str | None) -> None:
+        if issue.assignee_account_id != account_id:
+            issue.assignee_account_id = account_id
+            self._fire_rule("issue_assigned", issue)
+
+    def _fire_rule(self, event_type: str, issue: FakeIssue) -> None:
+        if not self.rules_enabled or not self.webhook_url:
+            return
+        payload = {
+            "event_type": event_type,
+            "issue_key": issue.key,
+            "issue_type": issue.issue_type,
+            "status": issue.status,
+            "assignee_account_id": issue.assignee_account_id,
+            "parent_key": issue.parent_key,
+            "project_key": issue.project,
+        }
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            log.warning("Fake Jira rule not fired (no event loop): %s %s", event_type, issue.key)
+            return
+        task = loop.create_task(self._deliver(payload))
+        self._webhook_tasks.add(task)
+        task.add_done_callback(self._webhook_tasks.discard)
+
+    async def _deliver(self, payload: dict[str, Any]) -> None:
+        headers = {"Content-Type": "application/json"}
+        if self.webhook_secret:
+            headers[SECRET_HEADER] = self.webhook_secret
+        status: int | None = None
+        error: str | None = None
+        try:
+            if self._session is None or self.webhook_url is None:
+                raise RuntimeError("fake Jira is not started")
+            async with self._session.post(self.webhook_url, data=orjson.dumps(payload),
+                                          headers=headers) as answer:
+                await answer.read()
+                status = answer.status
+        except Exception as exc:  # Automation only logs failed web requests
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("Fake Jira rule delivery failed: %s", error)
+        self.webhook_deliveries.append(WebhookDelivery(payload, status, error))
+
+    # ------------------------------------------------------------ HTTP plumbing
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        body_bytes = await request.read()
+        document: Any = None
+        bad_json = False
+        if body_bytes:
+            try:
+                document = orjson.loads(body_bytes)
+            except orjson.JSONDecodeError:
+                bad_json = True
+        record = RequestRecord(request.method, request.path, dict(request.query), document,
+                               self._auth_ok(request))
+        self.requests.append(record)
+        response = await self._answer(request, handler, record, bad_json)
+        record.status = response.status
+        return response
+
+    async def _answer(
+        self, request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        record: RequestRecord, bad_json: bool,
+    ) -> web.StreamResponse:
+        fault = self._take_fault(request.method, request.path)
+        if fault is not None:
+            if fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault.html:
+                return web.Response(status=200, content_type="text/html",
+                                    text="<html><body>Atlassian is down for maintenance"
+                                         "</body></html>")
+            if fault.status:
+                headers = {}
+                if fault.retry_after_s is not None:
+                    headers["Retry-After"] = f"{fault.retry_after_s:g}"
+                message = "Rate limit exceeded." if fault.status == 429 else "Internal error"
+                return web.Response(status=fault.status, headers=headers,
+                                    body=orjson.dumps({"errorMessages": [message]}),
+                                    content_type="application/json")
+        if not record.auth_ok:
+            return web.Response(
+                status=401, headers={"WWW-Authenticate": 'Basic realm="protected-area"'},
+                body=orjson.dumps({"errorMessages": [
+                    "Client must be authenticated to access this resource."], "errors": {}}),
+                content_type="application/json")
+        if request.method in ("POST", "PUT"):
+            if request.content_type != "application/json":
+                return _json({"errorMessages": ["Unsupported Media Type"], "errors": {}}, 415)
+            if bad_json:
+                return _json({"errorMessages": ["Unexpected character in the JSON body"],
+                              "errors": {}}, 400)
+        try:
+            return await handler(request)
+        except JiraFail as failure:
+            return _json(failure.body, failure.status)
+
+    def _auth_ok(self, request: web.Request) -> bool:
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        expected = f"{self.email}:{self.api_token}".encode()
+        return hmac.compare_digest(decoded, expected)
+
+    def _routes(self, app: web.Application) -> None:
+        base = "/rest/api/{version:[23]}"
+        app.router.add_get(base + "/myself", self._myself)
+        app.router.add_post(base + "/issue", self._create)
+        app.router.add_get(base + "/issue/createmeta/{project}/issuetypes", self._createmeta)
+        app.router.add_get(base + "/issue/{key}", self._get_issue)
+        app.router.add_get(base + "/issue/{key}/comment", self._get_comments)
+        app.router.add_post(base + "/issue/{key}/comment", self._post_comment)
+        app.router.add_get(base + "/issue/{key}/transitions", self._get_transitions)
+        app.router.add_post(base + "/issue/{key}/transitions", self._post_transition)
+        app.router.add_put(base + "/issue/{key}/assignee", self._put_assignee)
+
+    # ------------------------------------------------------------ representations
+
+    def _found(self, request: web.Request) -> FakeIssue:
+        issue = self.issues.get(request.match_info["key"])
+        if issue is None:
+            raise JiraFail(404, [NOT_FOUND])
+        return issue
+
+    @staticmethod
+    def _v3(request: web.Request) -> bool:
+        return request.match_info["version"] == "3"
+
+    @staticmethod
+    def _render_body(body: Body, v3: bool) -> Any:
+        if body is None:
+            return None
+        if v3:
+            return body if isinstance(body, dict) else text_to_adf(body)
+        return body if isinstance(body, str) else adf_to_text(body)
+
+    def _user(self, account_id: str | None) -> dict[str, Any] | None:
+        if account_id is None:
+            return None
+        return {"accountId": account_id, "displayName": self.accounts.get(account_id, account_id),
+                "active": True, "accountType": "atlassian",
+                "self": f"{self.url}/rest/api/3/user?accountId={account_id}"}
+
+    def _status(self, name: str) -> dict[str, Any]:
+        status_id, category = STATUSES.get(name, ("1", "new"))
+        return {"self": f"{self.url}/rest/api/3/status/{status_id}", "name": name,
+                "id": status_id, "description": "",
+                "statusCategory": {"key": category, "name": category.title()}}
+
+    def _issuetype(self, name: str) -> dict[str, Any]:
+        for issue_type in self.issue_types():
+            if issue_type["name"] == name:
+                return issue_type
+        return {"id": "10009", "name": name, "subtask": False, "hierarchyLevel": 0}
+
+    def _brief(self, issue: FakeIssue) -> dict[str, Any]:
+        return {"id": issue.id, "key": issue.key,
+                "self": f"{self.url}/rest/api/3/issue/{issue.id}",
+                "fields": {"summary": issue.summary, "status": self._status(issue.status),
+                           "issuetype": self._issuetype(issue.issue_type)}}
+
+    def _issue_json(self, issue: FakeIssue, v3: bool, wanted: set[str] | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "summary": issue.summary,
+            "description": self._render_body(issue.description, v3),
+            "status": self._status(issue.status),
+            "issuetype": self._issuetype(issue.issue_type),
+            "assignee": self._user(issue.assignee_account_id),
+            "project": {"id": self.projects[issue.project], "key": issue.project,
+                        "name": f"Project {issue.project}"},
+            "labels": list(issue.labels),
+            "subtasks": [self._brief(self.issues[key]) for key in issue.subtask_keys],
+        }
+        if issue.parent_key is not None:
+            fields["parent"] = self._brief(self.issues[issue.parent_key])
+        if wanted is not None:
+            fields = {name: value for name, value in fields.items() if name in wanted}
+        return {"expand": "renderedFields,names,schema,operations", "id": issue.id,
+                "key": issue.key, "self": f"{self.url}/rest/api/3/issue/{issue.id}",
+                "fields": fields}
+
+    def _comment_json(self, comment: FakeComment, v3: bool) -> dict[str, Any]:
+        return {"id": comment.id, "self": f"{self.url}/rest/api/3/comment/{comment.id}",
+                "author": self._user(comment.author_account_id),
+                "updateAuthor": self._user(comment.author_account_id),
+                "body": self._render_body(comment.body, v3), "created": comment.created,
+                "updated": comment.created, "jsdPublic": True}
+
+    def _check_body(self, value: Any, v3: bool, field_name: str) -> Body:
+        """A rich-text field as the real API validates it (ADF in v3, string in v2)."""
+        body: Body = value
+        if v3:
+            if not isinstance(value, dict):
+                message = COMMENT_NOT_VALID if field_name == "comment" else NOT_ADF
+                raise JiraFail(400, errors={field_name: message})
+            if adf_problems(value):
+                raise JiraFail(400, ["INVALID_INPUT"])
+        elif not isinstance(value, str):
+            raise JiraFail(400, errors={field_name: NOT_STRING})
+        if len(adf_to_text(body)) > MAX_TEXT_CHARS:
+            raise JiraFail(400, errors={field_name: TOO_LONG})
+        return body
+
+    @staticmethod
+    def _int_param(request: web.Request, name: str, default: int) -> int:
+        raw = request.query.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise JiraFail(400, [f"The '{name}' parameter must be a number."]) from None
+        if value < 0:
+            raise JiraFail(400, [f"The '{name}' parameter must not be negative."])
+        return value
+
+    # ------------------------------------------------------------ handlers
+
+    async def _myself(self, request: web.Request) -> web.Response:
+        user = self._user(self.ai_account_id) or {}
+        return _json({**user, "emailAddress": self.email, "timeZone": "UTC", "locale": "en_US"})
+
+    async def _get_issue(self, request: web.Request) -> web.Response:
+        issue = self._found(request)
+        raw = request.query.get("fields", "")
+        names = {name.strip() for name in raw.split(",") if name.strip()}
+        wanted = None if not names or names & {"*all", "*navigable"} else names
+        return _json(self._issue_json(issue, self._v3(request), wanted))
+
+    async def _get_comments(self, request: web.Request) -> web.Response:
+        issue = self._found(request)
+        start_at = self._int_param(request, "startAt", 0)
+        max_results = min(self._int_param(request, "maxResults", 100), self.max_page_size)
+        comments = list(issue.comments)
+        if request.query.get("orderBy", "").startswith("-"):
+            comments.reverse()
+        page = comments[start_at:start_at + max_results]
+        v3 = self._v3(request)
+        return _json({"startAt": start_at, "maxResults": max_results, "total": len(comments),
+                      "comments": [self._comment_json(c, v3) for c in page]})
+
+    async def _post_comment(self, request: web.Request) -> web.Response:
+        issue = self._found(request)
+        document = await request.json(loads=orjson.loads)
+        if not isinstance(document, dict) or "body" not in document:
+            raise JiraFail(400, errors={"comment": "Comment body can not be empty!"})
+        v3 = self._v3(request)
+        body = self._check_body(document["body"], v3, "comment")
+        if not adf_to_text(body).strip():
+            raise JiraFail(400, errors={"comment": "Comment body can not be empty!"})
+        comment = self._add_comment(issue, body, self.ai_account_id)
+        return _json(self._comment_json(comment, v3), 201)
+
+    async def _get_transitions(self, request: web.Request) -> web.Response:
+        issue = self._found(request)
+        transitions = [
+            {"id": t.id, "name": t.name, "hasScreen": False, "isGlobal": t.sources is None,
+             "isInitial": False, "isAvailable": True, "isConditional": False, "isLooped": False,
+             "to": self._status(t.to)}
+            for t in self.workflow if t.available_from(issue.status)
+        ]
+        return _json({"expand": "transitions", "transitions": transitions})
+
+    async def _post_transition(self, request: web.Request) -> web.Response:
+        issue = self._found(request)
+        document = await request.json(loads=orjson.loads)
+        transition = document.get("transition") if isinstance(document, dict) else None
+        if not isinstance(transition, dict) or transition.get("id") is None:
+            raise JiraFail(400, ["Missing 'transition' identifier"])
+        wanted = str(transition["id"])
+        for candidate in self.workflow:
+            if candidate.id == wanted and candidate.available_from(issue.status):
+                self._set_status(issue, candidate.to)
+                return web.Response(status=204)
+        raise JiraFail(400, [f"Transition id '{wanted}' is not valid for this issue."])
+
+    async def _put_assignee(self, request: web.Request) -> web.Response:
+        issue = self._found(request)
+        document = await request.json(loads=orjson.loads)
+        if not isinstance(document, dict) or "accountId" not in document:
+            raise JiraFail(400, errors={"accountId": "accountId is required (or null to "
+                                                     "unassign)."})
+        account_id = document["accountId"]
+        if account_id is not None and account_id not in self.accounts:
+            raise JiraFail(400, errors={"assignee": f"User '{account_id}' cannot be assigned "
+                                                    "issues."})
+        self._set_assignee(issue, account_id)
+        return web.Response(status=204)
+
+    async def _createmeta(self, request: web.Request) -> web.Response:
+        project = request.match_info["project"]
+        if project not in self.projects and project not in self.projects.values():
+            raise JiraFail(404, [f"No project could be found with key '{project}'."])
+        types = self.issue_types()
+        start_at = self._int_param(request, "startAt", 0)
+        max_results = min(self._int_param(request, "maxResults", 50), self.max_page_size)
+        return _json({"maxResults": max_results, "startAt": start_at, "total": len(types),
+                      "issueTypes": types[start_at:start_at + max_results]})
+
+    async def _create(self, request: web.Request) -> web.Response:
+        document = await request.json(loads=orjson.loads)
+        fields = document.get("fields") if isinstance(document, dict) else None
+        if not isinstance(fields, dict):
+            raise JiraFail(400, ["Issue create request must have 'fields'."])
+        v3 = self._v3(request)
+        errors: dict[str, str] = {}
+        project = fields.get("project")
+        project_key = project.get("key") if isinstance(project, dict) else None
+        if project_key not in self.projects:
+            errors["project"] = "valid project is required"
+        issue_type = self._requested_type(fields.get("issuetype"))
+        if issue_type is None:
+            errors["issuetype"] = "valid issue type is required"
+        parent = fields.get("parent")
+        parent_key = parent.get("key") if isinstance(parent, dict) else None
+        if issue_type is not None and issue_type["subtask"]:
+            parent_issue = self.issues.get(parent_key) if isinstance(parent_key, str) else None
+            if parent_issue is None or self._is_subtask_type(parent_issue.issue_type):
+                errors["parent"] = "Given parent issue does not belong to appropriate hierarchy."
+        self._check_summary(fields.get("summary"), errors)
+        description: Body = None
+        if fields.get("description") is not None:
+            description = self._check_body(fields["description"], v3, "description")
+        if errors:
+            raise JiraFail(400, errors=errors)
+        assert isinstance(project_key, str) and issue_type is not None
+        key = self.create_issue(
+            project=project_key, summary=fields["summary"], issue_type=issue_type["name"],
+            parent=parent_key if issue_type["subtask"] else None,
+            labels=[label for label in fields.get("labels") or [] if isinstance(label, str)])
+        self.issues[key].description = description
+        issue = self.issues[key]
+        return _json({"id": issue.id, "key": issue.key,
+                      "self": f"{self.url}/rest/api/3/issue/{issue.id}"}, 201)
+
+    def _requested_type(self, value: Any) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            return None
+        for issue_type in self.issue_types():
+            if ("id" in value and str(value["id"]) == issue_type["id"]) or (
+                    "id" not in value and value.get("name") == issue_type["name"]):
+                return issue_type
+        return None
+
+    @staticmethod
+    def _check_summary(summary: Any, errors: dict[str, str]) -> None:
+        if not isinstance(summary, str) or not summary.strip():
+            errors["summary"] = "You must specify a summary of the issue."
+        elif "\n" in summary or "\r" in summary:
+            errors["summary"] = "The summary is invalid because it contains newline characters."
+        elif len(summary) > 255:
+            errors["summary"] = "Summary must be less than 255 characters."

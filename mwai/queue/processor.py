@@ -1,0 +1,108 @@
+"""The processing hook: what a worker calls for each claimed run.
+
+A processor gets a ``RunContext`` (the run, a journal, a way to queue follow-up
+runs) and either returns (the run completes), raises ``TransientError`` (the run
+is retried later), or raises anything else (the run fails with that message).
+``MWAI_PROCESSOR`` picks one: ``noop`` here, ``jira`` in ``mwai.runner.flow``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mwai.logs import bind
+from mwai.queue.store import ClaimedRun, EnqueueResult, Event, Store, now_s
+from mwai.settings import Settings
+
+log = logging.getLogger("mwai.run")
+
+
+class RunObserver(Protocol):
+    """What the worker pool and its runs report (mwai.server.metrics.Metrics implements it)."""
+
+    def run_claimed(self, run: ClaimedRun) -> None: ...
+
+    def run_recorded(self, run: ClaimedRun, fields: Mapping[str, Any]) -> None: ...
+
+    def run_enqueued(self, result: EnqueueResult, source: str) -> None: ...
+
+    def run_finished(self, run: ClaimedRun, outcome: str, duration_s: float) -> None: ...
+
+
+@dataclass
+class RunContext:
+    run: ClaimedRun
+    store: Store
+    settings: Settings
+    notify: Callable[[int], None]
+    observer: RunObserver | None = None
+
+    @property
+    def worker(self) -> str:
+        return self.run.worker
+
+    notes: list[Event] = field(default_factory=list)
+
+    async def event(self, message: str, level: str = "info", **meta: Any) -> None:
+        """Journal a step: an events row (on disk on return) and a log line.
+
+        Use it for every completed side effect: a retried run trusts it.
+        """
+        pending, self.notes = self.notes, []
+        await self.store.add_events([*pending, Event(self.run.id, message, level, meta,
+                                                     now_s())])
+        log.log(
+            getattr(logging, level.upper(), logging.INFO),
+            message,
+            extra={"event": message, "meta": meta} if meta else {"event": message},
+        )
+
+    def note(self, message: str, level: str = "info", **meta: Any) -> None:
+        """Journal a step that needs no durability of its own: the events row is
+        written with the run's next write (at the latest its completion)."""
+        self.notes.append(Event(self.run.id, message, level, meta, now_s()))
+        log.debug(message, extra={"event": message, "meta": meta} if meta else
+                  {"event": message})
+
+    def take_notes(self) -> list[Event]:
+        pending, self.notes = self.notes, []
+        return pending
+
+    async def record(self, **fields: Any) -> None:
+        """Record what the run produced on the run row (action, branch, pr_url, cost...)."""
+        await self.store.set_run_result(self.run.id, **fields)
+        if fields.get("action"):
+            # The rest of the run's log lines (and its Sentry events) name the action.
+            bind(action=fields["action"])
+        if self.observer is not None:
+            self.observer.run_recorded(self.run, fields)
+
+    async def enqueue(self, issue_key: str, payload_json: str, event_type: str) -> EnqueueResult:
+        """Queue a follow-up run (e.g. the next sub-task) and wake a worker for it."""
+        result = await self.store.enqueue(
+            issue_key, payload_json, request_id=self.run.request_id, source="mwai",
+            event_type=event_type,
+        )
+        self.notify(1)
+        if self.observer is not None:
+            self.observer.run_enqueued(result, "followup")
+        return result
+
+
+class Processor(Protocol):
+    async def process(self, ctx: RunContext) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class NoopProcessor:
+    """Completes every run at once: smoke tests, benchmarks, dry runs of a setup."""
+
+    async def process(self, ctx: RunContext) -> None:
+        ctx.note("Processed (noop processor)", action="noop")
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,544 @@
+"""The AI Runner flow: one claimed run -> read the issue -> route -> do the step(s).
+
+Every side effect (a comment, a sub-task, a push, a pull request, a transition)
+is journaled (mwai.runner.journal): a retried attempt of the same run skips what is
+done, so nothing is ever made twice. Across *different* runs the remote state
+is the guard: sub-tasks are matched by summary, the pull request is found by
+its head branch, a commit carrying this run's trailer on origin counts as
+pushed, and comments carry a run marker.
+
+Failures: TransientError propagates (the worker retries the run with backoff);
+anything else fails the run. Either way the message names the step. A run
+that fails for good posts one short comment on the issue saying how to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from mwai.clients.github import GitHubClient
+from mwai.clients.http import CallObserver, new_session
+from mwai.clients.jira import Comment, Issue, JiraClient
+from mwai.clients.llm import LlmClient, make_llm
+from mwai.errors import PermanentError, TransientError
+from mwai.queue.processor import RunContext
+from mwai.queue.store import dumps
+from mwai.runner import agent as agent_module
+from mwai.runner.agent import AgentResult, build_prompt
+from mwai.runner.git import GitWorkspace, Worktree, branch_name
+from mwai.runner.journal import RunJournal, run_marker, scrub
+from mwai.runner.planner import PLAN_MARKER, find_latest_plan, format_plan_comment, write_plan
+from mwai.runner.repos import RepoConfig, resolve_repo
+from mwai.runner.router import Action, Decision, route, same_status
+from mwai.settings import Settings
+
+log = logging.getLogger("mwai.runner.flow")
+
+RUN_TRAILER = "Mwai-Run"
+DONE_MARKER = "[mwai-done]"
+SUMMARY_MAX_CHARS = 1500
+ERROR_MAX_CHARS = 600
+AgentRunner = Callable[[Settings, Any, str, LlmClient | None], Awaitable[AgentResult]]
+
+
+def feedback_since_last_ai_comment(comments: list[Comment], ai_account_id: str) -> list[Comment]:
+    """The rework feedback: every comment after the AI account's latest one."""
+    last_ai = max((i for i, c in enumerate(comments) if c.author_account_id == ai_account_id),
+                  default=-1)
+    return comments[last_ai + 1:]
+
+
+class JiraProcessor:
+    """Implements ``mwai.queue.processor.Processor`` for MWAI_PROCESSOR=jira."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        jira: JiraClient | None = None,
+        llm: LlmClient | None = None,
+        github: GitHubClient | None = None,
+        git: GitWorkspace | None = None,
+        run_agent: AgentRunner | None = None,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self._observer = observer  # metrics hook for every Jira/GitHub/LLM request
+        self._session = session
+        self._owns_session = session is None
+        self._jira = jira
+        self._llm = llm
+        self._github = github
+        self._git = git
+        self._run_agent: AgentRunner = run_agent or agent_module.run_agent
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        # Runs of one parent (its sub-tasks share a branch) take turns in this process.
+        self._parent_locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------ life cycle
+
+    async def _start(self) -> None:
+        """Build the clients on first use and remove the worktrees a crash left behind."""
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._session is None:
+                self._session = new_session()
+            settings, session = self.settings, self._session
+            observer = self._observer
+            self._jira = self._jira or JiraClient(settings, session, observer)
+            self._llm = self._llm or make_llm(settings, session, observer)
+            self._github = self._github or GitHubClient(settings, session, observer)
+            self._git = self._git or GitWorkspace(settings.work_dir, settings.gh_token)
+            removed = await self._git.cleanup_stale()
+            if removed:
+                log.info("Removed stale worktrees", extra={"removed": [str(p) for p in removed]})
+            self._started = True
+
+    async def start(self) -> None:
+        """Called by the worker pool at service start: clean up before the first claim."""
+        await self._start()
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def jira(self) -> JiraClient:
+        assert self._jira is not None
+        return self._jira
+
+    @property
+    def github(self) -> GitHubClient:
+        assert self._github is not None
+        return self._github
+
+    @property
+    def git(self) -> GitWorkspace:
+        assert self._git is not None
+        return self._git
+
+    def _parent_lock(self, parent_key: str) -> asyncio.Lock:
+        return self._parent_locks.setdefault(parent_key, asyncio.Lock())
+
+    # --------------------------------------------------------------- process
+
+    async def process(self, ctx: RunContext) -> None:
+        run = await RunJournal.load(ctx)
+        try:
+            run.step = "start the processor (clients, stale worktrees)"
+            await self._start()
+            await self._process(run)
+        except asyncio.CancelledError:
+            raise
+        except TransientError as exc:
+            error = self._describe(run, exc)
+            if ctx.run.attempts >= self.settings.max_attempts:
+                await self._report_failure(run, error)
+            raise TransientError(error, exc.retry_after_s) from exc
+        except Exception as exc:
+            error = self._describe(run, exc)
+            await self._report_failure(run, error)
+            raise PermanentError(error) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await self._record_usage(run)
+
+    async def _process(self, run: RunJournal) -> None:
+        ctx = run.ctx
+        run.step = "read the issue"
+        issue = await self.jira.get_issue(ctx.run.issue_key)
+        decision = route(issue, self.settings)
+        resumed = run.earlier_action if set(run.done) - {"agent"} else None
+        if resumed not in (None, Action.NOOP.value, decision.action.value):
+            # An earlier attempt began this action and moved the issue on half-way (or
+            # failed and handed the issue to the human, and an operator requeued the
+            # run): finish that action instead of re-deciding from the changed state.
+            decision = Decision(Action(resumed), f"resuming {resumed} begun by an earlier "
+                                                 f"attempt (issue now: {decision.reason})")
+        run.action = decision.action
+        await ctx.record(action=decision.action.value)
+        await ctx.event(f"Action: {decision.action.value}", action=decision.action.value,
+                        reason=decision.reason, status=issue.status)
+        handlers = {
+            Action.PLAN: self._plan,
+            Action.START: self._start_subtasks,
+            Action.EXECUTE: self._execute,
+            Action.SUBTASK_DONE: self._subtask_done,
+            Action.NOOP: self._noop,
+        }
+        await handlers[decision.action](run, issue, decision)
+
+    def _describe(self, run: RunJournal, exc: BaseException) -> str:
+        text = str(exc).strip() or type(exc).__name__
+        if not isinstance(exc, TransientError | PermanentError):
+            text = f"{type(exc).__name__}: {text}"
+        return scrub(f"step '{run.step}' failed: {text}", self.settings.secret_values())
+
+    async def _record_usage(self, run: RunJournal) -> None:
+        usage = run.usage
+        if usage.cost_usd is None and usage.input_tokens is None and usage.output_tokens is None:
+            return
+        await run.ctx.record(cost_usd=usage.cost_usd, input_tokens=usage.input_tokens,
+                             output_tokens=usage.output_tokens)
+
+    async def _report_failure(self, run: RunJournal, error: str) -> None:
+        """One short comment on the issue: what failed and how to retry."""
+        if run.result("failure_comment") is not None or self._jira is None:
+            return
+        key, run_id = run.ctx.run.issue_key, run.id
+        short = error if len(error) <= ERROR_MAX_CHARS else error[:ERROR_MAX_CHARS] + "..."
+        # Handing the issue to the human stops queued duplicate triggers from running
+        # the failing action again; assigning it back to AI is the way to retry.
+        hand_over = run.action in (Action.PLAN, Action.START, Action.EXECUTE)
+        text = (
+            f"mwai could not finish run {run_id} on {key}: {short}\n\n"
+            "To retry once the cause is fixed: assign this ticket to the AI account again, "
+            f"or run `mwai requeue {run_id}` on the mwai server.\n"
+            f"{run_marker(run_id)}"
+        )
+        try:
+            comment_id = await self.jira.add_comment(key, text)
+            await run.journal("failure_comment", "Failure reported on Jira",
+                              comment_id=comment_id)
+            if hand_over and self.settings.jira_human_account_id:
+                await self._assign(run, key, self.settings.jira_human_account_id,
+                                   "failure_assign")
+        except Exception as exc:  # the original error matters more than this one
+            log.warning("Could not report the failure on Jira", extra={
+                "error": scrub(str(exc), self.settings.secret_values())})
+
+    async def _transition(self, run: RunJournal, key: str, status: str, step: str) -> None:
+        async def move() -> dict[str, Any]:
+            await self.jira.transition_to(key, status)
+            return {"issue_key": key, "status": status}
+        await run.once(step, f"{key} moved to {status}", move)
+
+    async def _assign(self, run: RunJournal, key: str, account_id: str, step: str) -> None:
+        who = "AI" if account_id == self.settings.jira_ai_account_id else "the human"
+
+        async def assign() -> dict[str, Any]:
+            await self.jira.assign(key, account_id)
+            return {"issue_key": key, "account_id": account_id}
+        await run.once(step, f"{key} assigned to {who}", assign)
+
+    async def _comment(self, run: RunJournal, key: str, text: str, step: str,
+                       existing: list[Comment] | None = None, marker: str | None = None
+                       ) -> dict[str, Any]:
+        """Post a comment once: not if this run journaled it or Jira already shows it."""
+        async def post() -> dict[str, Any]:
+            ai = self.settings.jira_ai_account_id
+            for comment in existing or []:
+                ours = marker in comment.body if marker else run.marked(comment.body)
+                if ours and comment.author_account_id in (ai, None):
+                    return {"issue_key": key, "comment_id": comment.id, "found": True}
+            body = text if marker else f"{text}\n{run_marker(run.id)}"
+            body = scrub(body, self.settings.secret_values())
+            return {"issue_key": key, "comment_id": await self.jira.add_comment(key, body)}
+        return await run.once(step, f"Comment posted on {key}", post)
+
+    # --------------------------------------------------------------- actions
+
+    async def _noop(self, run: RunJournal, issue: Issue, decision: Decision) -> None:
+        await run.ctx.event("Nothing to do", reason=decision.reason)
+
+    async def _plan(self, run: RunJournal, issue: Issue, decision: Decision) -> None:
+        settings = self.settings
+        run.step = "read the comments"
+        comments = await self.jira.get_comments(issue.key)
+
+        async def post_plan() -> dict[str, Any]:
+            last = comments[-1] if comments else None
+            if last and last.author_account_id == settings.jira_ai_account_id \
+                    and PLAN_MARKER in last.body:
+                plan = find_latest_plan([last])
+                if plan is not None:  # posted by an earlier run, nothing new since
+                    return {"comment_id": last.id, "found": True,
+                            "subtasks": len(plan.subtasks), "only_questions": plan.only_questions}
+            assert self._llm is not None
+            run.step = "write the plan (LLM)"
+            plan, replies = await write_plan(self._llm, issue, comments,
+                                             settings.prompt_max_chars,
+                                             settings.jira_ai_account_id)
+            run.usage.add_replies(replies)
+            run.step = "post the plan comment"
+            comment_id = await self.jira.add_comment(issue.key, format_plan_comment(plan))
+            return {"comment_id": comment_id, "subtasks": len(plan.subtasks),
+                    "only_questions": plan.only_questions,
+                    "input_tokens": sum(r.input_tokens for r in replies),
+                    "output_tokens": sum(r.output_tokens for r in replies)}
+
+        posted = await run.once("plan_comment", f"Plan posted on {issue.key}", post_plan)
+        target = (settings.jira_status_blocked if posted.get("only_questions")
+                  else settings.jira_status_plan_review)
+        await self._transition(run, issue.key, target, "plan_transition")
+        await self._assign(run, issue.key, settings.jira_human_account_id, "plan_assign")
+
+    async def _start_subtasks(self, run: RunJournal, parent: Issue, decision: Decision) -> None:
+        settings = self.settings
+        async with self._parent_lock(parent.key):
+            run.step = "read the plan"
+            comments = await self.jira.get_comments(parent.key)
+            plan = find_latest_plan(comments)
+            if plan is None or not plan.subtasks:
+                raise PermanentError(
+                    f"{parent.key} has no approved plan with sub-tasks (a comment with "
+                    f"{PLAN_MARKER}): move it to {settings.jira_status_backlog} and assign it "
+                    "to the AI account to get a plan first")
+            run.step = "list the sub-tasks"
+            available = await self.jira.list_subtasks(parent.key)
+            keys: list[str] = []
+            created: list[str] = []
+            for number, planned in enumerate(plan.subtasks, start=1):
+                step = f"subtask_{number}"
+                previous = run.result(step)
+                if previous is None:
+                    match = next((s for s in available
+                                  if s.summary.strip() == planned.summary.strip()), None)
+                    if match is not None:
+                        previous = await run.journal(step, f"Sub-task {match.key} already "
+                                                     "exists", key=match.key, found=True)
+                    else:
+                        run.step = step
+                        key = await self.jira.create_subtask(parent, planned.summary,
+                                                             planned.description)
+                        previous = await run.journal(step, f"Sub-task {key} created",
+                                                     key=key, summary=planned.summary)
+                        created.append(key)
+                keys.append(str(previous["key"]))
+                available = [s for s in available if s.key != previous["key"]]
+            for key in keys:
+                await self._assign(run, key, settings.jira_ai_account_id, f"assign_{key}")
+            run.step = "list the sub-tasks"
+            started = await self._start_next(run, await self.jira.list_subtasks(parent.key),
+                                             current_key=None, candidates=keys)
+            if created or started:
+                lines = [f"mwai created {len(created)} sub-task(s) from the approved plan:"]
+                lines += [f"- {key}" for key in keys]
+                if started:
+                    lines.append(f"Started {started}; each sub-task's change goes to one pull "
+                                 "request for this ticket.")
+                await self._comment(run, parent.key, "\n".join(lines), "start_comment",
+                                    comments)
+
+    async def _start_next(self, run: RunJournal, siblings: list[Issue], current_key: str | None,
+                          candidates: list[str] | None = None) -> str | None:
+        """Move the next sub-task not started yet to In Progress, assign AI, queue it.
+
+        ``candidates``: only these may be started (START: the plan's sub-tasks, not
+        those of an older plan).
+        """
+        settings = self.settings
+        started = (settings.jira_status_in_progress, settings.jira_status_in_testing,
+                   settings.jira_status_done, settings.jira_status_blocked)
+        busy = [s.key for s in siblings if s.key != current_key
+                and same_status(s.status, settings.jira_status_in_progress)]
+        if busy:
+            await run.ctx.event("Next sub-task not started: another one is in progress",
+                                in_progress=busy)
+            return None
+        following = next((s for s in siblings if s.key != current_key
+                          and (candidates is None or s.key in candidates)
+                          and not any(same_status(s.status, name) for name in started)), None)
+        if following is None:
+            return None
+        key = following.key
+        await self._transition(run, key, settings.jira_status_in_progress, f"start_{key}")
+        if following.assignee_account_id != settings.jira_ai_account_id:
+            await self._assign(run, key, settings.jira_ai_account_id, f"start_assign_{key}")
+
+        async def enqueue() -> dict[str, Any]:
+            payload = dumps({"event_type": "mwai:start_subtask", "issue_key": key,
+                             "source": "mwai", "started_by_run": run.id})
+            result = await run.ctx.enqueue(key, payload, "mwai:start_subtask")
+            return {"issue_key": key, "queued_run_id": result.run_id,
+                    "coalesced": result.coalesced}
+        await run.once(f"enqueue_{key}", f"Run queued for {key}", enqueue)
+        return key
+
+    async def _execute(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
+        settings, ctx = self.settings, run.ctx
+        if not sub.parent_key:
+            raise PermanentError(f"sub-task {sub.key} has no parent in Jira")
+        async with self._parent_lock(sub.parent_key):
+            run.step = "read the parent and the comments"
+            parent = await self.jira.get_issue(sub.parent_key)
+            plan = find_latest_plan(await self.jira.get_comments(parent.key))
+            comments = await self.jira.get_comments(sub.key)
+            run.step = "resolve the repository"
+            repo = resolve_repo(settings, parent.project_key)
+            branch = branch_name(parent.key, parent.summary)
+            await ctx.record(branch=branch)
+            pushed = run.result("push")
+            if pushed is None:
+                feedback = feedback_since_last_ai_comment(comments, settings.jira_ai_account_id)
+                prompt = build_prompt(sub, parent, plan, feedback, settings.prompt_max_chars)
+                pushed = await self._change_and_push(run, sub, repo, branch, prompt, comments)
+                if pushed is None:
+                    return
+            agent = run.result("agent") or {}
+            pr = await self._open_pr(run, parent, repo, branch)
+            await ctx.record(pr_url=pr["pr_url"])
+            await self._comment(run, sub.key, self._result_text(branch, pr, pushed, agent),
+                                "result_comment", comments)
+            await self._transition(run, sub.key, settings.jira_status_in_testing,
+                                   "execute_transition")
+            await self._assign(run, sub.key, settings.jira_human_account_id, "execute_assign")
+            run.step = "start the next sub-task"
+            await self._start_next(run, await self.jira.list_subtasks(parent.key), sub.key)
+
+    async def _change_and_push(self, run: RunJournal, sub: Issue, repo: RepoConfig, branch: str,
+                               prompt: str, comments: list[Comment]) -> dict[str, Any] | None:
+        """Agent -> commit -> push in a fresh worktree; None when there is nothing to push."""
+        run.step = "prepare the worktree"
+        self.git.use_token(await self.github.token())
+        worktree = await self.git.prepare(repo, branch, run.id)
+        try:
+            sha = await self._pushed_by_this_run(worktree, run.ids)
+            if sha is not None:
+                return await run.journal("push", f"Commit {sha[:12]} already on origin",
+                                         commit=sha, branch=branch, found=True)
+            run.step = "run the agent"
+            result = await self._run_agent(self.settings, worktree.path, prompt, self._llm)
+            run.usage.add(result.cost_usd, result.input_tokens, result.output_tokens)
+            secrets = self.settings.secret_values()
+            await run.journal("agent", f"Agent finished (exit {result.exit_code})",
+                              exit_code=result.exit_code, duration_s=round(result.duration_s, 3),
+                              summary=scrub(result.summary[:SUMMARY_MAX_CHARS], secrets),
+                              output_tail=scrub(result.output[-2000:], secrets),
+                              cost_usd=result.cost_usd,
+                              input_tokens=result.input_tokens,
+                              output_tokens=result.output_tokens)
+            sha = None
+            if result.exit_code == 0:
+                run.step = "commit"
+                message = f"{sub.key}: {sub.summary}\n\n{RUN_TRAILER}: {run.id}\n"
+                sha = await self.git.commit_all(worktree, message)
+            if sha is None:
+                await self._blocked(run, sub, result, comments)
+                return None
+            run.step = "push"
+            await self.git.push(worktree)
+            return await run.journal("push", f"Pushed {sha[:12]} to {branch}", commit=sha,
+                                     branch=branch)
+        finally:
+            try:
+                await self.git.remove(worktree)
+            except Exception as exc:
+                log.warning("Could not remove the worktree", extra={
+                    "path": str(worktree.path), "error": str(exc)})
+
+    async def _pushed_by_this_run(self, worktree: Worktree, run_ids: list[int]) -> str | None:
+        """The commit an earlier attempt of this run pushed (found by its trailer)."""
+        if worktree.created_branch or not worktree.start_commit:
+            return None
+        ids = "|".join(str(run_id) for run_id in run_ids)
+        proc = await asyncio.create_subprocess_exec(
+            "git", "log", "-n", "1", "--format=%H", "--extended-regexp",
+            f"--grep=^{RUN_TRAILER}: ({ids})$", worktree.start_commit,
+            cwd=worktree.path, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await proc.communicate()
+        return out.decode().strip() or None if proc.returncode == 0 else None
+
+    async def _blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
+                       comments: list[Comment]) -> None:
+        settings = self.settings
+        last = (result.summary or result.output[-SUMMARY_MAX_CHARS:]).strip() or "(no output)"
+        why = ("the agent finished without changing any file" if result.exit_code == 0
+               else f"the agent exited with code {result.exit_code}; nothing was committed")
+        text = (f"mwai did not commit anything for {sub.key}: {why}.\n"
+                f"The agent's last message:\n{last[:SUMMARY_MAX_CHARS]}\n\n"
+                f"Add what is missing in a comment, then move {sub.key} back to "
+                f"{settings.jira_status_in_progress} and assign it to the AI account.")
+        await self._comment(run, sub.key, text, "blocked_comment", comments)
+        await self._transition(run, sub.key, settings.jira_status_blocked, "blocked_transition")
+        await self._assign(run, sub.key, settings.jira_human_account_id, "blocked_assign")
+
+    async def _open_pr(self, run: RunJournal, parent: Issue, repo: RepoConfig,
+                       branch: str) -> dict[str, Any]:
+        async def open_pr() -> dict[str, Any]:
+            siblings = await self.jira.list_subtasks(parent.key)
+            body = "\n".join([
+                f"Implements {parent.key}: {parent.summary}", "",
+                "Sub-tasks (one commit each, by mwai):",
+                *[f"- {s.key}: {s.summary}" for s in siblings],
+                "", "Opened as a draft; marked ready when every sub-task is Done in Jira.",
+            ])
+            pr, created = await self.github.open_or_update_pr(
+                repo.github_repo, branch, repo.base_branch, f"{parent.key}: {parent.summary}",
+                body, draft=True)
+            return {"pr_url": pr.url, "pr_number": pr.number, "created": created}
+        return await run.once("pull_request", "Pull request opened or updated", open_pr)
+
+    @staticmethod
+    def _result_text(branch: str, pr: dict[str, Any], pushed: dict[str, Any],
+                     agent: dict[str, Any]) -> str:
+        lines = [
+            "mwai pushed a change for this sub-task.",
+            f"Branch: {branch}",
+            f"Pull request: {pr['pr_url']}",
+            f"Commit: {pushed['commit']}",
+        ]
+        if agent.get("summary"):
+            lines += ["Agent summary:", str(agent["summary"])]
+        if agent.get("duration_s") is not None:
+            lines.append(f"Duration: {float(agent['duration_s']):.1f} s")
+        if agent.get("input_tokens") is not None or agent.get("output_tokens") is not None:
+            lines.append(f"Tokens: {agent.get('input_tokens') or 0} in, "
+                         f"{agent.get('output_tokens') or 0} out")
+        if agent.get("cost_usd") is not None:
+            lines.append(f"Cost: ${float(agent['cost_usd']):.4f}")
+        lines.append("Review it, then move this sub-task to Done, or back to In Progress "
+                     "with a comment for a rework.")
+        return "\n".join(lines)
+
+    async def _subtask_done(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
+        settings, ctx = self.settings, run.ctx
+        if not sub.parent_key:
+            raise PermanentError(f"sub-task {sub.key} has no parent in Jira")
+        async with self._parent_lock(sub.parent_key):
+            run.step = "read the parent"
+            parent = await self.jira.get_issue(sub.parent_key)
+            if same_status(parent.status, settings.jira_status_done) \
+                    and run.result("parent_done") is None:
+                await ctx.event(f"Parent {parent.key} is already {parent.status}")
+                return
+            siblings = await self.jira.list_subtasks(parent.key)
+            waiting = [s.key for s in siblings
+                       if not same_status(s.status, settings.jira_status_done)]
+            if waiting:
+                await ctx.event("Waiting for the other sub-tasks", waiting=waiting)
+                return
+            repo = resolve_repo(settings, parent.project_key)
+            branch = branch_name(parent.key, parent.summary)
+            run.step = "find the pull request"
+            pr = await self.github.find_pr(repo.github_repo, branch)
+            if pr is None:
+                await ctx.event(f"No open pull request for {branch}", level="warning")
+            else:
+                await ctx.record(branch=branch, pr_url=pr.url)
+                if pr.draft:
+                    async def ready() -> dict[str, Any]:
+                        await self.github.mark_ready(repo.github_repo, pr)
+                        return {"pr_url": pr.url}
+                    await run.once("pr_ready", "Pull request marked ready for review", ready)
+            lines = [f"All {len(siblings)} sub-task(s) of {parent.key} are Done."]
+            if pr is not None:
+                lines.append(f"Pull request ready for review: {pr.url}")
+            lines.append(f"mwai moved {parent.key} to {settings.jira_status_done}. {DONE_MARKER}")
+            run.step = "read the parent's comments"
+            comments = await self.jira.get_comments(parent.key)
+            await self._comment(run, parent.key, "\n".join(lines), "done_comment", comments,
+                                marker=DONE_MARKER)
+            await self._transition(run, parent.key, settings.jira_status_done, "parent_done")

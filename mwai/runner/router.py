@@ -1,0 +1,74 @@
+"""Pure routing: what a run should do, decided from the issue's *current* state.
+
+The webhook is only a trigger; the run re-reads the issue from Jira and calls
+``route``. Because the answer depends only on the present state, duplicates and
+late deliveries are harmless: a stale trigger finds nothing to do (NOOP, with
+the reason recorded on the run).
+
+| current state                                   | action       |
+|-------------------------------------------------|--------------|
+| parent, Backlog, assigned to AI                 | PLAN         |
+| parent, In Progress, assigned to AI (approved)  | START        |
+| sub-task, In Progress, assigned to AI           | EXECUTE      |
+| sub-task, Done                                  | SUBTASK_DONE |
+| anything else (or a skip label)                 | NOOP         |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from mwai.settings import Settings
+
+if TYPE_CHECKING:
+    from mwai.clients.jira import Issue
+
+
+class Action(StrEnum):
+    PLAN = "plan"
+    START = "start"
+    EXECUTE = "execute"
+    SUBTASK_DONE = "subtask_done"
+    NOOP = "noop"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+
+
+def same_status(actual: str, configured: str) -> bool:
+    """Jira status names compared the way Jira shows them to people: case-insensitively."""
+    return actual.strip().casefold() == configured.strip().casefold()
+
+
+def route(issue: Issue, settings: Settings) -> Decision:
+    kind = "sub-task" if issue.is_subtask else "parent"
+    skipped = sorted(set(issue.labels) & set(settings.skip_labels))
+    if skipped:
+        return Decision(Action.NOOP, f"{issue.key} has the label {skipped[0]!r} "
+                                     "(MWAI_SKIP_LABELS): mwai leaves it alone")
+    if issue.is_subtask and same_status(issue.status, settings.jira_status_done):
+        return Decision(Action.SUBTASK_DONE, f"sub-task {issue.key} is "
+                                             f"{settings.jira_status_done}")
+    ai = settings.jira_ai_account_id
+    if not ai or issue.assignee_account_id != ai:
+        who = issue.assignee_account_id or "nobody"
+        return Decision(Action.NOOP, f"{kind} {issue.key} is assigned to {who}, not to the "
+                                     "AI account (JIRA_AI_ACCOUNT_ID)")
+    if issue.is_subtask:
+        if same_status(issue.status, settings.jira_status_in_progress):
+            return Decision(Action.EXECUTE, f"sub-task {issue.key} is "
+                                            f"{settings.jira_status_in_progress} and assigned "
+                                            "to AI")
+    elif same_status(issue.status, settings.jira_status_backlog):
+        return Decision(Action.PLAN, f"{issue.key} is {settings.jira_status_backlog} and "
+                                     "assigned to AI")
+    elif same_status(issue.status, settings.jira_status_in_progress):
+        return Decision(Action.START, f"{issue.key} is {settings.jira_status_in_progress} "
+                                      "and assigned to AI (plan approved)")
+    return Decision(Action.NOOP, f"{kind} {issue.key} is in status {issue.status!r} assigned "
+                                 "to AI: nothing to do in that state")

@@ -1,0 +1,222 @@
+"""Pure functions of the webhook: authenticate, parse, validate -> ``Trigger``.
+
+Two payload shapes arrive at ``POST /webhook/jira``:
+
+* Jira Automation "Send web request" bodies, flat:
+  ``{"event_type", "issue_key" | "issueKey", "issue_type", "status",
+  "assignee_account_id", "parent_key", "project_key", ...}``
+* native Jira Cloud webhooks: ``{"webhookEvent": "jira:issue_updated",
+  "issue": {"key", "fields": {...}}, "changelog", "user", "comment"}``
+
+The webhook is only a trigger: the run re-reads the issue from Jira, so only
+the key must be right; the other fields are kept for the journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from mwai.errors import WebhookError
+
+SECRET_HEADER = "X-Moveware-Webhook-Secret"
+SIGNATURE_HEADER = "X-Hub-Signature"
+DELIVERY_HEADER = "X-Atlassian-Webhook-Identifier"
+
+ISSUE_KEY_RE = re.compile(r"[A-Z][A-Z0-9_]{0,49}-[1-9][0-9]{0,14}")
+MAX_DEPTH = 64
+MAX_DELIVERY_ID_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    issue_key: str
+    source: str  # automation | jira
+    event_type: str
+    issue_type: str | None = None
+    status: str | None = None
+    assignee_account_id: str | None = None
+    parent_key: str | None = None
+    project_key: str | None = None
+
+
+def authenticate(
+    secret: str, header_secret: str | None, signature: str | None, body: bytes | None
+) -> None:
+    """Accept the shared-secret header or an HMAC-SHA256 signature of the body.
+
+    Both comparisons take constant time. Raises WebhookError(401).
+    """
+    expected = secret.encode()
+    if header_secret is not None:
+        if hmac.compare_digest(header_secret.encode("utf-8", "surrogateescape"), expected):
+            return
+        raise WebhookError(401, f"the {SECRET_HEADER} header does not match the secret")
+    if signature is not None:
+        if body is None:
+            raise WebhookError(401, "signature given but no body to check it against")
+        algorithm, _, digest = signature.partition("=")
+        if algorithm.strip().lower() != "sha256" or not digest:
+            raise WebhookError(401, f"{SIGNATURE_HEADER} must be 'sha256=<hex digest>'")
+        computed = hmac.new(expected, body, hashlib.sha256).hexdigest()
+        if hmac.compare_digest(digest.strip().lower().encode("ascii", "replace"),
+                               computed.encode()):
+            return
+        raise WebhookError(401, f"the {SIGNATURE_HEADER} signature does not match the body")
+    raise WebhookError(
+        401, f"missing credentials: send the {SECRET_HEADER} header or a {SIGNATURE_HEADER} "
+        "HMAC-SHA256 signature"
+    )
+
+
+def check_content_type(content_type: str) -> None:
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if mime != "application/json" and not (mime.startswith("application/") and
+                                           mime.endswith("+json")):
+        shown = mime or "none"
+        raise WebhookError(415, f"Content-Type must be application/json (got {shown})")
+
+
+def check_delivery_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > MAX_DELIVERY_ID_CHARS or not value.isprintable() or not value.isascii():
+        raise WebhookError(400, f"{DELIVERY_HEADER} must be printable ASCII of at most "
+                                f"{MAX_DELIVERY_ID_CHARS} characters")
+    return value
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise WebhookError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise WebhookError(400, "body must be a JSON object")
+    # Walking the document costs more than parsing it; only a body with enough
+    # brackets can be too deep.
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _depth(document) > MAX_DEPTH:
+        raise WebhookError(400, f"body is nested deeper than {MAX_DEPTH} levels")
+    return document
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, computed without recursion (hostile bodies nest deeply)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            return depth
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def to_trigger(document: dict[str, Any]) -> Trigger:
+    """Read either payload shape; raise WebhookError(400/422) naming the bad field."""
+    if "webhookEvent" in document or isinstance(document.get("issue"), dict):
+        return _native(document)
+    return _automation(document)
+
+
+def _optional_str(document: dict[str, Any], *names: str) -> str | None:
+    for name in names:
+        if name in document and document[name] is not None:
+            value = document[name]
+            if not isinstance(value, str):
+                raise WebhookError(422, f"field {name!r} must be a string")
+            return value
+    return None
+
+
+def validate_issue_key(value: Any, field_name: str) -> str:
+    if not isinstance(value, str):
+        raise WebhookError(422, f"field {field_name!r} must be a string like PROJ-123")
+    if not ISSUE_KEY_RE.fullmatch(value):
+        shown = value if len(value) <= 40 and value.isprintable() else repr(value[:40])
+        raise WebhookError(
+            422, f"field {field_name!r} is not a Jira issue key like PROJ-123 (got {shown})"
+        )
+    return value
+
+
+def _automation(document: dict[str, Any]) -> Trigger:
+    raw_key = None
+    key_field = "issue_key"
+    for name in ("issue_key", "issueKey"):
+        if document.get(name) is not None:
+            raw_key, key_field = document[name], name
+            break
+    if raw_key is None:
+        raise WebhookError(400, "no issue key: send 'issue_key' (Automation) or "
+                                "'issue.key' (native Jira webhook)")
+    issue_key = validate_issue_key(raw_key, key_field)
+    parent = _optional_str(document, "parent_key", "parentKey")
+    if parent:
+        validate_issue_key(parent, "parent_key")
+    return Trigger(
+        issue_key=issue_key,
+        source="automation",
+        event_type=_optional_str(document, "event_type", "eventType") or "automation",
+        issue_type=_optional_str(document, "issue_type", "issueType"),
+        status=_optional_str(document, "status"),
+        assignee_account_id=_optional_str(document, "assignee_account_id", "assigneeAccountId"),
+        parent_key=parent or None,
+        project_key=_optional_str(document, "project_key", "projectKey"),
+    )
+
+
+def _field(container: Any, *path: str) -> Any:
+    for name in path:
+        if not isinstance(container, dict):
+            return None
+        container = container.get(name)
+    return container
+
+
+def _native_str(container: Any, label: str, *path: str) -> str | None:
+    value = _field(container, *path)
+    if value is not None and not isinstance(value, str):
+        raise WebhookError(422, f"field {label!r} must be a string")
+    return value
+
+
+def _native(document: dict[str, Any]) -> Trigger:
+    event = document.get("webhookEvent", "")
+    if not isinstance(event, str):
+        raise WebhookError(422, "field 'webhookEvent' must be a string")
+    issue = document.get("issue")
+    if not isinstance(issue, dict) or issue.get("key") is None:
+        raise WebhookError(400, f"no issue key: a native {event or 'Jira'} webhook needs "
+                                "'issue.key'")
+    issue_key = validate_issue_key(issue.get("key"), "issue.key")
+    fields = issue.get("fields")
+    if fields is not None and not isinstance(fields, dict):
+        raise WebhookError(422, "field 'issue.fields' must be an object")
+    parent = _native_str(fields, "issue.fields.parent.key", "parent", "key")
+    if parent:
+        validate_issue_key(parent, "issue.fields.parent.key")
+    return Trigger(
+        issue_key=issue_key,
+        source="jira",
+        event_type=event or "jira:webhook",
+        issue_type=_native_str(fields, "issue.fields.issuetype.name", "issuetype", "name"),
+        status=_native_str(fields, "issue.fields.status.name", "status", "name"),
+        assignee_account_id=_native_str(
+            fields, "issue.fields.assignee.accountId", "assignee", "accountId"
+        ),
+        parent_key=parent,
+        project_key=_native_str(fields, "issue.fields.project.key", "project", "key"),
+    )
