@@ -16,17 +16,11 @@ import orjson
 
 from mwai import __version__
 from mwai.bench import loadgen as lg
-from mwai.bench.run import (
-    FULL,
-    QUICK,
-    SECTIONS,
-    Bench,
-    BenchError,
-    evaluate,
-    machine,
-    render_markdown,
-    render_table,
-)
+from mwai.bench.machine import machine
+from mwai.bench.report import render_markdown, render_table
+from mwai.bench.run import FULL, QUICK, SECTIONS, Bench
+from mwai.bench.service import BenchError
+from mwai.bench.targets import evaluate
 from mwai.cli.common import fail, print_json
 from mwai.errors import EXIT_OK, EXIT_PROBLEM, UsageError
 

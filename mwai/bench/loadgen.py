@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
+from aiohttp import web
 
 KEY_PLACEHOLDER = "__KEY__"
 # Keys of one run: PREFIX-(base + slot * KEY_STRIDE + counter); slots never overlap.
@@ -236,8 +238,6 @@ def _builtin_worker(spec: LoadSpec, slot_first: int, connections: int, start_at:
 
 async def _builtin_clients(spec: LoadSpec, slot_first: int, connections: int, start_at: float,
                            stop: multiprocessing.synchronize.Event) -> tuple[list[float], int]:
-    import aiohttp
-
     latencies: list[float] = []
     errors = 0
     deadline = start_at + spec.duration_s
@@ -351,9 +351,8 @@ def generator_name(prefer_wrk: bool = True) -> str:
 BARE_ANSWER = orjson.dumps({"ok": True, "run_id": 1, "deduplicated": False, "coalesced": False})
 
 
-def bare_app() -> Any:
+def bare_app() -> web.Application:
     """aiohttp with no middleware, no logging, no database: the framework's ceiling."""
-    from aiohttp import web
 
     async def webhook(request: web.Request) -> web.Response:
         await request.read()
@@ -375,8 +374,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     bare.add_argument("--host", default="127.0.0.1")
     bare.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    from aiohttp import web
-
     web.run_app(bare_app(), host=args.host, port=args.port, access_log=None, print=None,
                 backlog=1024)
     return 0

@@ -27,6 +27,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mwai.demo.loopback import Fault, LoopbackServer
 
@@ -66,10 +69,6 @@ def _b64decode(part: str) -> bytes:
 
 def jwt_problem(app: FakeApp, token: str, now_s: float) -> str | None:
     """Why GitHub would refuse this app JWT, or None when it is valid."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
     parts = token.split(".")
     if len(parts) != 3:
         return "A JSON web token could not be decoded"

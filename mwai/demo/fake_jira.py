@@ -17,6 +17,9 @@ failure modes of the real API:
 * fault injection (429 + Retry-After, 5xx, slow answers, an HTML 200 page) and
   a request log for assertions.
 
+This module is the HTTP side (auth, faults, routes, request validation); the
+site's state, workflow, rules and JSON shapes are in ``fake_jira_site``.
+
 Usage::
 
     async with FakeJira(webhook_url=..., webhook_secret=...) as jira:
@@ -29,21 +32,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import datetime
 import hmac
-import itertools
-import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
-from mwai.clients.adf import adf_problems, adf_to_text, text_to_adf
-
-log = logging.getLogger("mwai.demo.fake_jira")
+from mwai.clients.adf import adf_problems, adf_to_text
+from mwai.demo.fake_jira_site import WORKFLOW, Body, FakeIssue, JiraSite, Transition
 
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
 NOT_ADF = "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
@@ -51,69 +49,6 @@ COMMENT_NOT_VALID = "Comment body is not valid!"  # what v3 says about a plain-s
 NOT_STRING = "Operation value must be a string"
 MAX_TEXT_CHARS = 32_767
 TOO_LONG = "The entered text is too long. It exceeds the allowed limit of 32,767 characters."
-SECRET_HEADER = "X-Moveware-Webhook-Secret"
-
-Body = dict[str, Any] | str | None  # ADF document (stored as sent in v3) or v2 string
-
-
-@dataclass(frozen=True)
-class Transition:
-    id: str
-    name: str
-    to: str
-    # Statuses it is available from; None: from every other status.
-    sources: frozenset[str] | None = None
-
-    def available_from(self, status: str) -> bool:
-        if status == self.to:
-            return False
-        return self.sources is None or status in self.sources
-
-
-STATUSES: dict[str, tuple[str, str]] = {
-    # name: (id, status category key)
-    "Backlog": ("10000", "new"),
-    "Plan Review": ("10001", "indeterminate"),
-    "In Progress": ("3", "indeterminate"),
-    "In Testing": ("10002", "indeterminate"),
-    "Done": ("10003", "done"),
-    "Blocked": ("10004", "new"),
-}
-
-WORKFLOW: tuple[Transition, ...] = (
-    Transition("11", "Back to backlog", "Backlog"),
-    Transition("21", "Send to plan review", "Plan Review"),
-    Transition("31", "Approve plan", "In Progress", frozenset({"Plan Review"})),
-    Transition("41", "Start work", "In Progress",
-               frozenset(STATUSES) - {"Plan Review", "In Progress"}),
-    Transition("51", "Ready for testing", "In Testing"),
-    Transition("61", "Mark done", "Done"),
-    Transition("71", "Block", "Blocked"),
-)
-
-
-@dataclass
-class FakeComment:
-    id: str
-    author_account_id: str | None
-    body: Body
-    created: str
-
-
-@dataclass
-class FakeIssue:
-    key: str
-    id: str
-    project: str
-    summary: str
-    description: Body
-    status: str
-    issue_type: str
-    assignee_account_id: str | None
-    parent_key: str | None
-    labels: list[str] = field(default_factory=list)
-    comments: list[FakeComment] = field(default_factory=list)
-    subtask_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -135,13 +70,6 @@ class Fault:
     match: str | None = None  # substring of "METHOD /path"; None: any request
 
 
-@dataclass
-class WebhookDelivery:
-    payload: dict[str, Any]
-    status: int | None
-    error: str | None
-
-
 class JiraFail(Exception):
     """Answer the request with Jira's error shape."""
 
@@ -152,18 +80,13 @@ class JiraFail(Exception):
         self.body = {"errorMessages": list(messages), "errors": errors or {}}
 
 
-def _now_jira() -> str:
-    moment = datetime.datetime.now(datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
-
-
 def _json(document: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(document),
                         content_type="application/json")
 
 
-class FakeJira:
-    """A small Jira Cloud site: one AI account, one human, any number of projects."""
+class FakeJira(JiraSite):
+    """The site's REST API on 127.0.0.1, as mwai's Jira client sees Jira Cloud."""
 
     def __init__(
         self,
@@ -183,32 +106,20 @@ class FakeJira:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(
+            ai_account_id=ai_account_id, human_account_id=human_account_id,
+            extra_account_ids=extra_account_ids, webhook_url=webhook_url,
+            webhook_secret=webhook_secret, rules_enabled=rules_enabled,
+            subtask_type_name=subtask_type_name, initial_status=initial_status,
+            workflow=workflow)
         self.email = email
         self.api_token = api_token
-        self.ai_account_id = ai_account_id
-        self.human_account_id = human_account_id
-        self.accounts = {ai_account_id: "AI Runner", human_account_id: "Human Reviewer"}
-        self.accounts.update({account: account for account in extra_account_ids})
-        self.webhook_url = webhook_url
-        self.webhook_secret = webhook_secret
-        self.rules_enabled = rules_enabled
-        self.subtask_type_name = subtask_type_name
         self.max_page_size = max_page_size
-        self.initial_status = initial_status
-        self.workflow = workflow
         self.host = host
         self.port = port
-        self.issues: dict[str, FakeIssue] = {}
-        self.projects: dict[str, str] = {}  # key -> id
         self.requests: list[RequestRecord] = []
-        self.webhook_deliveries: list[WebhookDelivery] = []
         self.faults: list[Fault] = []
-        self._next_number: dict[str, int] = {}
-        self._ids = itertools.count(10001)
-        self._webhook_tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self.url = ""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -222,16 +133,11 @@ class FakeJira:
         address = self._runner.addresses[0]
         self.port = int(address[1])
         self.url = f"http://{self.host}:{self.port}"
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        self._open_rules()
         return self
 
     async def stop(self) -> None:
-        await self.wait_webhooks(timeout_s=2.0)
-        for task in list(self._webhook_tasks):
-            task.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._close_rules()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -257,7 +163,7 @@ class FakeJira:
         token = base64.b64encode(f"{self.email}:{self.api_token}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
-    # ------------------------------------------------------------ faults
+    # ------------------------------------------------------------ faults and the request log
 
     def fail_next(self, n: int = 1, status: int = 429, retry_after_s: float | None = None,
                   match: str | None = None) -> None:
@@ -280,163 +186,10 @@ class FakeJira:
                 return self.faults.pop(index)
         return None
 
-    # ------------------------------------------------------------ test helpers
-
-    def add_project(self, key: str) -> None:
-        if key not in self.projects:
-            self.projects[key] = str(next(self._ids))
-            self._next_number.setdefault(key, 1)
-
-    def issue_types(self) -> list[dict[str, Any]]:
-        types = [("10001", "Task", False, 0), ("10002", "Story", False, 0),
-                 ("10003", "Bug", False, 0), ("10000", "Epic", False, 1),
-                 ("10005", self.subtask_type_name, True, -1)]
-        return [{"id": type_id, "name": name, "subtask": subtask, "hierarchyLevel": level,
-                 "description": f"A {name.lower()}.", "iconUrl": f"{self.url}/icons/{type_id}.svg",
-                 "self": f"{self.url}/rest/api/3/issuetype/{type_id}"}
-                for type_id, name, subtask, level in types]
-
-    def _is_subtask_type(self, name: str) -> bool:
-        return name == self.subtask_type_name
-
-    def create_issue(
-        self,
-        key: str | None = None,
-        *,
-        project: str = "PROJ",
-        summary: str = "A test issue",
-        description: str | dict[str, Any] = "",
-        status: str | None = None,
-        assignee: str | None = None,
-        issue_type: str | None = None,
-        parent: str | None = None,
-        labels: Iterable[str] = (),
-    ) -> str:
-        """Create an issue directly (no webhook, like an import); return its key."""
-        if key is not None:
-            project, _, digits = key.rpartition("-")
-            if not project or not digits.isdigit():
-                raise ValueError(f"issue key must look like PROJ-123, got {key!r}")
-        self.add_project(project)
-        if key is None:
-            key = f"{project}-{self._next_number[project]}"
-        if key in self.issues:
-            raise ValueError(f"issue {key} exists already")
-        number = int(key.rpartition("-")[2])
-        self._next_number[project] = max(self._next_number[project], number + 1)
-        if parent is not None and parent not in self.issues:
-            raise ValueError(f"parent {parent} does not exist")
-        issue_type = issue_type or (self.subtask_type_name if parent else "Story")
-        status = status or self.initial_status
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
-        issue = FakeIssue(
-            key=key, id=str(next(self._ids)), project=project, summary=summary,
-            description=description or None, status=status, issue_type=issue_type,
-            assignee_account_id=assignee, parent_key=parent, labels=list(labels))
-        self.issues[key] = issue
-        if parent is not None:
-            self.issues[parent].subtask_keys.append(key)
-        return key
-
-    def issue(self, key: str) -> FakeIssue:
-        return self.issues[key]
-
-    def human_comment(self, key: str, text: str, author: str | None = None) -> str:
-        """A comment written by a person in the Jira UI; returns its id."""
-        return self._add_comment(self.issues[key], text,
-                                 author or self.human_account_id).id
-
-    def human_transition(self, key: str, status: str, assignee: str | None | object = ...,
-                         ) -> None:
-        """A person moves the issue (any status, like a board drag) and maybe reassigns it."""
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
-        issue = self.issues[key]
-        self._set_status(issue, status)
-        if assignee is not ...:
-            self._set_assignee(issue, assignee if isinstance(assignee, str) else None)
-
-    def human_assign(self, key: str, account_id: str | None) -> None:
-        self._set_assignee(self.issues[key], account_id)
-
-    def comments_of(self, key: str) -> list[str]:
-        """The issue's comments as plain text, oldest first."""
-        return [adf_to_text(comment.body) for comment in self.issues[key].comments]
-
-    def comment_records(self, key: str) -> list[FakeComment]:
-        return list(self.issues[key].comments)
-
-    def subtasks_of(self, key: str) -> list[FakeIssue]:
-        return [self.issues[sub] for sub in self.issues[key].subtask_keys]
-
     def calls(self, method: str | None = None, path_contains: str = "") -> list[RequestRecord]:
         """Logged requests, filtered by method and a substring of the path."""
         return [record for record in self.requests
                 if (method is None or record.method == method) and path_contains in record.path]
-
-    async def wait_webhooks(self, timeout_s: float = 5.0) -> None:
-        """Wait until every rule delivery started so far has finished."""
-        pending = [task for task in self._webhook_tasks if not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout_s)
-
-    # ------------------------------------------------------------ state changes
-
-    def _add_comment(self, issue: FakeIssue, body: Body, author: str | None) -> FakeComment:
-        comment = FakeComment(id=str(next(self._ids)), author_account_id=author, body=body,
-                              created=_now_jira())
-        issue.comments.append(comment)
-        return comment
-
-    def _set_status(self, issue: FakeIssue, status: str) -> None:
-        if issue.status != status:
-            issue.status = status
-            self._fire_rule("issue_transitioned", issue)
-
-    def _set_assignee(self, issue: FakeIssue, account_id: str | None) -> None:
-        if issue.assignee_account_id != account_id:
-            issue.assignee_account_id = account_id
-            self._fire_rule("issue_assigned", issue)
-
-    def _fire_rule(self, event_type: str, issue: FakeIssue) -> None:
-        if not self.rules_enabled or not self.webhook_url:
-            return
-        payload = {
-            "event_type": event_type,
-            "issue_key": issue.key,
-            "issue_type": issue.issue_type,
-            "status": issue.status,
-            "assignee_account_id": issue.assignee_account_id,
-            "parent_key": issue.parent_key,
-            "project_key": issue.project,
-        }
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            log.warning("Fake Jira rule not fired (no event loop): %s %s", event_type, issue.key)
-            return
-        task = loop.create_task(self._deliver(payload))
-        self._webhook_tasks.add(task)
-        task.add_done_callback(self._webhook_tasks.discard)
-
-    async def _deliver(self, payload: dict[str, Any]) -> None:
-        headers = {"Content-Type": "application/json"}
-        if self.webhook_secret:
-            headers[SECRET_HEADER] = self.webhook_secret
-        status: int | None = None
-        error: str | None = None
-        try:
-            if self._session is None or self.webhook_url is None:
-                raise RuntimeError("fake Jira is not started")
-            async with self._session.post(self.webhook_url, data=orjson.dumps(payload),
-                                          headers=headers) as answer:
-                await answer.read()
-                status = answer.status
-        except Exception as exc:  # Automation only logs failed web requests
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning("Fake Jira rule delivery failed: %s", error)
-        self.webhook_deliveries.append(WebhookDelivery(payload, status, error))
 
     # ------------------------------------------------------------ HTTP plumbing
 
@@ -521,7 +274,7 @@ class FakeJira:
         app.router.add_post(base + "/issue/{key}/transitions", self._post_transition)
         app.router.add_put(base + "/issue/{key}/assignee", self._put_assignee)
 
-    # ------------------------------------------------------------ representations
+    # ------------------------------------------------------------ reading requests
 
     def _found(self, request: web.Request) -> FakeIssue:
         issue = self.issues.get(request.match_info["key"])
@@ -532,66 +285,6 @@ class FakeJira:
     @staticmethod
     def _v3(request: web.Request) -> bool:
         return request.match_info["version"] == "3"
-
-    @staticmethod
-    def _render_body(body: Body, v3: bool) -> Any:
-        if body is None:
-            return None
-        if v3:
-            return body if isinstance(body, dict) else text_to_adf(body)
-        return body if isinstance(body, str) else adf_to_text(body)
-
-    def _user(self, account_id: str | None) -> dict[str, Any] | None:
-        if account_id is None:
-            return None
-        return {"accountId": account_id, "displayName": self.accounts.get(account_id, account_id),
-                "active": True, "accountType": "atlassian",
-                "self": f"{self.url}/rest/api/3/user?accountId={account_id}"}
-
-    def _status(self, name: str) -> dict[str, Any]:
-        status_id, category = STATUSES.get(name, ("1", "new"))
-        return {"self": f"{self.url}/rest/api/3/status/{status_id}", "name": name,
-                "id": status_id, "description": "",
-                "statusCategory": {"key": category, "name": category.title()}}
-
-    def _issuetype(self, name: str) -> dict[str, Any]:
-        for issue_type in self.issue_types():
-            if issue_type["name"] == name:
-                return issue_type
-        return {"id": "10009", "name": name, "subtask": False, "hierarchyLevel": 0}
-
-    def _brief(self, issue: FakeIssue) -> dict[str, Any]:
-        return {"id": issue.id, "key": issue.key,
-                "self": f"{self.url}/rest/api/3/issue/{issue.id}",
-                "fields": {"summary": issue.summary, "status": self._status(issue.status),
-                           "issuetype": self._issuetype(issue.issue_type)}}
-
-    def _issue_json(self, issue: FakeIssue, v3: bool, wanted: set[str] | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "summary": issue.summary,
-            "description": self._render_body(issue.description, v3),
-            "status": self._status(issue.status),
-            "issuetype": self._issuetype(issue.issue_type),
-            "assignee": self._user(issue.assignee_account_id),
-            "project": {"id": self.projects[issue.project], "key": issue.project,
-                        "name": f"Project {issue.project}"},
-            "labels": list(issue.labels),
-            "subtasks": [self._brief(self.issues[key]) for key in issue.subtask_keys],
-        }
-        if issue.parent_key is not None:
-            fields["parent"] = self._brief(self.issues[issue.parent_key])
-        if wanted is not None:
-            fields = {name: value for name, value in fields.items() if name in wanted}
-        return {"expand": "renderedFields,names,schema,operations", "id": issue.id,
-                "key": issue.key, "self": f"{self.url}/rest/api/3/issue/{issue.id}",
-                "fields": fields}
-
-    def _comment_json(self, comment: FakeComment, v3: bool) -> dict[str, Any]:
-        return {"id": comment.id, "self": f"{self.url}/rest/api/3/comment/{comment.id}",
-                "author": self._user(comment.author_account_id),
-                "updateAuthor": self._user(comment.author_account_id),
-                "body": self._render_body(comment.body, v3), "created": comment.created,
-                "updated": comment.created, "jsdPublic": True}
 
     def _check_body(self, value: Any, v3: bool, field_name: str) -> Body:
         """A rich-text field as the real API validates it (ADF in v3, string in v2)."""
@@ -739,6 +432,9 @@ class FakeJira:
         issue = self.issues[key]
         return _json({"id": issue.id, "key": issue.key,
                       "self": f"{self.url}/rest/api/3/issue/{issue.id}"}, 201)
+
+    def _is_subtask_type(self, name: str) -> bool:
+        return name == self.subtask_type_name
 
     def _requested_type(self, value: Any) -> dict[str, Any] | None:
         if not isinstance(value, dict):

@@ -224,17 +224,16 @@ class Timeline:
         return f"{time.monotonic() - self.started:6.2f}s"
 
     async def poll(self) -> None:
-        rows = await self.stack.store.read_query("events_since", after_id=self.after_id,
-                                                 limit=500)
+        rows = await self.stack.store.events_since(self.after_id, limit=500)
         for row in rows:
-            self.after_id = int(row["id"])
-            message = str(row["message"])
+            self.after_id = row.id
+            message = row.message
             if message in self.SKIPPED:
                 continue
-            meta = orjson.loads(row["meta_json"] or "{}")
+            meta = orjson.loads(row.meta_json or "{}")
             details = ", ".join(f"{name}={_short(meta[name])}" for name in self.SHOWN_META
                                 if isinstance(meta, dict) and meta.get(name) not in (None, ""))
-            line = f"{self._clock()}  run {row['run_id']:<3} {row['issue_key']:<9} {message}"
+            line = f"{self._clock()}  run {row.run_id:<3} {row.issue_key:<9} {message}"
             self.write(line + (f"  ({details})" if details else ""))
 
 
@@ -294,10 +293,10 @@ async def play_story(stack: DemoStack, write: Callable[[str], None],
 
 async def summarize(stack: DemoStack, parent: str) -> dict[str, Any]:
     """What the story produced; StoryFailed if any part of it is missing."""
-    failed = await stack.store.read_query("ops_failed_since", since=0, limit=5)
+    failed = await stack.store.failed_runs_since(since=0, limit=5)
     if failed:
         raise StoryFailed("run(s) failed: " + "; ".join(
-            f"run {row['id']} ({row['issue_key']}): {row['last_error']}" for row in failed))
+            f"run {row.id} ({row.issue_key}): {row.last_error}" for row in failed))
     pulls = stack.github.pulls(GITHUB_REPO)
     if len(pulls) != 1:
         raise StoryFailed(f"expected one pull request, found {len(pulls)}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from mwai.bench import fixtures, targets
 from mwai.bench import loadgen as lg
 from mwai.bench import run as bench
 
@@ -68,7 +69,7 @@ def test_quick_bench_measures_every_section_without_errors(tmp_path: Path) -> No
         assert prune["deleted"] == prune["old_runs_before"] and prune["old_runs_after"] == 0
         assert prune["intake"]["requests"] > 0 and prune["intake"]["errors"] == 0
 
-    assert {row["key"] for row in document["targets"]} == {t.key for t in bench.TARGETS}
+    assert {row["key"] for row in document["targets"]} == {t.key for t in targets.TARGETS}
     assert all(row["passed"] in (True, False, None) for row in document["targets"])
     assert not list(tmp_path.iterdir()), "the temporary databases were not removed"
 
@@ -88,7 +89,7 @@ def test_builtin_generator_sends_distinct_keys_and_counts_refusals(tmp_path: Pat
     assert accepted.generator.startswith("builtin")
     assert accepted.requests > 0 and accepted.errors == 0
     assert refused.requests == 0 and refused.errors > 0
-    stored = runner.read(db, "bench_table_sizes")[0]["runs"]
+    stored = fixtures.table_sizes(db)["runs"]
     assert stored == accepted.requests  # one run per webhook: every key was new
 
 
@@ -97,8 +98,8 @@ def test_an_operator_command_gets_ctrl_c_even_when_the_bench_ignores_it(tmp_path
     # ignored; its operator commands must still be interruptible like a user's.
     runner = bench.Bench(tmp_path, bench.QUICK, prefer_wrk=False, progress=lambda _: None)
     db = runner.new_db("follow")
-    runner.create_db(db)
-    runner.fill_queued(db, 1)  # never runs: no service is started
+    fixtures.create_db(db)
+    fixtures.fill_queued(db, 1)  # never runs: no service is started
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         result = runner.cli(db, "show", "1", "--follow", limit_s=2.0)

@@ -13,10 +13,12 @@ import orjson
 import pytest
 
 from mwai.bench import command as bench_command
+from mwai.bench import fixtures, report, targets
 from mwai.bench import loadgen as lg
 from mwai.bench import run as bench
 from mwai.errors import UsageError
-from mwai.queue.store import Q, Store
+from mwai.queue.schema import Q
+from mwai.queue.store import Store
 
 # ------------------------------------------------------------------ percentiles
 
@@ -148,7 +150,7 @@ def _document(**overrides: Any) -> dict[str, Any]:
 
 
 def _verdicts(document: dict[str, Any]) -> dict[str, bool | None]:
-    return {row["key"]: row["passed"] for row in bench.evaluate(document)}
+    return {row["key"]: row["passed"] for row in targets.evaluate(document)}
 
 
 def test_evaluate_reads_every_target_from_the_document() -> None:
@@ -183,10 +185,10 @@ def test_unavailable_command_is_not_measured() -> None:
 
 def test_renderers_show_figures_verdicts_and_unavailable_commands() -> None:
     document = _document()
-    document["targets"] = bench.evaluate(document)
-    table = bench.render_table(document)
+    document["targets"] = targets.evaluate(document)
+    table = report.render_table(document)
     assert "PASS" in table and "FAIL" in table and "not available" in table
-    markdown = bench.render_markdown(document)
+    markdown = report.render_markdown(document)
     assert markdown.startswith("# mwai benchmarks")
     assert "Test CPU x 2" in markdown and "wrk 4.1.0" in markdown
     assert "quiet machine" in markdown
@@ -222,39 +224,32 @@ def test_bench_from_json_renders_markdown(tmp_path: Path,
 # ------------------------------------------------------------------- fixtures
 
 
-def _bench(tmp_path: Path) -> bench.Bench:
-    return bench.Bench(tmp_path, bench.QUICK, prefer_wrk=False, progress=lambda _: None)
-
-
 def test_finished_fill_spreads_runs_over_sixty_days_with_five_events(tmp_path: Path) -> None:
-    runner = _bench(tmp_path)
     db = tmp_path / "scale.sqlite3"
-    runner.create_db(db)
-    runner.fill_finished(db, 1000)
-    runner.fill_finished(db, 3000)
+    fixtures.create_db(db)
+    fixtures.fill_finished(db, 1000)
+    fixtures.fill_finished(db, 3000)
     with sqlite3.connect(db) as connection:
         statuses = dict(connection.execute(
             "SELECT status, count(*) FROM runs GROUP BY status").fetchall())
-        cutoff = time.time() - 30 * bench.DAY_S
+        cutoff = time.time() - 30 * fixtures.DAY_S
         old = connection.execute(
             "SELECT count(*) FROM runs WHERE updated_at < ?", (cutoff,)).fetchone()[0]
         events = connection.execute(
             "SELECT count(*), count(DISTINCT run_id) FROM events").fetchone()
     assert statuses == {"completed": 3720, "failed": 200, "cancelled": 80}
     assert 1900 <= old <= 2100  # half is older than 30 days: what prune deletes
-    assert runner.read(db, "bench_old_finished_runs", before=cutoff)[0]["runs"] == old
+    assert fixtures.old_finished_runs(db, cutoff) == old
     assert events == (20000, 4000)
     assert not (tmp_path / "scale.sqlite3-wal").exists() or \
         (tmp_path / "scale.sqlite3-wal").stat().st_size == 0
 
 
 def test_queued_fill_is_claimable_by_the_store(tmp_path: Path) -> None:
-    runner = _bench(tmp_path)
     db = tmp_path / "queue.sqlite3"
-    runner.create_db(db)
-    runner.fill_queued(db, 50)
-    assert runner.read(db, "bench_table_sizes")[0] == {"runs": 50, "events": 0,
-                                                       "open_runs": 50}
+    fixtures.create_db(db)
+    fixtures.fill_queued(db, 50)
+    assert fixtures.table_sizes(db) == {"runs": 50, "events": 0, "open_runs": 50}
 
     async def claim() -> Any:
         store = Store(str(db))
@@ -290,7 +285,7 @@ def _plan(connection: sqlite3.Connection, name: str) -> list[str]:
 @pytest.mark.parametrize("name", HOT_QUERIES)
 def test_hot_query_uses_an_index(tmp_path: Path, name: str) -> None:
     db = tmp_path / "plans.sqlite3"
-    _bench(tmp_path).create_db(db)
+    fixtures.create_db(db)
     with sqlite3.connect(db) as connection:
         plan = _plan(connection, name)
     full_scans = [step for step in plan
