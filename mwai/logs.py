@@ -16,6 +16,28 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+# Logger names: the `logger` field of every line. Operators filter on them
+# (docs/logging.md, deploy/), so they name a role, not a module path, and stay
+# the same when a module moves; every getLogger in mwai takes one of these
+# (tests/unit/test_logger_names.py holds the docs and the code to that).
+WEB_LOGGER = "mwai.web"  # inbound HTTP: webhooks, the API, the server's lifecycle
+WORKERS_LOGGER = "mwai.workers"  # claim, outcome, retries, recovery of runs
+RUN_LOGGER = "mwai.run"  # the steps a run journals
+HTTP_LOGGER = "mwai.http"  # retries of outgoing calls (Jira, GitHub, the LLMs)
+FLOW_LOGGER = "mwai.flow"  # the AI Runner's flow
+AGENT_LOGGER = "mwai.agent"  # the coding agent's process
+GIT_LOGGER = "mwai.git"  # the runner's git workspaces
+STORE_LOGGER = "mwai.store"  # the store, its writer thread included
+SDNOTIFY_LOGGER = "mwai.sdnotify"
+TELEMETRY_LOGGER = "mwai.telemetry"
+METRICS_LOGGER = "mwai.metrics"
+DEMO_JIRA_LOGGER = "mwai.demo.fake_jira"  # `mwai demo`'s fake Jira only
+# Libraries' loggers mwai configures.
+AIOHTTP_ACCESS_LOGGER = "aiohttp.access"
+AIOHTTP_SERVER_LOGGER = "aiohttp.server"
+ASYNCIO_LOGGER = "asyncio"
 
 CONTEXT_FIELDS = ("run_id", "issue_key", "worker", "action", "request_id")
 _context: dict[str, contextvars.ContextVar[Any]] = {
@@ -62,36 +84,42 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
             if key not in _RESERVED and key[0] != "_"}
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(OrjsonFormatter):
     """One JSON object per line: timestamp (ISO 8601, UTC), level, logger, message,
     then the record's own fields (extra=, context) and a traceback as exc_info.
 
-    Every webhook's access line goes through here, so it builds the object
-    directly instead of going through a generic formatter's field pipeline.
+    python-json-logger does the record handling (message, exc_info, stack_info,
+    the fields beyond the standard attributes); mwai only fixes the names and
+    the order of its four leading fields (docs/logging.md is a stable interface)
+    and keeps a line going out whatever a field holds.
     """
 
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            **record_fields(record),
-        }
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            fields["exc_info"] = record.exc_text
-        if record.stack_info:
-            fields["stack_info"] = self.formatStack(record.stack_info)
+    def __init__(self) -> None:
+        # str for what orjson cannot encode (a Path, an exception...): the value's
+        # own text, as mwai's lines always had, not the library's richer rendering.
+        super().__init__(json_default=str)
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord,
+                   message_dict: dict[str, Any]) -> None:
+        # The fixed fields first, then extra= and context, then the traceback
+        # (message_dict: exc_info, stack_info): the order of docs/logging.md.
+        # record_fields, not the library's merge_record_extra: the same fields as
+        # the text format's, and 0.5 us a line cheaper (it renames nothing).
+        log_data["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat()
+        log_data["level"] = record.levelname
+        log_data["logger"] = record.name
+        log_data["message"] = record.message
+        log_data.update(record_fields(record))
+        log_data.update(message_dict)
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
         try:
-            return orjson.dumps(fields, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+            return super().jsonify_log_record(log_data)
         except TypeError:
-            # Beyond what default= can mend (an int over 64 bits, a cycle): the line
-            # still goes out, each odd value as its text.
+            # Beyond what json_default can mend (an int over 64 bits, a cycle): the
+            # line still goes out, each odd value as its text.
             plain = {key: value if isinstance(value, str) else str(value)
-                     for key, value in fields.items()}
+                     for key, value in log_data.items()}
             return orjson.dumps(plain).decode()
 
 
@@ -128,5 +156,5 @@ def configure_logging(
     logging.logProcesses = False
     logging.logMultiprocessing = False
     # aiohttp.access lines are written by our own AccessLogger; keep the rest quiet.
-    logging.getLogger("aiohttp.access").setLevel(logging.INFO)
-    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    logging.getLogger(AIOHTTP_ACCESS_LOGGER).setLevel(logging.INFO)
+    logging.getLogger(ASYNCIO_LOGGER).setLevel(logging.WARNING)

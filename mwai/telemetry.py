@@ -21,10 +21,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mwai import __version__, logs
-from mwai.queue.store import ClaimedRun
+from mwai.model import ClaimedRun
+from mwai.scrub import Scrubber
 from mwai.settings import SETTINGS, Settings
 
-log = logging.getLogger("mwai.telemetry")
+log = logging.getLogger(logs.TELEMETRY_LOGGER)
 
 FILTERED = "[Filtered]"
 # Headers that carry credentials: the webhook secret, its HMAC, API auth.
@@ -47,41 +48,9 @@ def _denylist() -> list[str]:
     return [*DEFAULT_DENYLIST, *SECRET_HEADERS, *names]
 
 
-class Scrubber:
-    """Replaces secret values and credential headers anywhere in an event."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        # Longest first, so a secret containing another is replaced whole.
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self.headers = frozenset(SECRET_HEADERS)
-
-    def text(self, value: str) -> str:
-        for secret in self.secrets:
-            if secret in value:
-                value = value.replace(secret, FILTERED)
-        return value
-
-    def scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {self.scrub(key): (FILTERED if _is_secret_header(key, self.headers)
-                                      else self.scrub(item))
-                    for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._pair(item) for item in value]
-        return value
-
-    def _pair(self, item: Any) -> Any:
-        # Request headers may come as [name, value] pairs.
-        if (isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str)
-                and item[0].lower() in self.headers):
-            return [item[0], FILTERED]
-        return self.scrub(item)
-
-
-def _is_secret_header(key: Any, headers: frozenset[str]) -> bool:
-    return isinstance(key, str) and key.lower() in headers
+def event_scrubber(secrets: Sequence[str]) -> Scrubber:
+    """Blanks secret values and credential headers anywhere in an event, as Sentry would."""
+    return Scrubber(secrets, marker=FILTERED, secret_keys=SECRET_HEADERS)
 
 
 def _add_context_tags(event: dict[str, Any]) -> None:
@@ -100,15 +69,15 @@ def _add_context_tags(event: dict[str, Any]) -> None:
 
 
 def make_before_send(settings: Settings) -> Any:
-    scrubber = Scrubber(settings.secret_values())
+    scrubber = event_scrubber(settings.secret_values())
 
     def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
         _add_context_tags(event)
-        scrubbed: dict[str, Any] = scrubber.scrub(event)
+        scrubbed: dict[str, Any] = scrubber.walk(event)
         return scrubbed
 
     def before_breadcrumb(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = scrubber.scrub(crumb)
+        result: dict[str, Any] = scrubber.walk(crumb)
         return result
 
     return before_send, before_breadcrumb

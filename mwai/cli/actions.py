@@ -1,18 +1,13 @@
-"""Operator actions: ``mwai requeue | cancel | unlock | prune | check``.
+"""Operator actions: ``mwai requeue | cancel | unlock | prune``.
 
-Short write transactions that are safe while ``mwai serve`` runs; ``mwai
-check`` validates the configuration, the database and (``--connect``) the
-remote services.
+Short write transactions that are safe while ``mwai serve`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +16,6 @@ from typing import Any
 import orjson
 
 from mwai import telemetry
-from mwai.cli.alert import check_connections
 from mwai.cli.common import (
     add_command,
     database_bytes,
@@ -45,13 +39,11 @@ from mwai.cli.common import (
 from mwai.errors import (
     EXIT_OK,
     EXIT_PROBLEM,
-    ConfigError,
-    StoreError,
     StoreUnavailable,
     UsageError,
 )
-from mwai.queue.store import SCHEMA_VERSION, Store
-from mwai.settings import SETTINGS_BY_NAME, Settings, read_env_file
+from mwai.queue.store import Store
+from mwai.settings import Settings
 
 # ------------------------------------------------------------------ requeue / cancel
 
@@ -137,13 +129,13 @@ async def find_locks(store: Store, settings: Settings, older_than_s: float
     stale: list[StaleLock] = []
     alive: list[dict[str, Any]] = []
     processes: dict[str, tuple[bool, str]] = {}
-    for run in await store.read_query("ops_locked_runs", limit=100_000):
-        process_id = process_of(run["locked_by"])
+    for run in await store.locked_runs(limit=100_000):
+        process_id = process_of(run.locked_by)
         if process_id not in processes:
-            rows = await store.read_query("ops_process", process_id=process_id)
-            processes[process_id] = process_state(rows[0] if rows else None, fresh_after)
+            processes[process_id] = process_state(await store.process(process_id),
+                                                  fresh_after)
         is_alive, why = processes[process_id]
-        lock_age = now - (run["locked_at"] or 0)
+        lock_age = now - (run.locked_at or 0)
         if is_alive or lock_age < older_than_s:
             alive.append({**with_iso(run), "process_id": process_id, "reason": why
                           if is_alive else f"locked only {format_duration(lock_age)} ago"})
@@ -217,11 +209,9 @@ async def prune(store: Store, before: float, batch_size: int, archive: Path | No
     handle = archive.open("ab") if archive is not None else None
     try:
         while True:
-            rows = await store.read_query("ops_prune_candidates", before=before,
-                                          after_id=after_id, limit=size)
-            if not rows:
+            ids = await store.prune_candidates(before, after_id, limit=size)
+            if not ids:
                 return runs_deleted, events_deleted
-            ids = [int(row["id"]) for row in rows]
             after_id = ids[-1]
             if handle is not None:
                 await _archive_batch(store, ids, handle)
@@ -261,11 +251,10 @@ async def _prune_batch(store: Store, ids: list[int], before: float) -> tuple[int
 
 
 async def _archive_batch(store: Store, ids: list[int], handle: Any) -> None:
-    ids_json = orjson.dumps(ids).decode()
     events: dict[int, list[dict[str, Any]]] = {}
-    for event in await store.read_query("ops_events_by_run_ids", ids=ids_json):
-        events.setdefault(int(event["run_id"]), []).append(with_iso(event))
-    for run in await store.read_query("ops_runs_by_ids", ids=ids_json):
+    for event in await store.events_of_runs(ids):
+        events.setdefault(event.run_id, []).append(with_iso(event))
+    for run in await store.runs_by_ids(ids):
         document = with_iso(run)
         document["events"] = events.get(int(run["id"]), [])
         handle.write(orjson.dumps(document) + b"\n")
@@ -278,8 +267,8 @@ VACUUM_MIN_FREE = 0.10  # VACUUM rewrites the whole file: only worth it for real
 
 async def vacuum_if_worth_it(store: Store) -> str | None:
     """VACUUM when at least VACUUM_MIN_FREE of the file is free pages; else why not."""
-    counts = (await store.read_query("ops_page_counts"))[0]
-    free = counts["free_pages"] / max(1, counts["pages"])
+    counts = await store.page_counts()
+    free = counts.free_pages / max(1, counts.pages)
     if free < VACUUM_MIN_FREE:
         return (f"only {free * 100:.1f}% of the file is free space (VACUUM runs from "
                 f"{VACUUM_MIN_FREE * 100:.0f}%)")
@@ -302,9 +291,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         async with open_store(settings, readonly=args.dry_run) as store:
             result: dict[str, Any]
             if args.dry_run:
-                count = (await store.read_query("ops_prune_count", before=before))[0]
-                events = (await store.read_query("ops_prune_events_count", before=before))[0]
-                result = {"dry_run": True, "runs": count["runs"], "events": events["events"]}
+                counts = await store.prune_counts(before)
+                result = {"dry_run": True, "runs": counts.runs, "events": counts.events}
             else:
                 runs_deleted, events_deleted = await prune(store, before, args.batch_size,
                                                            archive)
@@ -339,122 +327,6 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         return run_async(main())
     with telemetry.cron_job(settings, "prune"):
         return run_async(main())
-
-
-# ------------------------------------------------------------------ mwai check
-
-
-_URL_SETTINGS = ("JIRA_BASE_URL", "GITHUB_API_URL", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL",
-                 "MWAI_ALERT_WEBHOOK_URL", "MWAI_ALERT_SLACK_WEBHOOK_URL")
-
-
-def extra_problems(settings: Settings) -> tuple[list[str], list[str]]:
-    """(problems, warnings) that Settings.from_env does not look for."""
-    problems: list[str] = []
-    warnings: list[str] = []
-    for name in _URL_SETTINGS:
-        value = getattr(settings, SETTINGS_BY_NAME[name].field)
-        if value and not re.match(r"https?://[^/\s]+", value):
-            shown = "<hidden>" if SETTINGS_BY_NAME[name].secret else repr(value)
-            problems.append(f"{name}={shown}: expected an http:// or https:// URL")
-    if settings.alert_email_to and not settings.alert_smtp_host:
-        problems.append("MWAI_ALERT_EMAIL_TO is set but MWAI_ALERT_SMTP_HOST is empty: "
-                        "say which SMTP server sends the alert mail")
-    if settings.repos_file and not Path(settings.repos_file).is_file():
-        problems.append(f"MWAI_REPOS_FILE={settings.repos_file!r}: no such file")
-    if settings.jira_webhook_secret and len(settings.jira_webhook_secret) < 16:
-        warnings.append("JIRA_WEBHOOK_SECRET is shorter than 16 characters: use a long "
-                        "random value (e.g. `openssl rand -hex 32`)")
-    if settings.agent_command:
-        program = settings.agent_command.split()[0]
-        if shutil.which(program) is None:
-            problems.append(f"MWAI_AGENT_COMMAND: {program!r} is not found on PATH")
-    if settings.lease_s <= settings.heartbeat_s:
-        problems.append(f"MWAI_LEASE_S={settings.lease_s:g} must be longer than "
-                        f"MWAI_HEARTBEAT_S={settings.heartbeat_s:g}, or live runs lose "
-                        "their lease")
-    return problems, warnings
-
-
-async def check_database(path: str) -> tuple[bool, str]:
-    if not Path(path).exists():
-        parent = Path(path).absolute().parent
-        if not parent.is_dir():
-            return False, f"MWAI_DB={path}: directory {parent} does not exist"
-        if not os.access(parent, os.W_OK):
-            return False, f"MWAI_DB={path}: directory {parent} is not writable"
-        return True, f"MWAI_DB={path} does not exist yet; `mwai serve` creates it"
-    store = Store(path, readonly=True, create=False)
-    try:
-        await store.open()
-        health = await store.health_counts(3600)
-    except StoreError as exc:
-        return False, f"MWAI_DB: {exc}"
-    finally:
-        await store.close()
-    return True, (f"database {path}: opens, schema version {SCHEMA_VERSION} (current), "
-                  f"{health.queued} queued, {health.running} running, "
-                  f"{format_bytes(database_bytes(path))}")
-
-
-def _raw_source(args: argparse.Namespace) -> dict[str, str]:
-    source = dict(os.environ)
-    if getattr(args, "env_file", None):
-        source.update(read_env_file(args.env_file))
-    if getattr(args, "db", None):
-        source["MWAI_DB"] = args.db
-    return source
-
-
-def _cmd_check(args: argparse.Namespace) -> int:
-    source = _raw_source(args)
-    problems: list[str] = []
-    warnings: list[str] = []
-    settings: Settings | None = None
-    try:
-        settings = Settings.from_env(source, check_required=True)
-    except ConfigError as exc:
-        problems += exc.problems
-        # Still check what can be checked when only required values are missing.
-        with contextlib.suppress(ConfigError):
-            settings = Settings.from_env(source, check_required=False)
-    if settings is not None:
-        more, warnings = extra_problems(settings)
-        problems += more
-    db_path = settings.db if settings else source.get("MWAI_DB",
-                                                      SETTINGS_BY_NAME["MWAI_DB"].default)
-    db_ok, db_line = run_async_value(check_database(db_path))
-    report: dict[str, Any] = {"configuration": {"ok": not problems, "problems": problems,
-                                                "warnings": warnings},
-                              "database": {"ok": db_ok, "detail": db_line}}
-    connect_ok = True
-    if args.connect:
-        if settings is None:
-            report["connect"] = []
-            problems.append("--connect skipped: fix the configuration first")
-        else:
-            results = run_async_value(check_connections(settings))
-            report["connect"] = results
-            connect_ok = all(item["ok"] is not False for item in results)
-    ok = not problems and db_ok and connect_ok
-    report["ok"] = ok
-    if args.json:
-        print_json(report)
-        return EXIT_OK if ok else EXIT_PROBLEM
-    print("configuration: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
-    for problem in problems:
-        print(f"  PROBLEM {problem}")
-    for warning in warnings:
-        print(f"  warning {warning}")
-    print(f"database: {'ok' if db_ok else 'PROBLEM'}: {db_line}")
-    for item in report.get("connect", []):
-        state = {True: "ok", False: "FAILED", None: "skipped"}[item["ok"]]
-        print(f"{item['service']}: {state}: {item['detail']}")
-    return EXIT_OK if ok else EXIT_PROBLEM
-
-
-def run_async_value(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 # ------------------------------------------------------------------ registration
@@ -514,13 +386,3 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                            help="only count what would be deleted")
     json_flag(prune_cmd)
     prune_cmd.set_defaults(handler=_cmd_prune)
-
-    check = add("check", "validate the configuration, the database and (--connect) the APIs",
-                "Report every configuration problem with the setting's name, check that the "
-                "database opens and its schema is current, and with --connect call Jira "
-                "(GET /myself), GitHub (GET /user) and the LLM provider (list models). "
-                "Exit 1 if anything is wrong.")
-    check.add_argument("--connect", action="store_true",
-                       help="also call the configured Jira, GitHub and LLM endpoints")
-    json_flag(check)
-    check.set_defaults(handler=_cmd_check)

@@ -11,14 +11,14 @@ stuck runs) is not re-sent within MWAI_ALERT_COOLDOWN_S.
 ``--unit-failed UNIT`` is for systemd ``OnFailure=``: it sends a message
 about the failed unit with the last lines of its journal (exit 0 once sent).
 
-``check_connections`` serves ``mwai check --connect``.
+Stuck runs and the age of the queue are judged by mwai.queue.health, as for
+``/health/detailed`` and ``mwai monitor``: the three agree on them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
 import os
 import shlex
@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -49,7 +49,10 @@ from mwai.cli.common import (
 )
 from mwai.clients.http import ApiClient, new_session
 from mwai.errors import EXIT_OK, EXIT_PROBLEM, MwaiError, UsageError
+from mwai.model import FailedRun, RunningRun
+from mwai.queue.health import HealthRules, assess
 from mwai.queue.store import Store
+from mwai.scrub import scrub as scrub_secrets
 from mwai.settings import SETTINGS, Settings
 
 EXIT_NOTIFY_FAILED = 3
@@ -71,28 +74,27 @@ async def collect_alert(store: Store, settings: Settings, window_s: float,
     """The alert document: what is wrong now, and whether it crosses the threshold."""
     now = time.time()
     since = now - window_s
-    failed_count = int((await store.read_query("ops_count_status_since", status="failed",
-                                               since=since))[0]["count"])
-    failed = await store.read_query("ops_failed_since", since=since, limit=1000)
-    stuck_before = now - settings.stuck_after_s
-    stuck = [row for row in await store.read_query("ops_running_runs", limit=1000)
-             if row["updated_at"] < stuck_before]
-    health = await store.health_counts(settings.stuck_after_s)
-    oldest_age = None if health.oldest_queued_at is None else now - health.oldest_queued_at
-    queue_old = oldest_age is not None and oldest_age > settings.queue_age_alert_s
-    problems = failed_count + len(stuck) + (1 if queue_old else 0)
+    failed_count = await store.count_runs_since("failed", since)
+    failed = await store.failed_runs_since(since, limit=1000)
+    # Liveness is not the alert's business (a timer may run it where no service is).
+    health = assess(await store.health_snapshot(settings.stuck_after_s, list_stuck=1000),
+                    None, HealthRules.of(settings))
+    stuck, stuck_count = health.stuck_runs, health.stuck_count or 0
+    queue_old = health.queue_too_old
+    problems = failed_count + stuck_count + (1 if queue_old else 0)
     parts = []
     if failed_count:
         parts.append(f"{failed_count} failed run(s) in the last {format_duration(window_s)}")
-    if stuck:
-        parts.append(f"{len(stuck)} stuck run(s) (no update for "
+    if stuck_count:
+        parts.append(f"{stuck_count} stuck run(s) (no update for "
                      f"{format_duration(settings.stuck_after_s)})")
     if queue_old:
-        parts.append(f"oldest queued run waits for {format_duration(oldest_age)} "
+        parts.append("oldest queued run waits for "
+                     f"{format_duration(health.oldest_queued_age_s)} "
                      f"(limit {format_duration(settings.queue_age_alert_s)})")
     firing = problems >= threshold and problems > 0
-    fingerprint_source = {"failed": sorted(int(r["id"]) for r in failed),
-                          "stuck": sorted(int(r["id"]) for r in stuck), "queue": queue_old}
+    fingerprint_source = {"failed": sorted(r.id for r in failed),
+                          "stuck": sorted(r.id for r in stuck), "queue": queue_old}
     return {
         "kind": "runs",
         "firing": firing,
@@ -104,9 +106,9 @@ async def collect_alert(store: Store, settings: Settings, window_s: float,
         "failed_count": failed_count,
         "failed_runs": [_run_item(row) for row in failed[:LISTED_RUNS]],
         "stuck_runs": [_run_item(row) for row in stuck[:LISTED_RUNS]],
-        "stuck_count": len(stuck),
+        "stuck_count": stuck_count,
         "queued": health.queued,
-        "oldest_queued_age_s": None if oldest_age is None else round(oldest_age, 3),
+        "oldest_queued_age_s": health.oldest_queued_age_s,
         "queue_age_limit_s": settings.queue_age_alert_s,
         "fingerprint": hashlib.sha256(orjson.dumps(fingerprint_source)).hexdigest()[:16],
         "timestamp": now,
@@ -114,12 +116,12 @@ async def collect_alert(store: Store, settings: Settings, window_s: float,
     }
 
 
-def _run_item(row: Mapping[str, Any]) -> dict[str, Any]:
-    item: dict[str, Any] = {key: row[key] for key in ("id", "issue_key", "attempts", "updated_at")
-            if key in row.keys()}
-    item["updated_at_iso"] = iso_utc(row["updated_at"])
-    item["last_error"] = row["last_error"] if "last_error" in row.keys() else None
-    item["locked_by"] = row["locked_by"] if "locked_by" in row.keys() else None
+def _run_item(run: FailedRun | RunningRun) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": run.id, "issue_key": run.issue_key,
+                            "attempts": run.attempts, "updated_at": run.updated_at,
+                            "updated_at_iso": iso_utc(run.updated_at)}
+    item["last_error"] = run.last_error if isinstance(run, FailedRun) else None
+    item["locked_by"] = run.locked_by if isinstance(run, RunningRun) else None
     return item
 
 
@@ -240,9 +242,8 @@ def _command(settings: Settings) -> Notifier:
 
 
 def scrub(text: str, settings: Settings) -> str:
-    for secret in settings.secret_values():
-        text = text.replace(secret, "<hidden>")
-    return text
+    """``text`` without the configured secrets (a notifier's error may echo its URL)."""
+    return scrub_secrets(text, settings.secret_values())
 
 
 async def notify_all(settings: Settings, alert: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -415,115 +416,3 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the alert as one JSON document")
     parser.set_defaults(handler=_cmd_alert)
-
-
-# ------------------------------------------------------------------ mwai check --connect
-
-
-async def check_connections(settings: Settings,
-                            session: aiohttp.ClientSession | None = None
-                            ) -> list[dict[str, Any]]:
-    """Call each configured remote service once; one result per service."""
-    own = session is None
-    session = session or new_session()
-    try:
-        return list(await asyncio.gather(
-            _probe(settings, "jira", _jira_probe(settings, session)),
-            _probe(settings, "github", _github_probe(settings, session)),
-            _probe(settings, f"llm ({settings.llm_provider})", _llm_probe(settings, session)),
-        ))
-    finally:
-        if own:
-            await session.close()
-
-
-Probe = Callable[[], Awaitable[str]] | str
-
-
-async def _probe(settings: Settings, service: str, probe: Probe) -> dict[str, Any]:
-    if isinstance(probe, str):
-        return {"service": service, "ok": None, "detail": probe}
-    try:
-        detail = await probe()
-    except (MwaiError, aiohttp.ClientError, OSError, ValueError) as exc:
-        return {"service": service, "ok": False, "detail": scrub(str(exc), settings)}
-    return {"service": service, "ok": True, "detail": detail}
-
-
-def _client(settings: Settings, name: str, base_url: str, session: aiohttp.ClientSession,
-            headers: Mapping[str, str]) -> ApiClient:
-    return ApiClient(name, base_url, session, headers=headers,
-                     timeout_s=min(settings.http_timeout_s, 15.0), retries=1, max_wait_s=5)
-
-
-def _missing(names: Sequence[tuple[str, str]]) -> str | None:
-    empty = [name for name, value in names if not value]
-    return f"not configured ({', '.join(empty)} empty): skipped" if empty else None
-
-
-def _jira_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
-    skip = _missing([("JIRA_BASE_URL", settings.jira_base_url),
-                     ("JIRA_EMAIL", settings.jira_email),
-                     ("JIRA_API_TOKEN", settings.jira_api_token)])
-    if skip:
-        return skip
-    token = f"{settings.jira_email}:{settings.jira_api_token}".encode()
-    auth = "Basic " + base64.b64encode(token).decode()
-    client = _client(settings, "jira", settings.jira_base_url, session,
-                     {"Authorization": auth})
-
-    async def probe() -> str:
-        answer = await client.request("GET", f"/rest/api/{settings.jira_api_version}/myself")
-        me = answer.json() or {}
-        who = me.get("displayName") or me.get("emailAddress") or me.get("accountId")
-        note = ""
-        if settings.jira_ai_account_id and me.get("accountId") and \
-                me["accountId"] != settings.jira_ai_account_id:
-            note = (f" (warning: accountId {me['accountId']} is not JIRA_AI_ACCOUNT_ID "
-                    f"{settings.jira_ai_account_id})")
-        return f"authenticated as {who}{note}"
-
-    return probe
-
-
-def _github_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
-    skip = _missing([("GH_TOKEN", settings.gh_token)])
-    if skip:
-        return skip
-    client = _client(settings, "github", settings.github_api_url, session, {
-        "Authorization": f"Bearer {settings.gh_token}",
-        "Accept": "application/vnd.github+json",
-        "X-GitHub-Api-Version": "2022-11-28"})
-
-    async def probe() -> str:
-        answer = await client.request("GET", "/user")
-        me = answer.json() or {}
-        return f"authenticated as {me.get('login')}"
-
-    return probe
-
-
-def _llm_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
-    if settings.llm_provider == "anthropic":
-        skip = _missing([("ANTHROPIC_API_KEY", settings.anthropic_api_key)])
-        if skip:
-            return skip
-        client = _client(settings, "anthropic", settings.anthropic_base_url, session, {
-            "x-api-key": settings.anthropic_api_key, "anthropic-version": "2023-06-01"})
-        path, model = "/v1/models", settings.anthropic_model
-    else:
-        skip = _missing([("OPENAI_API_KEY", settings.openai_api_key)])
-        if skip:
-            return skip
-        client = _client(settings, "openai", settings.openai_base_url, session, {
-            "Authorization": f"Bearer {settings.openai_api_key}"})
-        path, model = "/models", settings.openai_model
-
-    async def probe() -> str:
-        answer = await client.request("GET", path)
-        document = answer.json() or {}
-        ids = [item.get("id") for item in document.get("data", []) if isinstance(item, dict)]
-        listed = "listed" if model in ids else "not in the first page of the list"
-        return f"key accepted, {len(ids)} models; model {model} {listed}"
-
-    return probe

@@ -1,8 +1,8 @@
 """What the operator commands share: durations, times, the settings and the store.
 
 The commands themselves: ``mwai runs | show | stats | monitor`` (read-only
-views, mwai/views.py) and ``mwai requeue | cancel | unlock | prune | check``
-(actions, mwai/actions.py).
+views, mwai/cli/inspect.py), ``mwai requeue | cancel | unlock | prune``
+(actions, mwai/cli/actions.py) and ``mwai check`` (mwai/cli/check.py).
 
 Human output uses local time; ``--json`` prints one document with epoch seconds
 and ISO-8601 (UTC) times.
@@ -19,12 +19,15 @@ import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 import orjson
 
 from mwai.errors import UsageError
-from mwai.queue.store import FINISHED, Store, pid_alive
+from mwai.model import FINISHED, ProcessRow
+from mwai.queue.store import Store
+from mwai.queue.writes import pid_alive
 from mwai.settings import Settings, read_env_file
 
 Handler = Callable[[argparse.Namespace], int]
@@ -140,9 +143,21 @@ _TIME_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "locked
                 "stopped_at")
 
 
-def with_iso(row: Mapping[str, Any]) -> dict[str, Any]:
+# A run, event or process: a record of mwai.model, or a mapping of column -> value
+# (Store.get_run). Either way a --json document gets the same field names.
+Row = Any
+
+
+def as_dict(row: Row) -> dict[str, Any]:
+    """A record of mwai.model (or a mapping) as a fresh dict of its fields, in order."""
+    if is_dataclass(row) and not isinstance(row, type):
+        return asdict(row)
+    return dict(row)
+
+
+def with_iso(row: Row) -> dict[str, Any]:
     """A row for --json: every epoch time gets an ISO twin (``created_at_iso``)."""
-    document = dict(row)
+    document = as_dict(row)
     for name in _TIME_FIELDS:
         if name in document:
             document[f"{name}_iso"] = iso_utc(document[name])
@@ -195,19 +210,19 @@ def fresh_after_s(settings: Settings, now: float) -> float:
     return now - max(3 * settings.heartbeat_s, settings.lease_s)
 
 
-def process_state(process: Mapping[str, Any] | None, fresh_after: float) -> tuple[bool, str]:
-    """(alive, why) for a processes row; conservative: when in doubt, alive."""
+def process_state(process: ProcessRow | None, fresh_after: float) -> tuple[bool, str]:
+    """(alive, why) for a registered process; conservative: when in doubt, alive."""
     if process is None:
         return False, "no process record"
-    if process["stopped_at"] is not None:
+    if process.stopped_at is not None:
         return False, "its service stopped"
-    if process["heartbeat_at"] >= fresh_after:
+    if process.heartbeat_at >= fresh_after:
         return True, "heartbeat is fresh"
-    if process["hostname"] == socket.gethostname():
-        if pid_alive(int(process["pid"])):
-            return True, f"pid {process['pid']} is still running on this host"
-        return False, f"pid {process['pid']} is gone"
-    return False, "no heartbeat since " + local_time(process["heartbeat_at"])
+    if process.hostname == socket.gethostname():
+        if pid_alive(int(process.pid)):
+            return True, f"pid {process.pid} is still running on this host"
+        return False, f"pid {process.pid} is gone"
+    return False, "no heartbeat since " + local_time(process.heartbeat_at)
 
 
 def process_of(locked_by: str) -> str:
@@ -217,13 +232,13 @@ def process_of(locked_by: str) -> str:
 # ------------------------------------------------------------------ run rows and sizes
 
 
-def run_row(row: Mapping[str, Any], now: float) -> dict[str, Any]:
+def run_row(row: Row, now: float) -> dict[str, Any]:
     """A run for listings, with ``duration_s``: until it finished, or until now."""
-    end = row.get("finished_at") or row["updated_at"]
-    if row["status"] not in FINISHED:
-        end = now
     document = with_iso(row)
-    document["duration_s"] = round(max(0.0, end - row["created_at"]), 3)
+    end = document.get("finished_at") or document["updated_at"]
+    if document["status"] not in FINISHED:
+        end = now
+    document["duration_s"] = round(max(0.0, end - document["created_at"]), 3)
     return document
 
 

@@ -37,7 +37,9 @@ from mwai.cli.common import (
     with_iso,
 )
 from mwai.errors import EXIT_OK, UsageError
-from mwai.queue.store import FINISHED, STATUSES, Store
+from mwai.model import FINISHED, STATUSES, ErrorCount
+from mwai.queue.health import HealthRules, Workers, assess
+from mwai.queue.store import Store
 from mwai.settings import Settings
 
 # ------------------------------------------------------------------ mwai runs
@@ -45,14 +47,12 @@ from mwai.settings import Settings
 
 async def list_runs(store: Store, status: str | None, issue_key: str | None, limit: int,
                     since: float) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"since": since, "limit": limit}
     if issue_key:
-        rows = await store.read_query("ops_runs_by_issue", issue_key=issue_key, status=status,
-                                      **params)
+        rows = await store.runs_of_issue(issue_key, status, since, limit)
     elif status:
-        rows = await store.read_query("ops_runs_by_status", status=status, **params)
+        rows = await store.runs_by_status(status, since, limit)
     else:
-        rows = await store.read_query("ops_runs_recent", **params)
+        rows = await store.recent_runs(since, limit)
     now = time.time()
     return [run_row(row, now) for row in rows]
 
@@ -207,15 +207,15 @@ def error_pattern(error: str | None) -> str:
     return one_line(_NUMBER_RE.sub("N", first_line), 160)
 
 
-def group_errors(rows: Iterable[Mapping[str, Any]], limit: int) -> list[dict[str, Any]]:
+def group_errors(rows: Iterable[ErrorCount], limit: int) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
-        pattern = error_pattern(row["last_error"])
+        pattern = error_pattern(row.last_error)
         new: dict[str, Any] = {"pattern": pattern, "count": 0, "last_at": 0.0,
-                               "example": row["last_error"]}
+                               "example": row.last_error}
         group = groups.setdefault(pattern, new)
-        group["count"] += int(row["count"])
-        group["last_at"] = max(group["last_at"], float(row["last_at"] or 0))
+        group["count"] += int(row.count)
+        group["last_at"] = max(group["last_at"], float(row.last_at or 0))
     ordered = sorted(groups.values(), key=lambda g: (-g["count"], -g["last_at"]))[:limit]
     return [with_iso(group) for group in ordered]
 
@@ -224,28 +224,22 @@ async def collect_stats(store: Store, settings: Settings, window_s: float,
                         top: int = 10) -> dict[str, Any]:
     now = time.time()
     since = now - window_s
-    by_status = {row["status"]: row for row in
-                 await store.read_query("ops_stats_by_status", since=since)}
+    by_status = {row.status: row for row in await store.status_stats(since)}
     statuses: list[dict[str, Any]] = []
     for status in STATUSES:
         row = by_status.get(status)
         statuses.append({
             "status": status,
-            "count": int(row["count"]) if row else 0,
-            "avg_duration_s": round(row["avg_s"], 3) if row and row["avg_s"] is not None
-            else None,
-            "max_duration_s": round(row["max_s"], 3) if row and row["max_s"] is not None
-            else None,
+            "count": int(row.count) if row else 0,
+            "avg_duration_s": round(row.avg_s, 3) if row and row.avg_s is not None else None,
+            "max_duration_s": round(row.max_s, 3) if row and row.max_s is not None else None,
         })
     counts: dict[str, int] = {item["status"]: item["count"] for item in statuses}
     decided = counts["completed"] + counts["failed"]
-    slowest = [run_row(row, now) for row in
-               await store.read_query("ops_slowest_runs", since=since, limit=top)]
-    errors = group_errors(await store.read_query("ops_error_counts", since=since, limit=5000),
-                          top)
-    health = await store.health_counts(settings.stuck_after_s)
-    oldest_age = None if health.oldest_queued_at is None else round(
-        now - health.oldest_queued_at, 3)
+    slowest = [run_row(row, now) for row in await store.slowest_runs(since, top)]
+    errors = group_errors(await store.error_counts(since, 5000), top)
+    health = assess(await store.health_snapshot(settings.stuck_after_s), None,
+                    HealthRules.of(settings))
     return {
         "window_s": window_s,
         "since": since,
@@ -257,8 +251,8 @@ async def collect_stats(store: Store, settings: Settings, window_s: float,
         "top_errors": errors,
         "queue_depth": health.queued,
         "running": health.running,
-        "stuck_runs": health.stuck,
-        "oldest_queued_age_s": oldest_age,
+        "stuck_runs": health.stuck_count,
+        "oldest_queued_age_s": health.oldest_queued_age_s,
         "database_bytes": database_bytes(settings.db),
         "timestamp": now,
         "timestamp_iso": iso_utc(now),
@@ -313,41 +307,33 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 async def monitor_snapshot(store: Store, settings: Settings, recent: int) -> dict[str, Any]:
+    """The monitor's view; its health is the service's assessment (mwai.queue.health),
+    with the heartbeats of the `mwai serve` processes as the workers."""
     now = time.time()
-    health = await store.health_counts(settings.stuck_after_s)
+    snapshot = await store.health_snapshot(settings.stuck_after_s)
     fresh_after = fresh_after_s(settings, now)
     processes = []
-    for row in await store.read_query("ops_processes", since=now - 3600):
-        alive, why = process_state(row, fresh_after)
-        processes.append({**with_iso(row), "alive": alive, "state": why,
-                          "heartbeat_age_s": round(now - row["heartbeat_at"], 3)})
+    for process in await store.processes(since=now - 3600):
+        alive, why = process_state(process, fresh_after)
+        processes.append({**with_iso(process), "alive": alive, "state": why,
+                          "heartbeat_age_s": round(now - process.heartbeat_at, 3)})
     running = []
-    for row in await store.read_query("ops_running_runs", limit=50):
-        running.append({**with_iso(row), "age_s": round(now - (row["started_at"] or
-                                                               row["created_at"]), 3),
-                        "since_update_s": round(now - row["updated_at"], 3)})
-    failed = await store.read_query("ops_count_status_since", status="failed",
-                                    since=now - 3600)
-    oldest_age = None if health.oldest_queued_at is None else round(
-        now - health.oldest_queued_at, 3)
-    problems = []
-    if not any(p["alive"] for p in processes):
-        problems.append("no live `mwai serve` (no fresh heartbeat)")
-    if health.stuck:
-        problems.append(f"{health.stuck} stuck run(s)")
-    if oldest_age is not None and oldest_age > settings.queue_age_alert_s:
-        problems.append(f"oldest queued run waits for {format_duration(oldest_age)}")
-    status = "healthy"
-    if problems:
-        status = "unhealthy" if not any(p["alive"] for p in processes) else "degraded"
+    for run in await store.running_runs(limit=50):
+        running.append({**with_iso(run), "age_s": round(now - (run.started_at or
+                                                               run.created_at), 3),
+                        "since_update_s": round(now - run.updated_at, 3)})
+    failed_last_hour = await store.count_runs_since("failed", since=now - 3600)
+    services = Workers(alive=sum(1 for p in processes if p["alive"]), configured=None,
+                       kind="services")
+    health = assess(snapshot, services, HealthRules.of(settings))
     return {
-        "status": status,
-        "problems": problems,
+        "status": health.status,
+        "problems": list(health.problems),
         "queued": health.queued,
         "running": health.running,
-        "stuck_runs": health.stuck,
-        "oldest_queued_age_s": oldest_age,
-        "failed_last_hour": int(failed[0]["count"]),
+        "stuck_runs": health.stuck_count,
+        "oldest_queued_age_s": health.oldest_queued_age_s,
+        "failed_last_hour": failed_last_hour,
         "processes": processes,
         "running_runs": running,
         "recent_runs": await list_runs(store, None, None, recent, 0.0),

@@ -12,7 +12,8 @@ from mwai import telemetry
 from mwai.cli.common import Handler, load_settings, print_json
 from mwai.errors import EXIT_OK, UsageError, WebhookError
 from mwai.logs import configure_logging
-from mwai.queue.store import Store, dumps
+from mwai.queue.store import Store
+from mwai.queue.writes import dumps
 from mwai.server.app import serve
 from mwai.server.sdnotify import Notifier
 from mwai.server.webhook import validate_issue_key

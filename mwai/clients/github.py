@@ -15,12 +15,14 @@ import base64
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mwai.clients.http import ApiClient, CallObserver, HttpError, summarize_body
 from mwai.errors import PermanentError, TransientError
@@ -46,14 +48,11 @@ class AppCredentials:
     installation_id: str
 
 
-def app_credentials(settings: Settings) -> AppCredentials | None:
-    """The GitHub App of the settings (GH_APP_ID, GH_APP_PRIVATE_KEY_FILE,
-    GH_APP_INSTALLATION_ID), or None to use GH_TOKEN."""
-    app_id = str(getattr(settings, "gh_app_id", "") or "")
+def app_credentials(app_id: str, key_file: str, installation_id: str) -> AppCredentials | None:
+    """The GitHub App of GH_APP_ID, GH_APP_PRIVATE_KEY_FILE and GH_APP_INSTALLATION_ID
+    (the key read from its file), or None without an app ID: GH_TOKEN is used."""
     if not app_id:
         return None
-    key_file = str(getattr(settings, "gh_app_private_key_file", "") or "")
-    installation_id = str(getattr(settings, "gh_app_installation_id", "") or "")
     if not key_file or not installation_id:
         raise PermanentError("GH_APP_ID is set: GH_APP_PRIVATE_KEY_FILE and "
                              "GH_APP_INSTALLATION_ID are needed too")
@@ -71,9 +70,6 @@ def _b64url(data: bytes) -> str:
 
 def app_jwt(app: AppCredentials, now_s: float | None = None) -> str:
     """The RS256 JWT that authenticates as the app (iat 60 s in the past for clock drift)."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
     now = int(time.time() if now_s is None else now_s)
     try:
         key = serialization.load_pem_private_key(app.private_key_pem.encode(), password=None)
@@ -130,31 +126,50 @@ def split_repo(repo: str) -> tuple[str, str]:
     return owner, name
 
 
+@dataclass(frozen=True, slots=True)
+class GitHubConfig:
+    """The GitHub API a GitHubClient talks to, how it authenticates, its call limits."""
+
+    api_url: str  # https://api.github.com, or GitHub Enterprise's .../api/v3
+    token: str = field(repr=False)  # GH_TOKEN; unused when ``app`` is set
+    app: AppCredentials | None = field(repr=False)  # a GitHub App authenticates instead
+    timeout_s: float  # one HTTP request
+    retries: int  # retries of a transient failure, then the run is retried later
+
+    @classmethod
+    def of(cls, settings: Settings) -> GitHubConfig:
+        """Reads the app's private key file when GH_APP_ID is set (PermanentError if not
+        readable)."""
+        app = app_credentials(settings.gh_app_id, settings.gh_app_private_key_file,
+                              settings.gh_app_installation_id)
+        return cls(api_url=settings.github_api_url, token=settings.gh_token, app=app,
+                   timeout_s=settings.http_timeout_s, retries=settings.http_retries)
+
+
 class GitHubClient:
     def __init__(
         self,
-        settings: Settings,
+        config: GitHubConfig,
         session: aiohttp.ClientSession,
         observer: CallObserver | None = None,
         *,
-        app: AppCredentials | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.api = ApiClient(
             "github",
-            settings.github_api_url,
+            config.api_url,
             session,
             headers={
                 "X-GitHub-Api-Version": GITHUB_API_VERSION,
                 "Accept": "application/vnd.github+json",
             },
-            timeout_s=settings.http_timeout_s,
-            retries=settings.http_retries,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
             observer=observer,
         )
-        self.graphql_url = graphql_url(settings.github_api_url)
-        self.app = app if app is not None else app_credentials(settings)
-        self._static_token = settings.gh_token
+        self.graphql_url = graphql_url(config.api_url)
+        self.app = config.app
+        self._static_token = config.token
         self._clock = clock
         self._installation_token = ""
         self._token_expires_s = 0.0

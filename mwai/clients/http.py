@@ -20,7 +20,6 @@ import asyncio
 import contextvars
 import email.utils
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,9 +28,11 @@ from typing import Any
 import aiohttp
 import orjson
 
+from mwai.backoff import backoff_s
 from mwai.errors import PermanentError, TransientError
+from mwai.logs import HTTP_LOGGER
 
-log = logging.getLogger("mwai.clients.http")
+log = logging.getLogger(HTTP_LOGGER)
 
 # 529: Anthropic "overloaded".
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
@@ -128,11 +129,6 @@ class ApiClient:
         self.max_wait_s = max_wait_s
         self.observer = observer
 
-    def _delay(self, attempt: int, retry_after_s: float | None) -> float:
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** attempt)
-        delay: float = ceiling / 2 + random.uniform(0, ceiling / 2)
-        return max(delay, retry_after_s or 0.0)
-
     def _observe(self, outcome: str) -> None:
         observer = self.observer or DEFAULT_OBSERVER.get()
         if observer is not None:
@@ -162,7 +158,9 @@ class ApiClient:
         retry_after_s: float | None = None
         for attempt in range(self.retries + 1):
             if attempt:
-                delay_s = self._delay(attempt - 1, retry_after_s)
+                # Retry-After is taken whole: a wait beyond max_wait_s goes to the run queue.
+                delay_s = backoff_s(attempt, base_s=self.backoff_base_s,
+                                    max_s=self.backoff_max_s, retry_after_s=retry_after_s)
                 if delay_s > self.max_wait_s:
                     break
                 log.info("Retrying %s request", self.service, extra={

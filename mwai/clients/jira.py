@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -20,6 +20,7 @@ import aiohttp
 from mwai.clients.adf import adf_to_text, text_to_adf
 from mwai.clients.http import ApiClient, CallObserver
 from mwai.errors import PermanentError
+from mwai.model import Comment, Issue
 from mwai.settings import Settings
 
 ISSUE_FIELDS = "summary,description,status,issuetype,assignee,parent,project,labels,subtasks"
@@ -30,28 +31,27 @@ MAX_TEXT_CHARS = 30_000
 TRUNCATION_NOTE = "\n\n[... truncated by mwai: the text was longer than Jira accepts]"
 MAX_PAGES = 200  # a bound on pagination, whatever the server says about totals
 
-
-@dataclass(frozen=True, slots=True)
-class Issue:
-    key: str
-    summary: str
-    description: str  # plain text / markdown
-    status: str
-    issue_type: str
-    is_subtask: bool
-    assignee_account_id: str | None
-    parent_key: str | None
-    project_key: str
-    labels: tuple[str, ...]
-    subtask_keys: tuple[str, ...]
+# 3: Jira Cloud, ADF bodies; 2: Data Center and older sites, plain-text bodies.
+JiraApiVersion = Literal["2", "3"]
 
 
 @dataclass(frozen=True, slots=True)
-class Comment:
-    id: str
-    author_account_id: str | None
-    body: str  # plain text / markdown
-    created: str  # ISO 8601 as Jira gives it
+class JiraConfig:
+    """The Jira site and account a JiraClient talks to, and its call limits."""
+
+    base_url: str
+    email: str
+    api_token: str = field(repr=False)  # a secret: kept out of reprs and tracebacks
+    api_version: JiraApiVersion
+    timeout_s: float  # one HTTP request
+    retries: int  # retries of a transient failure, then the run is retried later
+
+    @classmethod
+    def of(cls, settings: Settings) -> JiraConfig:
+        return cls(base_url=settings.jira_base_url, email=settings.jira_email,
+                   api_token=settings.jira_api_token,
+                   api_version="2" if settings.jira_api_version == "2" else "3",
+                   timeout_s=settings.http_timeout_s, retries=settings.http_retries)
 
 
 def key_number(key: str) -> int:
@@ -137,7 +137,7 @@ class JiraClient:
 
     def __init__(
         self,
-        settings: Settings,
+        config: JiraConfig,
         session: aiohttp.ClientSession,
         observer: CallObserver | None = None,
         *,
@@ -146,16 +146,16 @@ class JiraClient:
         backoff_max_s: float = 8.0,
         max_wait_s: float = 60.0,
     ) -> None:
-        credentials = f"{settings.jira_email}:{settings.jira_api_token}".encode()
-        self.api_version = "2" if settings.jira_api_version == "2" else "3"
+        credentials = f"{config.email}:{config.api_token}".encode()
+        self.api_version: JiraApiVersion = config.api_version
         self.page_size = page_size
         self.api = ApiClient(
             "jira",
-            settings.jira_base_url,
+            config.base_url,
             session,
             headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()},
-            timeout_s=settings.http_timeout_s,
-            retries=settings.http_retries,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
             backoff_base_s=backoff_base_s,
             backoff_max_s=backoff_max_s,
             max_wait_s=max_wait_s,

@@ -8,8 +8,8 @@ retried the same way as every other remote call of mwai.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, assert_never
 
 import aiohttp
 
@@ -18,6 +18,7 @@ from mwai.errors import PermanentError
 from mwai.settings import Settings
 
 ANTHROPIC_VERSION = "2023-06-01"
+LlmProvider = Literal["anthropic", "openai"]
 MESSAGE_ROLES = frozenset({"user", "assistant"})
 
 # USD per million tokens (input, output), matched by the longest model-name prefix.
@@ -46,6 +47,38 @@ class LlmReply:
     cost_usd: float | None
     model: str
     stop_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LlmConfig:
+    """The provider an LLM client calls: its endpoint, key and model, and the limits
+    of one request."""
+
+    provider: LlmProvider
+    base_url: str
+    api_key: str = field(repr=False)  # a secret; "" for a local server that needs none
+    model: str
+    max_tokens: int  # of an answer, unless a call asks for another limit
+    timeout_s: float  # one request (a long answer takes minutes)
+    retries: int  # retries of a transient failure, then the run is retried later
+
+    @classmethod
+    def of(cls, settings: Settings) -> LlmConfig:
+        """The provider MWAI_LLM_PROVIDER names, with its own URL, key and model."""
+        if settings.llm_provider == "anthropic":
+            return cls(provider="anthropic", base_url=settings.anthropic_base_url,
+                       api_key=settings.anthropic_api_key, model=settings.anthropic_model,
+                       max_tokens=settings.llm_max_tokens, timeout_s=settings.llm_timeout_s,
+                       retries=settings.http_retries)
+        if settings.llm_provider == "openai":
+            return cls(provider="openai", base_url=settings.openai_base_url,
+                       api_key=settings.openai_api_key, model=settings.openai_model,
+                       max_tokens=settings.llm_max_tokens, timeout_s=settings.llm_timeout_s,
+                       retries=settings.http_retries)
+        raise PermanentError(
+            f"MWAI_LLM_PROVIDER={settings.llm_provider!r} is not supported: use 'anthropic' or "
+            "'openai'"
+        )
 
 
 class LlmClient(Protocol):
@@ -94,20 +127,20 @@ class AnthropicClient:
 
     def __init__(
         self,
-        settings: Settings,
+        config: LlmConfig,
         session: aiohttp.ClientSession,
         observer: CallObserver | None = None,
     ) -> None:
-        self.model = settings.anthropic_model
-        self.max_tokens = settings.llm_max_tokens
+        self.model = config.model
+        self.max_tokens = config.max_tokens
         self.api = ApiClient(
             "anthropic",
-            settings.anthropic_base_url,
+            config.base_url,
             session,
-            headers={"x-api-key": settings.anthropic_api_key,
+            headers={"x-api-key": config.api_key,
                      "anthropic-version": ANTHROPIC_VERSION},
-            timeout_s=settings.llm_timeout_s,
-            retries=settings.http_retries,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
             observer=observer,
         )
 
@@ -140,27 +173,27 @@ class OpenAIClient:
 
     def __init__(
         self,
-        settings: Settings,
+        config: LlmConfig,
         session: aiohttp.ClientSession,
         observer: CallObserver | None = None,
     ) -> None:
-        self.model = settings.openai_model
-        self.max_tokens = settings.llm_max_tokens
+        self.model = config.model
+        self.max_tokens = config.max_tokens
         # Newer OpenAI models (o-series, gpt-5) refuse "max_tokens" and want
         # "max_completion_tokens", which older compatible servers do not know: start with
         # the widely supported one and switch when the server asks for it.
         self.token_limit_field = "max_tokens"
         # Local servers (Ollama, vLLM) often need no key: send the header only with one.
         headers = {}
-        if settings.openai_api_key:
-            headers["Authorization"] = f"Bearer {settings.openai_api_key}"
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
         self.api = ApiClient(
             "openai",
-            settings.openai_base_url,
+            config.base_url,
             session,
             headers=headers,
-            timeout_s=settings.llm_timeout_s,
-            retries=settings.http_retries,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
             observer=observer,
         )
 
@@ -203,16 +236,13 @@ def _reply(text: str, input_tokens: Any, output_tokens: Any, model: str,
 
 
 def make_llm(
-    settings: Settings,
+    config: LlmConfig,
     session: aiohttp.ClientSession,
     observer: CallObserver | None = None,
 ) -> LlmClient:
-    """The client of ``settings.llm_provider`` (anthropic | openai)."""
-    if settings.llm_provider == "anthropic":
-        return AnthropicClient(settings, session, observer)
-    if settings.llm_provider == "openai":
-        return OpenAIClient(settings, session, observer)
-    raise PermanentError(
-        f"MWAI_LLM_PROVIDER={settings.llm_provider!r} is not supported: use 'anthropic' or "
-        "'openai'"
-    )
+    """The client of ``config.provider``."""
+    if config.provider == "anthropic":
+        return AnthropicClient(config, session, observer)
+    if config.provider == "openai":
+        return OpenAIClient(config, session, observer)
+    assert_never(config.provider)

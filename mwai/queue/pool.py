@@ -18,21 +18,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import mwai.queue.store
 from mwai import telemetry
+from mwai.backoff import backoff_s
 from mwai.errors import StoreError, TransientError
-from mwai.logs import log_context
+from mwai.logs import WORKERS_LOGGER, log_context
+from mwai.model import ClaimedRun
+from mwai.queue import clock
 from mwai.queue.processor import Processor, RunContext, RunObserver
-from mwai.queue.store import ClaimedRun, Store
+from mwai.queue.store import Store
 from mwai.settings import Settings
 
-log = logging.getLogger("mwai.queue.pool")
+log = logging.getLogger(WORKERS_LOGGER)
 T = TypeVar("T")
 
 CANCEL_POLL_S = 0.5
@@ -40,15 +41,6 @@ STORE_RETRY_S = 1.0
 SETTLE_TRIES_AT_SHUTDOWN = 5
 # A wall-clock step larger than this (NTP step, manual change) pauses lease recovery.
 CLOCK_JUMP_TOLERANCE_S = 1.0
-
-
-def backoff_s(attempt: int, base_s: float, max_s: float, retry_after_s: float | None) -> float:
-    """Delay before the next attempt: exponential with 'equal jitter', at least Retry-After."""
-    ceiling = min(max_s, base_s * (2 ** max(0, attempt - 1)))
-    delay: float = ceiling / 2 + random.uniform(0, ceiling / 2)
-    if retry_after_s is not None:
-        delay = max(delay, min(retry_after_s, max_s))
-    return delay
 
 
 def describe_error(exc: BaseException) -> str:
@@ -86,7 +78,7 @@ class WorkerPool:
         self._stopping = False
         self._timers: set[asyncio.TimerHandle] = set()
         self.last_heartbeat_monotonic = time.monotonic()
-        self._clock_marks = (mwai.queue.store.now_s(), time.monotonic())
+        self._clock_marks = (clock.now_s(), time.monotonic())
         self._recovery_paused_until_monotonic = 0.0
 
     # ------------------------------------------------------------------ status
@@ -289,8 +281,10 @@ class WorkerPool:
             log.error("Run failed", extra={"event": "Run failed", "error": message})
             await self._settle(lambda: self.store.fail(run.id, run.worker, message))
             return "failed"
-        delay_s = backoff_s(run.attempts, self.settings.retry_base_s,
-                            self.settings.retry_max_s, exc.retry_after_s)
+        # A Retry-After longer than MWAI_RETRY_MAX_S waits MWAI_RETRY_MAX_S: the operator's bound.
+        delay_s = backoff_s(run.attempts, base_s=self.settings.retry_base_s,
+                            max_s=self.settings.retry_max_s, retry_after_s=exc.retry_after_s,
+                            retry_after_max_s=self.settings.retry_max_s)
         log.warning("Transient error; retry scheduled", extra={
             "event": "Retry scheduled", "error": error, "delay_s": round(delay_s, 3)})
         await self._settle(lambda: self.store.retry_later(
@@ -347,7 +341,7 @@ class WorkerPool:
         forward jump every lease looks expired until its live owner renews it, which
         it does within one lease. Until then, recovering would take healthy runs away.
         """
-        wall_s, monotonic_s = mwai.queue.store.now_s(), time.monotonic()
+        wall_s, monotonic_s = clock.now_s(), time.monotonic()
         last_wall_s, last_monotonic_s = self._clock_marks
         self._clock_marks = (wall_s, monotonic_s)
         jump_s = (wall_s - last_wall_s) - (monotonic_s - last_monotonic_s)

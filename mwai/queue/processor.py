@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mwai.logs import bind
-from mwai.queue.store import ClaimedRun, EnqueueResult, Event, Store, now_s
+from mwai.logs import RUN_LOGGER, bind
+from mwai.model import ClaimedRun, EnqueueResult, Event
+from mwai.queue.clock import now_s
+from mwai.queue.store import Store
 from mwai.settings import Settings
 
-log = logging.getLogger("mwai.run")
+log = logging.getLogger(RUN_LOGGER)
 
 
 class RunObserver(Protocol):

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mwai.errors import NotMwaiDatabase, StoreError, StoreUnavailable
+from mwai.logs import STORE_LOGGER
 
-log = logging.getLogger("mwai.queue.store")
+# The writer is the store's write path: operators read its lines as the store's.
+log = logging.getLogger(STORE_LOGGER)
 
 Outcome = tuple[bool, Any]  # (True, value) or (False, exception)
 

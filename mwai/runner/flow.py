@@ -5,7 +5,9 @@ is journaled (mwai.runner.journal): a retried attempt of the same run skips what
 done, so nothing is ever made twice. Across *different* runs the remote state
 is the guard: sub-tasks are matched by summary, the pull request is found by
 its head branch, a commit carrying this run's trailer on origin counts as
-pushed, and comments carry a run marker.
+pushed, and comments carry a run marker. The journaled Jira writes (transitions,
+assignments, comments, starting the next sub-task, the failure report) are in
+mwai.runner.updates; this module decides which ones each action makes.
 
 Failures: TransientError propagates (the worker retries the run with backoff);
 anything else fails the run. Either way the message names the step. A run
@@ -22,28 +24,32 @@ from typing import Any
 
 import aiohttp
 
-from mwai.clients.github import GitHubClient
+from mwai.clients.github import GitHubClient, GitHubConfig
 from mwai.clients.http import CallObserver, new_session
-from mwai.clients.jira import Comment, Issue, JiraClient
-from mwai.clients.llm import LlmClient, make_llm
+from mwai.clients.jira import JiraClient, JiraConfig
+from mwai.clients.llm import LlmClient, LlmConfig, make_llm
 from mwai.errors import PermanentError, TransientError
+from mwai.logs import FLOW_LOGGER
+from mwai.model import Comment, Issue
 from mwai.queue.processor import RunContext
-from mwai.queue.store import dumps
-from mwai.runner import agent as agent_module
-from mwai.runner.agent import AgentResult, build_prompt
-from mwai.runner.git import GitWorkspace, Worktree, branch_name
-from mwai.runner.journal import RunJournal, run_marker, scrub
+from mwai.runner.agent import run as agent_module
+from mwai.runner.agent.output import AgentResult
+from mwai.runner.agent.prompt import build_prompt
+from mwai.runner.git import GitWorkspace, Worktree
+from mwai.runner.journal import RunJournal
+from mwai.runner.names import branch_name
 from mwai.runner.planner import PLAN_MARKER, find_latest_plan, format_plan_comment, write_plan
 from mwai.runner.repos import RepoConfig, resolve_repo
-from mwai.runner.router import Action, Decision, route, same_status
+from mwai.runner.router import Action, Decision, RoutingRules, route, same_status
+from mwai.runner.updates import IssueUpdates
+from mwai.scrub import scrub
 from mwai.settings import Settings
 
-log = logging.getLogger("mwai.runner.flow")
+log = logging.getLogger(FLOW_LOGGER)
 
 RUN_TRAILER = "Mwai-Run"
 DONE_MARKER = "[mwai-done]"
 SUMMARY_MAX_CHARS = 1500
-ERROR_MAX_CHARS = 600
 AgentRunner = Callable[[Settings, Any, str, LlmClient | None], Awaitable[AgentResult]]
 
 
@@ -78,6 +84,7 @@ class JiraProcessor:
         self._github = github
         self._git = git
         self._run_agent: AgentRunner = run_agent or agent_module.run_agent
+        self._updates: IssueUpdates | None = None
         self._started = False
         self._start_lock = asyncio.Lock()
         # Runs of one parent (its sub-tasks share a branch) take turns in this process.
@@ -94,9 +101,12 @@ class JiraProcessor:
                 self._session = new_session()
             settings, session = self.settings, self._session
             observer = self._observer
-            self._jira = self._jira or JiraClient(settings, session, observer)
-            self._llm = self._llm or make_llm(settings, session, observer)
-            self._github = self._github or GitHubClient(settings, session, observer)
+            # Each client takes only its part of the settings (its *Config), so a test or
+            # a probe can build one without the other 80 fields.
+            self._jira = self._jira or JiraClient(JiraConfig.of(settings), session, observer)
+            self._llm = self._llm or make_llm(LlmConfig.of(settings), session, observer)
+            self._github = self._github or GitHubClient(GitHubConfig.of(settings), session,
+                                                        observer)
             self._git = self._git or GitWorkspace(settings.work_dir, settings.gh_token)
             removed = await self._git.cleanup_stale()
             if removed:
@@ -116,6 +126,12 @@ class JiraProcessor:
     def jira(self) -> JiraClient:
         assert self._jira is not None
         return self._jira
+
+    @property
+    def updates(self) -> IssueUpdates:
+        if self._updates is None:
+            self._updates = IssueUpdates(self.settings, self.jira)
+        return self._updates
 
     @property
     def github(self) -> GitHubClient:
@@ -157,7 +173,7 @@ class JiraProcessor:
         ctx = run.ctx
         run.step = "read the issue"
         issue = await self.jira.get_issue(ctx.run.issue_key)
-        decision = route(issue, self.settings)
+        decision = route(issue, RoutingRules.of(self.settings))
         resumed = run.earlier_action if set(run.done) - {"agent"} else None
         if resumed not in (None, Action.NOOP.value, decision.action.value):
             # An earlier attempt began this action and moved the issue on half-way (or
@@ -192,59 +208,8 @@ class JiraProcessor:
                              output_tokens=usage.output_tokens)
 
     async def _report_failure(self, run: RunJournal, error: str) -> None:
-        """One short comment on the issue: what failed and how to retry."""
-        if run.result("failure_comment") is not None or self._jira is None:
-            return
-        key, run_id = run.ctx.run.issue_key, run.id
-        short = error if len(error) <= ERROR_MAX_CHARS else error[:ERROR_MAX_CHARS] + "..."
-        # Handing the issue to the human stops queued duplicate triggers from running
-        # the failing action again; assigning it back to AI is the way to retry.
-        hand_over = run.action in (Action.PLAN, Action.START, Action.EXECUTE)
-        text = (
-            f"mwai could not finish run {run_id} on {key}: {short}\n\n"
-            "To retry once the cause is fixed: assign this ticket to the AI account again, "
-            f"or run `mwai requeue {run_id}` on the mwai server.\n"
-            f"{run_marker(run_id)}"
-        )
-        try:
-            comment_id = await self.jira.add_comment(key, text)
-            await run.journal("failure_comment", "Failure reported on Jira",
-                              comment_id=comment_id)
-            if hand_over and self.settings.jira_human_account_id:
-                await self._assign(run, key, self.settings.jira_human_account_id,
-                                   "failure_assign")
-        except Exception as exc:  # the original error matters more than this one
-            log.warning("Could not report the failure on Jira", extra={
-                "error": scrub(str(exc), self.settings.secret_values())})
-
-    async def _transition(self, run: RunJournal, key: str, status: str, step: str) -> None:
-        async def move() -> dict[str, Any]:
-            await self.jira.transition_to(key, status)
-            return {"issue_key": key, "status": status}
-        await run.once(step, f"{key} moved to {status}", move)
-
-    async def _assign(self, run: RunJournal, key: str, account_id: str, step: str) -> None:
-        who = "AI" if account_id == self.settings.jira_ai_account_id else "the human"
-
-        async def assign() -> dict[str, Any]:
-            await self.jira.assign(key, account_id)
-            return {"issue_key": key, "account_id": account_id}
-        await run.once(step, f"{key} assigned to {who}", assign)
-
-    async def _comment(self, run: RunJournal, key: str, text: str, step: str,
-                       existing: list[Comment] | None = None, marker: str | None = None
-                       ) -> dict[str, Any]:
-        """Post a comment once: not if this run journaled it or Jira already shows it."""
-        async def post() -> dict[str, Any]:
-            ai = self.settings.jira_ai_account_id
-            for comment in existing or []:
-                ours = marker in comment.body if marker else run.marked(comment.body)
-                if ours and comment.author_account_id in (ai, None):
-                    return {"issue_key": key, "comment_id": comment.id, "found": True}
-            body = text if marker else f"{text}\n{run_marker(run.id)}"
-            body = scrub(body, self.settings.secret_values())
-            return {"issue_key": key, "comment_id": await self.jira.add_comment(key, body)}
-        return await run.once(step, f"Comment posted on {key}", post)
+        if self._jira is not None:  # else the processor failed before it had a Jira client
+            await self.updates.report_failure(run, error)
 
     # --------------------------------------------------------------- actions
 
@@ -280,8 +245,8 @@ class JiraProcessor:
         posted = await run.once("plan_comment", f"Plan posted on {issue.key}", post_plan)
         target = (settings.jira_status_blocked if posted.get("only_questions")
                   else settings.jira_status_plan_review)
-        await self._transition(run, issue.key, target, "plan_transition")
-        await self._assign(run, issue.key, settings.jira_human_account_id, "plan_assign")
+        await self.updates.transition(run, issue.key, target, "plan_transition")
+        await self.updates.assign(run, issue.key, settings.jira_human_account_id, "plan_assign")
 
     async def _start_subtasks(self, run: RunJournal, parent: Issue, decision: Decision) -> None:
         settings = self.settings
@@ -317,53 +282,19 @@ class JiraProcessor:
                 keys.append(str(previous["key"]))
                 available = [s for s in available if s.key != previous["key"]]
             for key in keys:
-                await self._assign(run, key, settings.jira_ai_account_id, f"assign_{key}")
+                await self.updates.assign(run, key, settings.jira_ai_account_id, f"assign_{key}")
             run.step = "list the sub-tasks"
-            started = await self._start_next(run, await self.jira.list_subtasks(parent.key),
-                                             current_key=None, candidates=keys)
+            siblings = await self.jira.list_subtasks(parent.key)
+            started = await self.updates.start_next(run, siblings, current_key=None,
+                                                    candidates=keys)
             if created or started:
                 lines = [f"mwai created {len(created)} sub-task(s) from the approved plan:"]
                 lines += [f"- {key}" for key in keys]
                 if started:
                     lines.append(f"Started {started}; each sub-task's change goes to one pull "
                                  "request for this ticket.")
-                await self._comment(run, parent.key, "\n".join(lines), "start_comment",
-                                    comments)
-
-    async def _start_next(self, run: RunJournal, siblings: list[Issue], current_key: str | None,
-                          candidates: list[str] | None = None) -> str | None:
-        """Move the next sub-task not started yet to In Progress, assign AI, queue it.
-
-        ``candidates``: only these may be started (START: the plan's sub-tasks, not
-        those of an older plan).
-        """
-        settings = self.settings
-        started = (settings.jira_status_in_progress, settings.jira_status_in_testing,
-                   settings.jira_status_done, settings.jira_status_blocked)
-        busy = [s.key for s in siblings if s.key != current_key
-                and same_status(s.status, settings.jira_status_in_progress)]
-        if busy:
-            await run.ctx.event("Next sub-task not started: another one is in progress",
-                                in_progress=busy)
-            return None
-        following = next((s for s in siblings if s.key != current_key
-                          and (candidates is None or s.key in candidates)
-                          and not any(same_status(s.status, name) for name in started)), None)
-        if following is None:
-            return None
-        key = following.key
-        await self._transition(run, key, settings.jira_status_in_progress, f"start_{key}")
-        if following.assignee_account_id != settings.jira_ai_account_id:
-            await self._assign(run, key, settings.jira_ai_account_id, f"start_assign_{key}")
-
-        async def enqueue() -> dict[str, Any]:
-            payload = dumps({"event_type": "mwai:start_subtask", "issue_key": key,
-                             "source": "mwai", "started_by_run": run.id})
-            result = await run.ctx.enqueue(key, payload, "mwai:start_subtask")
-            return {"issue_key": key, "queued_run_id": result.run_id,
-                    "coalesced": result.coalesced}
-        await run.once(f"enqueue_{key}", f"Run queued for {key}", enqueue)
-        return key
+                await self.updates.comment(run, parent.key, "\n".join(lines), "start_comment",
+                                           comments)
 
     async def _execute(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
         settings, ctx = self.settings, run.ctx
@@ -388,13 +319,14 @@ class JiraProcessor:
             agent = run.result("agent") or {}
             pr = await self._open_pr(run, parent, repo, branch)
             await ctx.record(pr_url=pr["pr_url"])
-            await self._comment(run, sub.key, self._result_text(branch, pr, pushed, agent),
-                                "result_comment", comments)
-            await self._transition(run, sub.key, settings.jira_status_in_testing,
-                                   "execute_transition")
-            await self._assign(run, sub.key, settings.jira_human_account_id, "execute_assign")
+            updates = self.updates
+            await updates.comment(run, sub.key, self._result_text(branch, pr, pushed, agent),
+                                  "result_comment", comments)
+            await updates.transition(run, sub.key, settings.jira_status_in_testing,
+                                     "execute_transition")
+            await updates.assign(run, sub.key, settings.jira_human_account_id, "execute_assign")
             run.step = "start the next sub-task"
-            await self._start_next(run, await self.jira.list_subtasks(parent.key), sub.key)
+            await updates.start_next(run, await self.jira.list_subtasks(parent.key), sub.key)
 
     async def _change_and_push(self, run: RunJournal, sub: Issue, repo: RepoConfig, branch: str,
                                prompt: str, comments: list[Comment]) -> dict[str, Any] | None:
@@ -439,17 +371,10 @@ class JiraProcessor:
 
     async def _pushed_by_this_run(self, worktree: Worktree, run_ids: list[int]) -> str | None:
         """The commit an earlier attempt of this run pushed (found by its trailer)."""
-        if worktree.created_branch or not worktree.start_commit:
+        if worktree.created_branch:
             return None
         ids = "|".join(str(run_id) for run_id in run_ids)
-        proc = await asyncio.create_subprocess_exec(
-            "git", "log", "-n", "1", "--format=%H", "--extended-regexp",
-            f"--grep=^{RUN_TRAILER}: ({ids})$", worktree.start_commit,
-            cwd=worktree.path, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await proc.communicate()
-        return out.decode().strip() or None if proc.returncode == 0 else None
+        return await self.git.find_commit(worktree, f"^{RUN_TRAILER}: ({ids})$")
 
     async def _blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
                        comments: list[Comment]) -> None:
@@ -461,9 +386,10 @@ class JiraProcessor:
                 f"The agent's last message:\n{last[:SUMMARY_MAX_CHARS]}\n\n"
                 f"Add what is missing in a comment, then move {sub.key} back to "
                 f"{settings.jira_status_in_progress} and assign it to the AI account.")
-        await self._comment(run, sub.key, text, "blocked_comment", comments)
-        await self._transition(run, sub.key, settings.jira_status_blocked, "blocked_transition")
-        await self._assign(run, sub.key, settings.jira_human_account_id, "blocked_assign")
+        updates = self.updates
+        await updates.comment(run, sub.key, text, "blocked_comment", comments)
+        await updates.transition(run, sub.key, settings.jira_status_blocked, "blocked_transition")
+        await updates.assign(run, sub.key, settings.jira_human_account_id, "blocked_assign")
 
     async def _open_pr(self, run: RunJournal, parent: Issue, repo: RepoConfig,
                        branch: str) -> dict[str, Any]:
@@ -539,6 +465,6 @@ class JiraProcessor:
             lines.append(f"mwai moved {parent.key} to {settings.jira_status_done}. {DONE_MARKER}")
             run.step = "read the parent's comments"
             comments = await self.jira.get_comments(parent.key)
-            await self._comment(run, parent.key, "\n".join(lines), "done_comment", comments,
-                                marker=DONE_MARKER)
-            await self._transition(run, parent.key, settings.jira_status_done, "parent_done")
+            await self.updates.comment(run, parent.key, "\n".join(lines), "done_comment",
+                                       comments, marker=DONE_MARKER)
+            await self.updates.transition(run, parent.key, settings.jira_status_done, "parent_done")

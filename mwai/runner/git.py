@@ -2,7 +2,7 @@
 
 Every git command is an argument list (never a shell). Ticket text reaches git
 only as a commit message on stdin (``commit -F -``) and as a branch name made
-by ``branch_name`` (a safe slug). The push token is given to the one command
+by ``names.branch_name`` (a safe slug). The push token is given to the one command
 that needs it through GIT_CONFIG_COUNT/KEY/VALUE environment variables as an
 ``http.extraHeader``: it never appears in a URL, an argument or a config file.
 Git runs with LC_ALL=C so its messages can be recognised.
@@ -11,29 +11,26 @@ Git runs with LC_ALL=C so its messages can be recognised.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
 import os
-import re
 import shutil
 import signal
 import stat
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mwai.errors import PermanentError, TransientError
+from mwai.logs import GIT_LOGGER
+from mwai.runner.git_env import basic_credential, git_environment
+from mwai.runner.names import mirror_name
 from mwai.runner.repos import RepoConfig, is_safe_branch, is_safe_url
+from mwai.scrub import Scrubber
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(GIT_LOGGER)
 
-AUTHOR_NAME = "mwai"
-AUTHOR_EMAIL = "mwai@localhost"
-SLUG_MAX_CHARS = 40
 LOCAL_TIMEOUT_S = 120.0
 NETWORK_TIMEOUT_S = 600.0
 STDERR_KEPT_CHARS = 2000
@@ -74,70 +71,6 @@ _NOT_A_REPO_HINTS = ("does not appear to be a git repository", "not found")
 _REJECTED_HINTS = ("[rejected]", "non-fast-forward", "fetch first")
 
 
-def _slug(text: str, max_chars: int) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:max_chars].strip("-")
-
-
-def branch_name(parent_key: str, parent_summary: str) -> str:
-    """``ai/<PARENT-KEY>-<slug>``: a valid, safe ref whatever the ticket says.
-
-    Only ``[A-Za-z0-9-]`` survive in the key and ``[a-z0-9-]`` in the slug, so
-    no "..", "@{", "~^:?*[\\", spaces, control characters or ".lock" can appear.
-    """
-    key = re.sub(r"[^A-Za-z0-9]+", "-", parent_key).strip("-")[:32].strip("-").upper()
-    slug = _slug(parent_summary, SLUG_MAX_CHARS) or "work"
-    return f"ai/{key or 'ISSUE'}-{slug}"
-
-
-def auth_header_value(token: str) -> str:
-    """The HTTP Authorization header GitHub accepts for a token over git https."""
-    raw = f"x-access-token:{token}".encode()
-    return "Authorization: Basic " + base64.b64encode(raw).decode("ascii")
-
-
-def git_environment(
-    base_env: Mapping[str, str], url: str = "", token: str = ""
-) -> dict[str, str]:
-    """Environment of one git command: no prompts, C locale, fixed identity.
-
-    With a token and an https URL, the auth header is added as a per-command
-    config entry (GIT_CONFIG_COUNT...), which git never writes to disk.
-    """
-    env = {name: base_env[name] for name in ("PATH", "HOME", "TMPDIR") if name in base_env}
-    env.update({
-        "LC_ALL": "C",
-        "LANG": "C",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": "",
-        "SSH_ASKPASS": "",
-        "GCM_INTERACTIVE": "never",
-        # No remote helpers that run commands (ext::) whatever the URL says.
-        "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
-        "GIT_AUTHOR_NAME": AUTHOR_NAME,
-        "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL,
-        "GIT_COMMITTER_NAME": AUTHOR_NAME,
-        "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
-    })
-    if "SSH_AUTH_SOCK" in base_env:  # ssh remotes authenticate with the service's agent
-        env["SSH_AUTH_SOCK"] = base_env["SSH_AUTH_SOCK"]
-    if token and url.lower().startswith("https://"):
-        env.update({
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "http.extraHeader",
-            "GIT_CONFIG_VALUE_0": auth_header_value(token),
-        })
-    return env
-
-
-def mirror_name(url: str) -> str:
-    """A file name for the mirror of ``url``: readable part + hash of the whole URL."""
-    last = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1].removesuffix(".git")
-    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    return f"{_slug(last, 40) or 'repo'}-{digest}.git"
-
-
 @dataclass
 class Worktree:
     path: Path
@@ -170,7 +103,7 @@ class GitWorkspace:
         self.work_dir = Path(work_dir).absolute()
         self.mirrors_dir = self.work_dir / "mirrors"
         self.worktrees_dir = self.work_dir / "worktrees"
-        self._token = token
+        self.use_token(token)
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._local_timeout_s = local_timeout_s
         self._network_timeout_s = network_timeout_s
@@ -180,6 +113,8 @@ class GitWorkspace:
     def use_token(self, token: str) -> None:
         """Use this token from now on (a GitHub App's installation token is renewed hourly)."""
         self._token = token
+        # git's messages may echo the token, as itself or inside the auth header.
+        self._scrubber = Scrubber([token, basic_credential(token)] if token else [])
 
     # -- commands --------------------------------------------------------
 
@@ -191,12 +126,6 @@ class GitWorkspace:
             [str(self.worktrees_dir), str(self.mirrors_dir)]
         )
         return env
-
-    def _scrub(self, text: str) -> str:
-        if self._token:
-            text = text.replace(auth_header_value(self._token), "Authorization: ***")
-            text = text.replace(self._token, "***")
-        return text
 
     async def _git(
         self,
@@ -243,7 +172,7 @@ class GitWorkspace:
         result = GitResult(
             proc.returncode or 0,
             out.decode("utf-8", "replace"),
-            self._scrub(err.decode("utf-8", "replace")),
+            self._scrubber.text(err.decode("utf-8", "replace")),
         )
         if check and result.returncode != 0:
             raise self._error(args, result, network)
@@ -253,7 +182,7 @@ class GitWorkspace:
         # push --porcelain reports each refused ref on stdout ("!<tab>ref<tab>[reason]").
         refused = [line for line in result.stdout.splitlines() if line.startswith("!")]
         detail = "\n".join([*refused, result.stderr.strip()]).strip()
-        stderr = self._scrub(detail)[-STDERR_KEPT_CHARS:] or "(no message)"
+        stderr = self._scrubber.text(detail)[-STDERR_KEPT_CHARS:] or "(no message)"
         message = f"git {args[0]} failed (exit {result.returncode}): {stderr}"
         lowered = stderr.lower()
         if network and any(hint in lowered for hint in _AUTH_HINTS):

@@ -27,14 +27,6 @@ def run_marker(run_id: int) -> str:
     return f"[mwai run {run_id}]"
 
 
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every (non-empty) secret value replaced by ***."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 @dataclass
 class Usage:
     """Cost and tokens spent by a run (LLM plan calls and the agent), when known."""

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mwai.clients.llm import LlmClient, LlmReply
 from mwai.errors import PermanentError
-
-if TYPE_CHECKING:
-    from mwai.clients.jira import Comment, Issue
-    from mwai.clients.llm import LlmClient, LlmReply
+from mwai.model import Comment, Issue
 
 PLAN_MARKER = "[mwai-plan v1]"
 JIRA_SUMMARY_MAX_CHARS = 255

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
+from mwai.model import Issue
 from mwai.settings import Settings
-
-if TYPE_CHECKING:
-    from mwai.clients.jira import Issue
 
 
 class Action(StrEnum):
@@ -45,30 +42,48 @@ def same_status(actual: str, configured: str) -> bool:
     return actual.strip().casefold() == configured.strip().casefold()
 
 
-def route(issue: Issue, settings: Settings) -> Decision:
+@dataclass(frozen=True, slots=True)
+class RoutingRules:
+    """What ``route`` holds an issue against: the AI's Jira account, the workflow's
+    status names and the labels that keep mwai away."""
+
+    ai_account_id: str  # JIRA_AI_ACCOUNT_ID; empty matches no issue, not the unassigned
+    status_backlog: str
+    status_in_progress: str
+    status_done: str
+    skip_labels: tuple[str, ...]  # MWAI_SKIP_LABELS
+
+    @classmethod
+    def of(cls, settings: Settings) -> RoutingRules:
+        return cls(ai_account_id=settings.jira_ai_account_id,
+                   status_backlog=settings.jira_status_backlog,
+                   status_in_progress=settings.jira_status_in_progress,
+                   status_done=settings.jira_status_done,
+                   skip_labels=settings.skip_labels)
+
+
+def route(issue: Issue, rules: RoutingRules) -> Decision:
     kind = "sub-task" if issue.is_subtask else "parent"
-    skipped = sorted(set(issue.labels) & set(settings.skip_labels))
+    skipped = sorted(set(issue.labels) & set(rules.skip_labels))
     if skipped:
         return Decision(Action.NOOP, f"{issue.key} has the label {skipped[0]!r} "
                                      "(MWAI_SKIP_LABELS): mwai leaves it alone")
-    if issue.is_subtask and same_status(issue.status, settings.jira_status_done):
-        return Decision(Action.SUBTASK_DONE, f"sub-task {issue.key} is "
-                                             f"{settings.jira_status_done}")
-    ai = settings.jira_ai_account_id
+    if issue.is_subtask and same_status(issue.status, rules.status_done):
+        return Decision(Action.SUBTASK_DONE, f"sub-task {issue.key} is {rules.status_done}")
+    ai = rules.ai_account_id
     if not ai or issue.assignee_account_id != ai:
         who = issue.assignee_account_id or "nobody"
         return Decision(Action.NOOP, f"{kind} {issue.key} is assigned to {who}, not to the "
                                      "AI account (JIRA_AI_ACCOUNT_ID)")
     if issue.is_subtask:
-        if same_status(issue.status, settings.jira_status_in_progress):
+        if same_status(issue.status, rules.status_in_progress):
             return Decision(Action.EXECUTE, f"sub-task {issue.key} is "
-                                            f"{settings.jira_status_in_progress} and assigned "
-                                            "to AI")
-    elif same_status(issue.status, settings.jira_status_backlog):
-        return Decision(Action.PLAN, f"{issue.key} is {settings.jira_status_backlog} and "
+                                            f"{rules.status_in_progress} and assigned to AI")
+    elif same_status(issue.status, rules.status_backlog):
+        return Decision(Action.PLAN, f"{issue.key} is {rules.status_backlog} and "
                                      "assigned to AI")
-    elif same_status(issue.status, settings.jira_status_in_progress):
-        return Decision(Action.START, f"{issue.key} is {settings.jira_status_in_progress} "
+    elif same_status(issue.status, rules.status_in_progress):
+        return Decision(Action.START, f"{issue.key} is {rules.status_in_progress} "
                                       "and assigned to AI (plan approved)")
     return Decision(Action.NOOP, f"{kind} {issue.key} is in status {issue.status!r} assigned "
                                  "to AI: nothing to do in that state")

@@ -25,7 +25,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from mwai import __version__
 from mwai.clients import http
 from mwai.errors import MwaiError, StoreError, StoreUnavailable, WebhookError
-from mwai.logs import log_context
+from mwai.logs import AIOHTTP_SERVER_LOGGER, WEB_LOGGER, log_context
+from mwai.queue.health import HealthRules, Workers, assess
 from mwai.queue.pool import WorkerPool
 from mwai.queue.processor import NoopProcessor, Processor
 from mwai.queue.store import Store
@@ -34,7 +35,7 @@ from mwai.server import metrics, openapi, ratelimit, sdnotify
 from mwai.server import webhook as wh
 from mwai.settings import Settings
 
-log = logging.getLogger("mwai.server.app")
+log = logging.getLogger(WEB_LOGGER)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)
@@ -252,46 +253,28 @@ async def health_detailed(request: web.Request) -> web.Response:
 
 
 async def health_report(app: web.Application) -> dict[str, Any]:
+    """The service's health: the assessment of mwai.queue.health, as `mwai monitor` and
+    `mwai alert` make it, with this process's worker pool as the workers."""
     settings = app[SETTINGS_KEY]
     pool = app[POOL_KEY]
     now = time.time()
-    problems: list[str] = []
     database = "healthy"
-    counts = None
+    snapshot = None
     try:
-        counts = await app[STORE_KEY].health_counts(settings.stuck_after_s)
+        snapshot = await app[STORE_KEY].health_snapshot(settings.stuck_after_s)
     except StoreError as exc:
         database = f"unhealthy: {exc}"
-    workers = {"configured": pool.size, "alive": pool.alive, "busy": pool.busy}
-    oldest_age_s = None
-    if counts is not None and counts.oldest_queued_at is not None:
-        oldest_age_s = round(max(0.0, now - counts.oldest_queued_at), 3)
-    if counts is None:
-        status = "unhealthy"
-        problems.append("database unavailable")
-    elif pool.alive == 0:
-        status = "unhealthy"
-        problems.append("no worker is alive")
-    else:
-        write_failure = app[STORE_KEY].write_failure
-        if write_failure:
-            problems.append(f"the database refuses writes, webhooks get 503: {write_failure}")
-        if counts.stuck:
-            problems.append(f"{counts.stuck} stuck run(s)")
-        if pool.alive < pool.size:
-            problems.append(f"only {pool.alive} of {pool.size} workers alive")
-        if oldest_age_s is not None and oldest_age_s > settings.queue_age_alert_s:
-            problems.append(f"oldest queued run waits for {oldest_age_s:.0f} s")
-        status = "degraded" if problems else "healthy"
+    workers = Workers(alive=pool.alive, configured=pool.size, kind="workers")
+    health = assess(snapshot, workers, HealthRules.of(settings))
     return {
-        "status": status,
+        "status": health.status,
         "database": database,
-        "stuck_runs": counts.stuck if counts else None,
-        "queued": counts.queued if counts else None,
-        "running": counts.running if counts else None,
-        "oldest_queued_age_s": oldest_age_s,
-        "workers": workers,
-        "problems": problems,
+        "stuck_runs": health.stuck_count,
+        "queued": health.queued,
+        "running": health.running,
+        "oldest_queued_age_s": health.oldest_queued_age_s,
+        "workers": {"configured": pool.size, "alive": pool.alive, "busy": pool.busy},
+        "problems": list(health.problems),
         "version": __version__,
         "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),
         "timestamp": now,
@@ -391,7 +374,7 @@ async def serve(settings: Settings, processor: Processor | None = None,
     notifier = notifier or sdnotify.Notifier()
     watchdog: asyncio.Task[None] | None = None
     app = create_app(settings, processor)
-    logging.getLogger("aiohttp.server").addFilter(CLIENT_ERROR_LOG_FILTER)  # idempotent
+    logging.getLogger(AIOHTTP_SERVER_LOGGER).addFilter(CLIENT_ERROR_LOG_FILTER)  # idempotent
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False,
                            shutdown_timeout=5,
                            # aiohttp's default keeps a connection that never sends a

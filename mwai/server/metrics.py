@@ -13,7 +13,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -27,12 +27,12 @@ from prometheus_client.process_collector import ProcessCollector
 
 from mwai import __version__
 from mwai.errors import StoreError
-from mwai.queue.store import ClaimedRun, EnqueueResult, Store
+from mwai.logs import METRICS_LOGGER
+from mwai.model import ClaimedRun, EnqueueResult
+from mwai.queue.pool import WorkerPool
+from mwai.queue.store import Store
 
-if TYPE_CHECKING:
-    from mwai.queue.pool import WorkerPool
-
-log = logging.getLogger("mwai.server.metrics")
+log = logging.getLogger(METRICS_LOGGER)
 
 # The classic text format that generate_latest() writes, understood by every scraper.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

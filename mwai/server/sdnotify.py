@@ -16,7 +16,9 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-log = logging.getLogger("mwai.server.sdnotify")
+from mwai.logs import SDNOTIFY_LOGGER
+
+log = logging.getLogger(SDNOTIFY_LOGGER)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ import pytest
 from mwai.__main__ import COMMAND_GROUPS
 from mwai.cli.common import local_time
 from mwai.cli.main import build_parser
-from mwai.queue import store as mwai_store
+from mwai.queue import clock as mwai_clock
+from mwai.queue.schema import SCHEMA_VERSION
 from mwai.queue.store import Store
 from tests.acceptance.service import Service
 from tests.conftest import automation_payload
@@ -70,8 +71,8 @@ def make_old_runs(db: Path, count: int, age_s: float, queued_too: bool = False) 
     async def fill() -> None:
         store = Store(str(db), synchronous="OFF")
         await store.open()
-        real_now = mwai_store.now_s
-        mwai_store.now_s = lambda: time.time() - age_s
+        real_now = mwai_clock.now_s
+        mwai_clock.now_s = lambda: time.time() - age_s
         try:
             await asyncio.gather(*(store.enqueue(f"OLD-{n}", "{}", delivery_id=f"old-{n}")
                                    for n in range(count)))
@@ -86,7 +87,7 @@ def make_old_runs(db: Path, count: int, age_s: float, queued_too: bool = False) 
                 assert run is not None
                 await store.retry_later(run.id, run.issue_key, "later", 2 * age_s, 1)
         finally:
-            mwai_store.now_s = real_now
+            mwai_clock.now_s = real_now
             await store.close()
 
     asyncio.run(fill())
@@ -375,7 +376,7 @@ def test_check_reports_each_problem_with_the_setting_name(svc: tuple[Service, di
     good = mwai(service, "check")
     assert good.returncode == 0, good.stdout + good.stderr
     assert "configuration: ok" in good.stdout
-    assert f"schema version {mwai_store.SCHEMA_VERSION} (current)" in good.stdout
+    assert f"schema version {SCHEMA_VERSION} (current)" in good.stdout
     env = {**service.env, "MWAI_WORKERS": "many", "MWAI_PROCESSOR": "jira",
            "MWAI_ALERT_EMAIL_TO": "ops@example.com", "JIRA_BASE_URL": "jira.example.com"}
     bad = mwai(service, "check", "--json", env=env)

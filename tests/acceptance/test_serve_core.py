@@ -130,7 +130,7 @@ def test_every_log_line_is_json_with_context_and_no_secret(tmp_path: Path) -> No
     for line in lines:
         assert {"timestamp", "level", "logger", "message"} <= set(line), line
         assert line["timestamp"].endswith(("Z", "+00:00"))
-    run_lines = [line for line in lines if line.get("logger") in ("mwai.queue.pool", "mwai.run")
+    run_lines = [line for line in lines if line.get("logger") in ("mwai.workers", "mwai.run")
                  and line.get("event")]
     assert run_lines, "no run lines"
     for line in run_lines:

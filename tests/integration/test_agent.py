@@ -13,12 +13,17 @@ from typing import Any
 
 import pytest
 
-from mwai.clients.jira import Comment, Issue
 from mwai.clients.llm import LlmReply
 from mwai.demo.sample_repo import git_log, git_show, make_sample_origin
 from mwai.errors import PermanentError
-from mwai.runner.agent import PR_GET_DUMPABLE, AgentResult, AgentTimeout, build_prompt, run_agent
-from mwai.runner.git import GitWorkspace, branch_name
+from mwai.model import Comment, Issue
+from mwai.runner.agent.env import PR_GET_DUMPABLE
+from mwai.runner.agent.output import AgentResult
+from mwai.runner.agent.process import AgentTimeout
+from mwai.runner.agent.prompt import build_prompt
+from mwai.runner.agent.run import run_agent
+from mwai.runner.git import GitWorkspace
+from mwai.runner.names import branch_name
 from mwai.runner.repos import RepoConfig
 from mwai.settings import Settings
 from tests.conftest import make_settings
@@ -221,6 +226,22 @@ async def test_failing_agent_and_unreadable_stdin(tmp_path: Path) -> None:
         run_agent(agent_settings(tmp_path, quick), worktree, "x" * 2_000_000, None),
         HANG_GUARD_S)
     assert result.exit_code == 0 and result.summary == "ignored the prompt"
+
+
+async def test_the_agent_output_never_carries_mwai_secrets(tmp_path: Path) -> None:
+    """An agent that prints a secret (it may find one in the repository): the summary
+    and the output mwai keeps and posts hide it, a short one included."""
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    leak = f"found {SECRET_ENV['GH_TOKEN']} and pw1 in the repository"
+    printer = f"{shlex.quote(sys.executable)} -c \"import sys; print(sys.argv[1])\" " \
+              f"{shlex.quote(leak)}"
+    settings = agent_settings(tmp_path, printer, gh_token=SECRET_ENV["GH_TOKEN"],
+                              alert_smtp_password="pw1")
+    result = await run_agent(settings, worktree, prompt_for(), None)
+    assert result.exit_code == 0
+    assert result.summary == "found *** and *** in the repository"
+    assert SECRET_ENV["GH_TOKEN"] not in result.output and "pw1" not in result.output
 
 
 async def test_leftover_background_process_is_killed_when_the_agent_exits(

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-import mwai.queue.store
+import mwai.queue.clock
 from mwai.server.app import create_app
 from tests.conftest import automation_payload, secret_headers
 from tests.integration.helpers import GateProcessor, db_rows, wait_for
@@ -25,7 +25,7 @@ HOUR_S = 3600.0
 
 
 class WallClock:
-    """mwai.queue.store.now_s with an offset the test moves."""
+    """mwai.queue.clock.now_s with an offset the test moves."""
 
     def __init__(self) -> None:
         self.offset_s = 0.0
@@ -37,7 +37,7 @@ class WallClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> WallClock:
     wall = WallClock()
-    monkeypatch.setattr(mwai.queue.store, "now_s", wall)
+    monkeypatch.setattr(mwai.queue.clock, "now_s", wall)
     return wall
 
 

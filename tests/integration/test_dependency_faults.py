@@ -95,6 +95,28 @@ async def test_connection_refused_is_a_clear_transient_error() -> None:
     assert "Cannot connect" in str(caught.value) and TOKEN not in str(caught.value)
 
 
+async def test_a_retry_after_longer_than_max_wait_goes_to_the_run_queue_at_once(
+        aiohttp_server: Any) -> None:
+    """Retry-After is a floor of the backoff, taken whole: a wait past max_wait_s is not
+    slept inside the request but handed to the run queue with the TransientError."""
+    calls: list[str] = []
+
+    async def overloaded(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        return web.Response(status=429, headers={"Retry-After": "120"}, text="later")
+
+    app = web.Application()
+    app.router.add_get("/busy", overloaded)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as session:
+        api = ApiClient("jira", str(server.make_url("")).rstrip("/"), session, retries=3,
+                        backoff_base_s=0.01, backoff_max_s=0.05, max_wait_s=60.0)
+        with pytest.raises(TransientError) as caught:
+            await api.request("GET", "/busy")
+    assert calls == ["/busy"]  # no retry slept within the request
+    assert caught.value.retry_after_s == 120.0
+
+
 class DependsOnADeadService:
     """Runs of DEAD-* call a service nobody listens on; the others just complete."""
 

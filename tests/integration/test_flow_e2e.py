@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ from mwai.clients.llm import LlmClient
 from mwai.demo.sample_repo import git_branches, git_log, git_show, make_sample_origin
 from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, DemoStack, demo_agent_command, play_story
 from mwai.errors import PermanentError
-from mwai.runner import agent as agent_module
-from mwai.runner.agent import AgentResult
+from mwai.runner.agent import run as agent_run
+from mwai.runner.agent.output import AgentResult
 from mwai.runner.flow import JiraProcessor
 from mwai.runner.planner import PLAN_MARKER
 from mwai.settings import Settings
@@ -61,12 +62,12 @@ async def settle(stack: DemoStack, what: str, condition: Callable[[], bool],
 
 
 async def all_runs(stack: DemoStack) -> list[dict[str, Any]]:
-    rows = await stack.store.read_query("ops_runs_recent", since=0, limit=500)
-    return [await stack.store.get_run(int(row["id"])) for row in rows]
+    rows = await stack.store.recent_runs(since=0, limit=500)
+    return [await stack.store.get_run(row.id) for row in rows]
 
 
 async def all_events(stack: DemoStack) -> list[dict[str, Any]]:
-    return await stack.store.read_query("events_since", after_id=0, limit=100_000)
+    return [asdict(event) for event in await stack.store.events_since(0, limit=100_000)]
 
 
 async def approved_parent(stack: DemoStack, project: str = "DEMO") -> str:
@@ -141,7 +142,7 @@ async def test_rework_gets_a_second_commit_on_the_same_branch_and_pr(
     async def recording_agent(settings: Settings, worktree: Path, prompt: str,
                               llm: LlmClient | None) -> AgentResult:
         prompts.append(prompt)
-        return await agent_module.run_agent(settings, worktree, prompt, llm)
+        return await agent_run.run_agent(settings, worktree, prompt, llm)
 
     stack = await make_stack(
         plan=ONE_SUBTASK_PLAN,
@@ -376,7 +377,7 @@ async def test_requeue_of_a_failed_run_retries_it_as_the_failure_comment_says(
         calls.append(prompt)
         if len(calls) == 1:
             raise PermanentError("agent crashed: out of credits")
-        return await agent_module.run_agent(settings, worktree, prompt, llm)
+        return await agent_run.run_agent(settings, worktree, prompt, llm)
 
     stack = await make_stack(plan=ONE_SUBTASK_PLAN,
                              make_processor=lambda s: JiraProcessor(s, run_agent=flaky_agent))

@@ -14,7 +14,9 @@ import pytest
 
 from mwai.demo.sample_repo import git_branches, git_log, git_show, make_sample_origin
 from mwai.errors import PermanentError, TransientError
-from mwai.runner.git import GitWorkspace, Worktree, branch_name
+from mwai.runner.git import GitWorkspace, Worktree
+from mwai.runner.git_env import auth_header_value, basic_credential
+from mwai.runner.names import branch_name
 from mwai.runner.repos import RepoConfig
 
 BRANCH = branch_name("PROJ-1", "Add a subtract function")
@@ -371,3 +373,23 @@ async def test_a_push_refused_by_a_server_hook_says_why(
         await ws.push(wt)
     assert "protected branch: ask an admin" in str(caught.value)
     assert "pre-receive hook declined" in str(caught.value)
+
+
+async def test_git_messages_never_carry_the_token_nor_its_auth_header(
+    tmp_path: Path, repo: RepoConfig
+) -> None:
+    """git echoes what it is given (here a pathspec): the token, and the credential of
+    the auth header built from it, are hidden from the error, also after a renewal."""
+    ws = GitWorkspace(tmp_path / "work", token="ghs_first_token_0000")
+    wt = await ws.prepare(repo, BRANCH, run_id=1)
+    ws.use_token(TOKEN)  # an installation token renewed while the service runs
+    with pytest.raises(PermanentError) as caught:
+        await ws._git(["checkout", TOKEN], wt.path)
+    assert "pathspec '***' did not match" in str(caught.value)
+    assert TOKEN not in str(caught.value)
+    with pytest.raises(PermanentError) as caught:
+        await ws._git(["checkout", auth_header_value(TOKEN)], wt.path)
+    assert "pathspec 'Authorization: Basic ***' did not match" in str(caught.value)
+    assert basic_credential(TOKEN) not in str(caught.value)
+    result = await ws._git(["checkout", f"x{TOKEN}y"], wt.path, check=False)
+    assert result.returncode != 0 and "x***y" in result.stderr and TOKEN not in result.stderr

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -13,6 +13,7 @@ import pytest
 from mwai.clients.github import (
     AppCredentials,
     GitHubClient,
+    GitHubConfig,
     PullRequest,
     app_credentials,
     app_jwt,
@@ -44,7 +45,7 @@ def client_for(tmp_path: Path, fake: FakeGitHub, session: aiohttp.ClientSession,
     values: dict[str, Any] = {"gh_token": fake.token, "github_api_url": fake.api_url,
                               "http_retries": 2}
     settings = make_settings(tmp_path, **{**values, **changes})
-    return GitHubClient(settings, session)
+    return GitHubClient(GitHubConfig.of(settings), session)
 
 
 async def test_opens_a_draft_pr_with_the_documented_request(
@@ -147,8 +148,8 @@ async def test_5xx_until_retries_run_out_is_transient(
 
 async def test_bad_token_and_unknown_repo_are_permanent(
         tmp_path: Path, fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
-    wrong = GitHubClient(make_settings(tmp_path, gh_token="ghp_wrong", github_api_url=fake.api_url),
-                         session)
+    wrong = GitHubClient(GitHubConfig.of(make_settings(tmp_path, gh_token="ghp_wrong",
+                                                       github_api_url=fake.api_url)), session)
     with pytest.raises(HttpError) as caught:
         await wrong.whoami()
     assert caught.value.status == 401 and "Bad credentials" in str(caught.value)
@@ -198,8 +199,8 @@ async def test_github_app_installation_token_is_used_and_renewed(
     async with FakeGitHub((REPO,), token="static-token-unused",
                           app=FakeApp("12345", public, installation_id="77")) as fake:
         settings = make_settings(tmp_path, gh_token="", github_api_url=fake.api_url)
-        github = GitHubClient(settings, session, app=AppCredentials("12345", private, "77"),
-                              clock=lambda: now[0])
+        config = replace(GitHubConfig.of(settings), app=AppCredentials("12345", private, "77"))
+        github = GitHubClient(config, session, clock=lambda: now[0])
         pr, _ = await github.open_or_update_pr(REPO, BRANCH, "main", "t", "b")
         await github.find_pr(REPO, BRANCH)
 
@@ -227,8 +228,9 @@ async def test_github_app_with_the_wrong_key_is_refused(
     other_private, _ = rsa_key_pair()
     async with FakeGitHub((REPO,), app=FakeApp("12345", public)) as fake:
         settings = make_settings(tmp_path, gh_token="", github_api_url=fake.api_url)
-        github = GitHubClient(settings, session,
-                              app=AppCredentials("12345", other_private, "42"))
+        config = replace(GitHubConfig.of(settings),
+                         app=AppCredentials("12345", other_private, "42"))
+        github = GitHubClient(config, session)
         with pytest.raises(HttpError) as caught:
             await github.find_pr(REPO, BRANCH)
     assert caught.value.status == 401 and "could not be decoded" in str(caught.value)
@@ -239,15 +241,15 @@ def test_app_settings_are_read_from_the_key_file(tmp_path: Path) -> None:
     key_file = tmp_path / "app.pem"
     key_file.write_text(private)
     settings = make_settings(tmp_path)
-    assert app_credentials(settings) is None  # no GH_APP_ID: GH_TOKEN is used
-    with_app = SimpleNamespace(gh_app_id="9", gh_app_private_key_file=str(key_file),
-                               gh_app_installation_id="5")
-    credentials = app_credentials(with_app)  # type: ignore[arg-type]
+    assert GitHubConfig.of(settings).app is None  # no GH_APP_ID: GH_TOKEN is used
+    with_app = replace(settings, gh_app_id="9", gh_app_private_key_file=str(key_file),
+                       gh_app_installation_id="5")
+    credentials = GitHubConfig.of(with_app).app
     assert credentials == AppCredentials("9", private, "5")
     token = app_jwt(credentials, now_s=10_000)
     assert jwt_problem(FakeApp("9", public), token, now_s=10_000) is None
     assert "exp" in str(jwt_problem(FakeApp("9", public), token, now_s=20_000))
-    missing = SimpleNamespace(gh_app_id="9", gh_app_private_key_file=str(tmp_path / "nope"),
-                              gh_app_installation_id="5")
     with pytest.raises(PermanentError, match="cannot read GH_APP_PRIVATE_KEY_FILE"):
-        app_credentials(missing)  # type: ignore[arg-type]
+        app_credentials("9", str(tmp_path / "nope"), "5")
+    with pytest.raises(PermanentError, match="GH_APP_INSTALLATION_ID are needed"):
+        app_credentials("9", str(key_file), "")

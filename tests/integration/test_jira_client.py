@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from mwai.clients.http import HttpError
-from mwai.clients.jira import JiraClient
+from mwai.clients.jira import JiraClient, JiraConfig
 from mwai.demo.fake_jira import COMMENT_NOT_VALID, NOT_ADF, NOT_FOUND, FakeJira
 from mwai.errors import PermanentError, TransientError
 from mwai.server.app import create_app
@@ -45,7 +45,7 @@ def jira_settings(tmp_path: Path, fake: FakeJira, **changes: Any) -> Settings:
 def make_client(tmp_path: Path, fake: FakeJira, session: aiohttp.ClientSession,
                 ) -> Callable[..., JiraClient]:
     def build(**changes: Any) -> JiraClient:
-        return JiraClient(jira_settings(tmp_path, fake, **changes), session,
+        return JiraClient(JiraConfig.of(jira_settings(tmp_path, fake, **changes)), session,
                           backoff_base_s=0.01, backoff_max_s=0.05)
     return build
 
@@ -206,7 +206,7 @@ async def test_assign_and_unassign(fake: FakeJira, client: JiraClient) -> None:
 async def test_create_subtask_finds_the_projects_subtask_type(
         session: aiohttp.ClientSession, tmp_path: Path) -> None:
     async with FakeJira(subtask_type_name="AI Sub-task") as fake:
-        client = JiraClient(jira_settings(tmp_path, fake), session)
+        client = JiraClient(JiraConfig.of(jira_settings(tmp_path, fake)), session)
         parent_key = fake.create_issue(project="WEB", summary="Parent")
         parent = await client.get_issue(parent_key)
 
@@ -335,7 +335,7 @@ async def test_rules_post_automation_payloads_on_assignment_and_status_change(
         tmp_path: Path) -> None:
     target, url = receiver
     async with FakeJira(webhook_url=url, webhook_secret=SECRET) as fake:
-        client = JiraClient(jira_settings(tmp_path, fake), session)
+        client = JiraClient(JiraConfig.of(jira_settings(tmp_path, fake)), session)
         parent = fake.create_issue(summary="Parent")
         sub = fake.create_issue(parent=parent, project="PROJ")
         assert target.received == []  # creating an issue fires nothing

@@ -10,10 +10,15 @@ import aiohttp
 import pytest
 
 from mwai.clients.http import HttpError, new_session
-from mwai.clients.llm import AnthropicClient, OpenAIClient, estimate_cost_usd, make_llm
+from mwai.clients.llm import (
+    AnthropicClient,
+    LlmConfig,
+    OpenAIClient,
+    estimate_cost_usd,
+    make_llm,
+)
 from mwai.demo.fake_llm import FakeLlm
 from mwai.errors import PermanentError, TransientError
-from mwai.settings import Settings
 from tests.conftest import make_settings
 
 
@@ -29,7 +34,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client_session
 
 
-def llm_settings(tmp_path: Path, fake: FakeLlm, **changes: Any) -> Settings:
+def llm_config(tmp_path: Path, fake: FakeLlm, **changes: Any) -> LlmConfig:
     base: dict[str, Any] = {
         "anthropic_api_key": fake.anthropic_key,
         "anthropic_base_url": fake.anthropic_base_url,
@@ -41,7 +46,7 @@ def llm_settings(tmp_path: Path, fake: FakeLlm, **changes: Any) -> Settings:
         "llm_timeout_s": 5.0,
         "http_retries": 2,
     }
-    return make_settings(tmp_path, **{**base, **changes})
+    return LlmConfig.of(make_settings(tmp_path, **{**base, **changes}))
 
 
 MESSAGES = [{"role": "user", "content": "Plan PROJ-1"}]
@@ -50,7 +55,7 @@ MESSAGES = [{"role": "user", "content": "Plan PROJ-1"}]
 async def test_anthropic_request_shape_and_reply(tmp_path: Path, fake: FakeLlm,
                                                  session: aiohttp.ClientSession) -> None:
     fake.add_reply("the plan")
-    client = make_llm(llm_settings(tmp_path, fake, llm_provider="anthropic"), session)
+    client = make_llm(llm_config(tmp_path, fake, llm_provider="anthropic"), session)
     assert isinstance(client, AnthropicClient)
     reply = await client.complete("You plan.", MESSAGES)
 
@@ -74,7 +79,7 @@ async def test_anthropic_request_shape_and_reply(tmp_path: Path, fake: FakeLlm,
 async def test_openai_request_shape_and_reply(tmp_path: Path, fake: FakeLlm,
                                               session: aiohttp.ClientSession) -> None:
     fake.add_reply("openai plan")
-    client = make_llm(llm_settings(tmp_path, fake, llm_provider="openai"), session)
+    client = make_llm(llm_config(tmp_path, fake, llm_provider="openai"), session)
     assert isinstance(client, OpenAIClient)
     reply = await client.complete("You plan.", MESSAGES, max_tokens=99)
 
@@ -94,8 +99,8 @@ async def test_openai_request_shape_and_reply(tmp_path: Path, fake: FakeLlm,
 async def test_unknown_model_has_unknown_cost(tmp_path: Path, fake: FakeLlm,
                                               session: aiohttp.ClientSession) -> None:
     fake.add_reply("local answer")
-    settings = llm_settings(tmp_path, fake, llm_provider="openai", openai_model="llama3.1:8b")
-    reply = await make_llm(settings, session).complete("", MESSAGES)
+    config = llm_config(tmp_path, fake, llm_provider="openai", openai_model="llama3.1:8b")
+    reply = await make_llm(config, session).complete("", MESSAGES)
     assert reply.cost_usd is None
     assert reply.model == "llama3.1:8b"
     assert fake.requests[0].json["messages"] == MESSAGES  # no empty system message
@@ -108,7 +113,7 @@ async def test_429_with_retry_after_then_success(tmp_path: Path, fake: FakeLlm,
     fake.fail_next("429", retry_after_s=0)
     fake.add_reply("after the rate limit")
     calls: list[tuple[str, str]] = []
-    client = make_llm(llm_settings(tmp_path, fake, llm_provider=provider), session,
+    client = make_llm(llm_config(tmp_path, fake, llm_provider=provider), session,
                       observer=lambda service, outcome: calls.append((service, outcome)))
     reply = await client.complete("s", MESSAGES)
     assert reply.text == "after the rate limit"
@@ -123,7 +128,7 @@ async def test_500_and_html_page_are_retried(tmp_path: Path, fake: FakeLlm,
     fake.fail_next("500")
     fake.fail_next("html")
     fake.add_reply("finally")
-    reply = await make_llm(llm_settings(tmp_path, fake, llm_provider=provider),
+    reply = await make_llm(llm_config(tmp_path, fake, llm_provider=provider),
                            session).complete("s", MESSAGES)
     assert reply.text == "finally"
     assert [r.status for r in fake.requests] == [500, 200, 200]
@@ -132,17 +137,17 @@ async def test_500_and_html_page_are_retried(tmp_path: Path, fake: FakeLlm,
 async def test_retries_exhausted_is_a_transient_error(tmp_path: Path, fake: FakeLlm,
                                                       session: aiohttp.ClientSession) -> None:
     fake.fail_next("500", count=2)
-    settings = llm_settings(tmp_path, fake, http_retries=1)
+    config = llm_config(tmp_path, fake, http_retries=1)
     with pytest.raises(TransientError, match="anthropic POST /v1/messages failed after 2"):
-        await make_llm(settings, session).complete("s", MESSAGES)
+        await make_llm(config, session).complete("s", MESSAGES)
 
 
 async def test_slow_answer_times_out_then_retry_succeeds(tmp_path: Path, fake: FakeLlm,
                                                          session: aiohttp.ClientSession) -> None:
     fake.fail_next("slow", delay_s=1.0)
     fake.add_reply("second try")
-    settings = llm_settings(tmp_path, fake, llm_timeout_s=0.3, http_retries=1)
-    reply = await make_llm(settings, session).complete("s", MESSAGES)
+    config = llm_config(tmp_path, fake, llm_timeout_s=0.3, http_retries=1)
+    reply = await make_llm(config, session).complete("s", MESSAGES)
     assert reply.text == "second try"
     assert len(fake.requests) == 2
 
@@ -152,9 +157,9 @@ async def test_slow_answer_times_out_then_retry_succeeds(tmp_path: Path, fake: F
 async def test_wrong_key_is_a_permanent_401(tmp_path: Path, fake: FakeLlm,
                                             session: aiohttp.ClientSession, provider: str,
                                             key_field: str) -> None:
-    settings = llm_settings(tmp_path, fake, llm_provider=provider, **{key_field: "wrong-key"})
+    config = llm_config(tmp_path, fake, llm_provider=provider, **{key_field: "wrong-key"})
     with pytest.raises(HttpError) as caught:
-        await make_llm(settings, session).complete("s", MESSAGES)
+        await make_llm(config, session).complete("s", MESSAGES)
     assert caught.value.status == 401
     assert "wrong-key" not in str(caught.value)
     assert len(fake.requests) == 1  # not retried
@@ -162,7 +167,7 @@ async def test_wrong_key_is_a_permanent_401(tmp_path: Path, fake: FakeLlm,
 
 async def test_bad_messages_are_refused_before_sending(tmp_path: Path, fake: FakeLlm,
                                                        session: aiohttp.ClientSession) -> None:
-    client = make_llm(llm_settings(tmp_path, fake), session)
+    client = make_llm(llm_config(tmp_path, fake), session)
     with pytest.raises(PermanentError, match="role 'system'"):
         await client.complete("s", [{"role": "system", "content": "x"}])
     with pytest.raises(PermanentError, match="without messages"):
@@ -212,7 +217,7 @@ async def test_openai_fake_rejects_malformed_requests(fake: FakeLlm,
 async def test_scripted_function_sees_the_request(tmp_path: Path,
                                                   session: aiohttp.ClientSession) -> None:
     async with FakeLlm(lambda request: f"you said {request['messages'][-1]['content']}") as fake:
-        reply = await make_llm(llm_settings(tmp_path, fake), session).complete("s", MESSAGES)
+        reply = await make_llm(llm_config(tmp_path, fake), session).complete("s", MESSAGES)
     assert reply.text == "you said Plan PROJ-1"
 
 
@@ -226,7 +231,7 @@ def test_price_table_uses_the_longest_prefix() -> None:
 async def test_openai_model_that_wants_max_completion_tokens(
         tmp_path: Path, session: aiohttp.ClientSession) -> None:
     async with FakeLlm(["one", "two"], openai_completion_tokens_only=True) as fake:
-        client = make_llm(llm_settings(tmp_path, fake, llm_provider="openai",
+        client = make_llm(llm_config(tmp_path, fake, llm_provider="openai",
                                        openai_model="gpt-5"), session)
         assert (await client.complete("s", MESSAGES)).text == "one"
         assert (await client.complete("s", MESSAGES)).text == "two"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,8 +18,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-import mwai.queue.store
-from mwai.cli import actions
+import mwai.queue.clock
+from mwai.cli import actions, probes
 from mwai.cli import alert as alerts
 from mwai.cli import common as ops
 from mwai.queue.store import Store
@@ -41,11 +42,11 @@ async def opened(settings: Settings) -> AsyncIterator[Store]:
 @contextlib.contextmanager
 def clock_at(monkeypatch: pytest.MonkeyPatch, epoch_s: float) -> Iterator[None]:
     """The store's clock set back: rows written meanwhile look old."""
-    monkeypatch.setattr(mwai.queue.store, "now_s", lambda: epoch_s)
+    monkeypatch.setattr(mwai.queue.clock, "now_s", lambda: epoch_s)
     try:
         yield
     finally:
-        monkeypatch.setattr(mwai.queue.store, "now_s", time.time)
+        monkeypatch.setattr(mwai.queue.clock, "now_s", time.time)
 
 
 async def finished_run(store: Store, issue_key: str, status: str = "completed") -> int:
@@ -58,6 +59,22 @@ async def finished_run(store: Store, issue_key: str, status: str = "completed") 
     else:
         await store.complete(run.id, run.worker)
     return run.id
+
+
+def record_process(db: str, process_id: str, pid: int, hostname: str,
+                   heartbeat_at: float) -> None:
+    """A `mwai serve` process as another process would have registered it (the store
+    only ever registers its own)."""
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO processes (process_id, pid, hostname, started_at, heartbeat_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (process_id) DO UPDATE SET "
+                "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
+                (process_id, pid, hostname, heartbeat_at, heartbeat_at))
+    finally:
+        conn.close()
 
 
 def dead_pid() -> int:
@@ -74,10 +91,8 @@ async def test_unlock_releases_locks_of_dead_processes_only(settings: Settings) 
     dead_id, live_id = f"{host}:{dead_pid()}:dead01", "other-host:1:live01"
     async with opened(settings) as store:
         now = time.time()
-        await store.write_query("upsert_process", process_id=dead_id, pid=dead_pid(),
-                                hostname=host, now=now - 3600)
-        await store.write_query("upsert_process", process_id=live_id, pid=1,
-                                hostname="other-host", now=now)
+        record_process(settings.db, dead_id, dead_pid(), host, now - 3600)
+        record_process(settings.db, live_id, 1, "other-host", now)
         await store.enqueue("DEAD-1", "{}")
         dead_run = await store.claim(f"{dead_id}/w1", 3600)
         await store.enqueue("LIVE-1", "{}")
@@ -109,16 +124,14 @@ async def test_unlock_never_touches_a_lock_whose_process_heartbeat_became_fresh(
     host = socket.gethostname()
     process_id = f"{host}:{dead_pid()}:late01"
     async with opened(settings) as store:
-        await store.write_query("upsert_process", process_id=process_id, pid=dead_pid(),
-                                hostname=host, now=time.time() - 3600)
+        record_process(settings.db, process_id, dead_pid(), host, time.time() - 3600)
         await store.enqueue("LATE-1", "{}")
         run = await store.claim(f"{process_id}/w1", 3600)
         assert run is not None
         stale, _ = await actions.find_locks(store, settings, older_than_s=0)
         assert len(stale) == 1
         # The process heartbeats between the listing and the release.
-        await store.write_query("upsert_process", process_id=process_id, pid=1,
-                                hostname=host, now=time.time())
+        record_process(settings.db, process_id, 1, host, time.time())
         released = await store.release_stale_locks(
             [(run.id, run.worker)], ops.fresh_after_s(settings, time.time()), 3)
         assert released == []
@@ -148,8 +161,8 @@ async def test_prune_deletes_exactly_the_old_finished_runs_and_their_events(
         runs, events = await actions.prune(store, now - 30 * DAY_S, batch_size=3, archive=archive,
                                        pause_min_s=0)
         assert runs == 7
-        remaining = {row["issue_key"]: row["status"] for row in
-                     await store.read_query("ops_runs_recent", since=0, limit=100)}
+        remaining = {row.issue_key: row.status for row in
+                     await store.recent_runs(since=0, limit=100)}
     assert remaining == {"OLDQ-1": "queued", "OLDR-1": "running", "NEW-1": "completed"}
     assert events == 7 * 5  # received, enqueued, claimed, Working, finished
     old_list = ",".join(map(str, old))
@@ -340,7 +353,7 @@ async def test_check_connect_calls_each_configured_service(settings_factory: Any
             jira_base_url=base, jira_email="ai@example.com", jira_api_token="jira-token",
             jira_ai_account_id="ai-1", github_api_url=base, gh_token="wrong-token",
             anthropic_base_url=base, anthropic_api_key="sk-ant-test")
-        results = {r["service"]: r for r in await alerts.check_connections(settings)}
+        results = {r["service"]: r for r in await probes.check_connections(settings)}
     finally:
         await server.close()
     assert results["jira"] == {"service": "jira", "ok": True,
@@ -359,7 +372,7 @@ async def test_check_connect_calls_each_configured_service(settings_factory: Any
 
 async def test_check_connect_skips_services_that_are_not_configured(settings: Settings
                                                                     ) -> None:
-    results = await alerts.check_connections(settings)
+    results = await probes.check_connections(settings)
     assert [(r["service"], r["ok"]) for r in results] == [
         ("jira", None), ("github", None), ("llm (anthropic)", None)]
     assert "JIRA_BASE_URL" in results[0]["detail"]

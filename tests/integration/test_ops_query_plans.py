@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from mwai.queue.store import Q, Store
+from mwai.queue.schema import Q
+from mwai.queue.store import Store
 
 PARAMS: dict[str, dict[str, Any]] = {
     "ops_runs_recent": {"since": 0.0, "limit": 20},
@@ -26,6 +27,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "ops_count_status_since": {"status": "failed", "since": 0.0},
     "ops_failed_since": {"since": 0.0, "limit": 100},
     "ops_running_runs": {"limit": 50},
+    "ops_stuck_runs": {"stuck_before": 1e12, "limit": 1000},
     "ops_locked_runs": {"limit": 100},
     "ops_lock_of_run": {"run_id": 1, "locked_by": "x/w1"},
     "ops_prune_count": {"before": 1e12},
@@ -99,7 +101,7 @@ def test_query_uses_an_index_not_a_full_scan(db: Path, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["ops_runs_by_status", "ops_stats_by_status",
                                   "ops_slowest_runs", "ops_error_counts",
-                                  "ops_count_status_since"])
+                                  "ops_count_status_since", "ops_stuck_runs"])
 def test_hot_queries_search_a_range_of_an_index(db: Path, name: str) -> None:
     details = plan(db, name)
     assert any(d.startswith("SEARCH") and "INDEX" in d for d in details), f"{name}: {details}"

@@ -165,7 +165,7 @@ async def test_failed_run_is_one_event_with_run_tags_and_no_secret(
 
 
 def test_scrubber_blanks_credential_headers_and_secret_values() -> None:
-    scrubber = telemetry.Scrubber(["tok-123456", "hook-secret-xyz"])
+    scrubber = telemetry.event_scrubber(["tok-123456", "hook-secret-xyz"])
     event = {
         "request": {"headers": {"Authorization": "Bearer whatever",
                                 "X-Moveware-Webhook-Secret": "anything",
@@ -174,7 +174,7 @@ def test_scrubber_blanks_credential_headers_and_secret_values() -> None:
         "breadcrumbs": {"values": [{"message": "sent tok-123456",
                                     "data": {"headers": [["X-Hub-Signature", "sha256=1"]]}}]},
     }
-    cleaned = scrubber.scrub(event)
+    cleaned = scrubber.walk(event)
     headers = cleaned["request"]["headers"]
     assert headers["Authorization"] == headers["X-Moveware-Webhook-Secret"] == "[Filtered]"
     assert headers["x-hub-signature"] == "[Filtered]"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mwai.errors import StoreError
-from mwai.queue.store import Event, Store
+from mwai.model import Event
+from mwai.queue.store import Store
 from tests.integration.helpers import db_rows, wait_for
 
 

@@ -10,14 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwai.clients.jira import Comment, Issue
-from mwai.runner.agent import (
-    BoundedCapture,
-    agent_environment,
-    apply_edits,
-    build_prompt,
-    parse_agent_output,
-)
+from mwai.model import Comment, Issue
+from mwai.runner.agent.builtin import apply_edits
+from mwai.runner.agent.env import agent_environment
+from mwai.runner.agent.output import parse_agent_output
+from mwai.runner.agent.process import BoundedCapture
+from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.planner import Plan, PlannedSubtask
 from tests.conftest import make_settings
 
@@ -63,7 +61,7 @@ def test_mwai_secrets_are_refused_even_when_listed(
         jira_api_token=SECRETS["JIRA_API_TOKEN"],
         gh_token=SECRETS["GH_TOKEN"],
     )
-    with caplog.at_level(logging.WARNING, logger="mwai.runner.agent"):
+    with caplog.at_level(logging.WARNING, logger="mwai.agent"):
         env = agent_environment(settings, BASE_ENV)
     assert not set(SECRETS) & set(env)
     assert not set(SECRETS.values()) & set(env.values())

@@ -7,6 +7,7 @@ import pytest
 from mwai.cli.common import format_duration, parse_duration
 from mwai.cli.inspect import error_pattern, group_errors
 from mwai.errors import UsageError
+from mwai.model import ErrorCount
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -44,7 +45,7 @@ def test_errors_differing_only_in_numbers_and_ids_group_together() -> None:
         {"last_error": "HttpError: jira GET /rest/api/3/issue/X-9 answered 404: gone\ntrace",
          "count": 1, "last_at": 5.0},
     ]
-    groups = group_errors(rows, limit=10)
+    groups = group_errors([ErrorCount(**row) for row in rows], limit=10)
     assert [(g["pattern"], g["count"]) for g in groups] == [
         ("RuntimeError: simulated failure of FAIL-N in run N", 3),
         ("HttpError: jira GET /rest/api/N/issue/X-N answered N: gone", 1),

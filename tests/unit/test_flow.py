@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from mwai.clients.jira import Comment
+from mwai.model import Comment
 from mwai.runner.flow import feedback_since_last_ai_comment
-from mwai.runner.journal import run_marker, scrub
+from mwai.runner.journal import run_marker
+from mwai.scrub import scrub
 
 AI = "ai-account"
 

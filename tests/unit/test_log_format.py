@@ -9,8 +9,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from pythonjsonlogger.orjson import OrjsonFormatter
 
-from mwai.logs import configure_logging, log_context
+from mwai.logs import JsonFormatter, configure_logging, log_context
 
 
 @pytest.fixture
@@ -54,3 +55,19 @@ def test_a_traceback_is_one_field_of_the_line(lines: io.StringIO) -> None:
     (record,) = records(lines)
     assert record["level"] == "ERROR"
     assert "RuntimeError: disk on fire" in str(record["exc_info"])
+
+
+def test_a_traceback_comes_after_the_lines_own_fields(lines: io.StringIO) -> None:
+    try:
+        raise RuntimeError("disk on fire")
+    except RuntimeError:
+        with log_context(run_id=2):
+            logging.getLogger("mwai.test").exception("Run failed", extra={"event": "Run failed"})
+    (record,) = records(lines)
+    assert list(record) == ["timestamp", "level", "logger", "message", "event", "run_id",
+                            "exc_info"]
+
+
+def test_the_json_formatter_is_python_json_loggers() -> None:
+    # The design names python-json-logger; mwai only subclasses its orjson formatter.
+    assert isinstance(JsonFormatter(), OrjsonFormatter)

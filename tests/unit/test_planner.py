@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from mwai.clients.jira import Comment, Issue
 from mwai.clients.llm import LlmReply
 from mwai.errors import PermanentError
+from mwai.model import Comment, Issue
 from mwai.runner.planner import (
     PLAN_MARKER,
     Plan,

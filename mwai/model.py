@@ -1,0 +1,242 @@
+"""The records every layer shares: runs, events, processes and Jira issues.
+
+Plain frozen values with no behaviour beyond reading themselves: the queue
+returns them, the runner, the server and the CLI read them. Times are unix epoch
+seconds (``*_at``), durations are seconds (``*_s``). The read records mirror the
+columns of the named query that fills them (mwai/queue/sql), field for field and
+in order, so a ``--json`` document made from one keeps the column names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+FINISHED = ("completed", "failed", "cancelled")
+
+
+# ------------------------------------------------------------------ the write path
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    run_id: int
+    deduplicated: bool  # a redelivery (same delivery id): nothing was written
+    coalesced: bool  # merged into an already-queued run of the same issue
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRun:
+    id: int
+    issue_key: str
+    attempts: int
+    payload_json: str
+    created_at: float
+    available_at: float
+    priority: int
+    request_id: str | None
+    branch: str | None
+    pr_url: str | None
+    action: str | None
+    worker: str
+    claimed_at: float
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        value = orjson.loads(self.payload_json)
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: int
+    message: str
+    level: str = "info"
+    meta: dict[str, Any] = field(default_factory=dict)
+    ts: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LostRun:
+    run_id: int
+    issue_key: str
+    outcome: str  # queued | failed | cancelled | superseded
+    worker: str | None
+
+
+# ------------------------------------------------------------------ reads
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCounts:
+    queued: int
+    running: int
+    stuck: int
+    oldest_queued_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """A run in a listing (mwai runs, mwai monitor's recent runs)."""
+
+    id: int
+    issue_key: str
+    status: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    locked_by: str | None
+    action: str | None
+    pr_url: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunningRun:
+    """A running run with its owner (mwai monitor, stuck runs)."""
+
+    id: int
+    issue_key: str
+    attempts: int
+    locked_by: str | None
+    locked_at: float | None
+    started_at: float | None
+    created_at: float
+    updated_at: float
+    cancel_requested: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRun:
+    id: int
+    issue_key: str
+    attempts: int
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LockedRun:
+    """A run whose lock (locked_by) is set, whatever its status (mwai unlock)."""
+
+    id: int
+    issue_key: str
+    status: str
+    attempts: int
+    locked_by: str
+    locked_at: float | None
+    lease_expires_at: float | None
+    cancel_requested: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlowRun:
+    id: int
+    issue_key: str
+    status: str
+    attempts: int
+    created_at: float
+    updated_at: float
+    duration_s: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusStats:
+    """Runs of one status created within a window: count and durations."""
+
+    status: str
+    count: int
+    avg_s: float | None
+    max_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCount:
+    """Failed runs with exactly this last error."""
+
+    last_error: str | None
+    count: int
+    last_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRow:
+    """A `mwai serve` process as it registered itself (its heartbeat says it lives)."""
+
+    process_id: str
+    pid: int
+    hostname: str
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: int
+    run_id: int
+    ts: float
+    level: str
+    message: str
+    meta_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    """An event with its run's issue key (mwai demo's timeline)."""
+
+    id: int
+    run_id: int
+    issue_key: str
+    ts: float
+    level: str
+    message: str
+    meta_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """What a prune with this cut-off would delete."""
+
+    runs: int
+    events: int
+    oldest_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageCounts:
+    free_pages: int
+    pages: int
+
+
+# ------------------------------------------------------------------ Jira
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    key: str
+    summary: str
+    description: str  # plain text / markdown
+    status: str
+    issue_type: str
+    is_subtask: bool
+    assignee_account_id: str | None
+    parent_key: str | None
+    project_key: str
+    labels: tuple[str, ...]
+    subtask_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    id: str
+    author_account_id: str | None
+    body: str  # plain text / markdown
+    created: str  # ISO 8601 as Jira gives it

@@ -1,0 +1,15 @@
+"""The queue's wall clock, in one place.
+
+Every time the queue writes (created_at, leases, heartbeats...) comes from
+``now_s()``, read through this module (``clock.now_s()``), so a test can set the
+clock back or make it jump by patching ``mwai.queue.clock.now_s`` alone.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def now_s() -> float:
+    """Unix epoch seconds: the database keeps wall-clock times (several processes share it)."""
+    return time.time()

@@ -1,0 +1,137 @@
+"""What an agent run gives back, and how the summary, cost and tokens are read.
+
+``claude -p --output-format json`` (or stream-json) ends with a "result"
+document; ``codex exec --json`` prints JSONL events. Anything else: the summary
+is the last line of output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mwai.runner.agent.prompt import cut_text
+
+SUMMARY_MAX_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    exit_code: int
+    summary: str
+    output: str  # truncated
+    timed_out: bool
+    duration_s: float
+    cost_usd: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    summary: str
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+def _json_documents(text: str) -> list[dict[str, Any]]:
+    """The JSON objects of ``text``: one document (or array), else one per line."""
+    stripped = text.strip()
+    if stripped[:1] in "{[":
+        try:
+            document = json.loads(stripped)
+        except ValueError:
+            pass
+        else:
+            items = document if isinstance(document, list) else [document]
+            return [item for item in items if isinstance(item, dict)]
+    documents = []
+    for line in stripped.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                document = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(document, dict):
+                documents.append(document)
+    return documents
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _parse_claude(result: dict[str, Any]) -> ParsedOutput:
+    usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    assert isinstance(usage, dict)
+    input_parts = [
+        _int_or_none(usage.get(name))
+        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    ]
+    known = [part for part in input_parts if part is not None]
+    cost = result.get("total_cost_usd", result.get("cost_usd"))
+    text = result.get("result")
+    return ParsedOutput(
+        summary=text.strip() if isinstance(text, str) else "",
+        cost_usd=float(cost) if isinstance(cost, (int, float)) else None,
+        input_tokens=sum(known) if known else None,
+        output_tokens=_int_or_none(usage.get("output_tokens")),
+    )
+
+
+def _parse_codex(events: list[dict[str, Any]]) -> ParsedOutput | None:
+    message = None
+    input_tokens = output_tokens = 0
+    turns = 0
+    for event in events:
+        kind = event.get("type")
+        item = event.get("item")
+        if kind == "item.completed" and isinstance(item, dict):
+            item_type = item.get("type", item.get("item_type"))
+            if item_type in ("agent_message", "assistant_message") and isinstance(
+                item.get("text"), str
+            ):
+                message = item["text"]
+        elif kind == "turn.completed" and isinstance(event.get("usage"), dict):
+            turns += 1
+            input_tokens += _int_or_none(event["usage"].get("input_tokens")) or 0
+            output_tokens += _int_or_none(event["usage"].get("output_tokens")) or 0
+    if message is None and not turns:
+        return None
+    return ParsedOutput(
+        summary=(message or "").strip(),
+        input_tokens=input_tokens if turns else None,
+        output_tokens=output_tokens if turns else None,
+    )
+
+
+def parse_agent_output(stdout: str, stderr: str = "") -> ParsedOutput:
+    """Summary, cost and tokens from claude JSON, codex JSONL, or the last output line."""
+    documents = _json_documents(stdout)
+    results = [d for d in documents if d.get("type") == "result"]
+    parsed = _parse_claude(results[-1]) if results else _parse_codex(documents)
+    if parsed is not None and parsed.summary:
+        return _bounded(parsed)
+    last = last_line(stdout) or last_line(stderr)
+    if parsed is not None:
+        return _bounded(ParsedOutput(last, parsed.cost_usd, parsed.input_tokens,
+                                     parsed.output_tokens))
+    return _bounded(ParsedOutput(last))
+
+
+def _bounded(parsed: ParsedOutput) -> ParsedOutput:
+    if len(parsed.summary) <= SUMMARY_MAX_CHARS:
+        return parsed
+    return ParsedOutput(cut_text(parsed.summary, SUMMARY_MAX_CHARS), parsed.cost_usd,
+                        parsed.input_tokens, parsed.output_tokens)
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text``, stripped; "" when there is none."""
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""

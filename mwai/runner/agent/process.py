@@ -1,0 +1,223 @@
+"""The external agent as a subprocess: its own process group, bounded output, a time limit.
+
+The agent runs with the prompt on stdin, its stdout and stderr captured within
+MWAI_AGENT_MAX_OUTPUT_BYTES (and drained past it, so it never blocks), until it
+exits or MWAI_AGENT_TIMEOUT_S passes; then its whole process group is killed, so
+no child it started outlives the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from mwai.errors import PermanentError
+from mwai.runner.agent.output import AgentResult, last_line, parse_agent_output
+from mwai.scrub import scrub
+from mwai.settings import Settings
+
+KILL_GRACE_S = 5.0
+READER_DRAIN_S = 2.0
+EXIT_POLL_S = 0.05
+READ_CHUNK_BYTES = 65536
+
+
+class AgentTimeout(PermanentError):
+    """The agent ran past MWAI_AGENT_TIMEOUT_S; its process group was killed."""
+
+    def __init__(self, message: str, result: AgentResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class BoundedCapture:
+    """Keeps the first and last ``limit // 2`` bytes of a stream; counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.head_limit = limit // 2
+        self.tail_limit = limit - self.head_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            if len(self.tail) > self.tail_limit:
+                del self.tail[: len(self.tail) - self.tail_limit]
+
+    @property
+    def dropped(self) -> int:
+        return self.total - len(self.head) - len(self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", "replace")
+        tail = self.tail.decode("utf-8", "replace")
+        if self.dropped:
+            return f"{head}\n[... {self.dropped} bytes of output dropped ...]\n{tail}"
+        return head + tail
+
+    def tail_text(self) -> str:
+        """The end of the stream (where results are printed), whole when nothing dropped."""
+        if self.dropped:
+            return self.tail.decode("utf-8", "replace")
+        return self.text()
+
+
+async def _drain(stream: asyncio.StreamReader | None, capture: BoundedCapture) -> None:
+    # Keep reading past the bound (discarding) so the agent never blocks on a full pipe.
+    if stream is None:
+        return
+    while chunk := await stream.read(READ_CHUNK_BYTES):
+        capture.add(chunk)
+
+
+async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
+    if stdin is None:
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stdin.write(data)
+        await stdin.drain()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stdin.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def kill_group(pgid: int, grace_s: float) -> None:
+    """SIGTERM the process group, wait up to ``grace_s`` for it to go, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def resolve_program(program: str, path_env: str) -> str:
+    """Absolute path of the agent program, never a file of the worktree.
+
+    The agent runs with the worktree as its cwd, so a relative program path or a
+    relative PATH entry ("." or empty) could run a file committed to the repository.
+    """
+    if os.sep in program:
+        return os.path.abspath(program)  # relative to mwai's directory, not the worktree
+    for directory in path_env.split(os.pathsep):
+        if not os.path.isabs(directory):
+            continue
+        candidate = os.path.join(directory, program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise PermanentError(
+        f"cannot start the agent {program!r} (MWAI_AGENT_COMMAND): not found on PATH "
+        f"({path_env or 'empty'}); give its absolute path"
+    )
+
+
+async def _wait_exit(proc: asyncio.subprocess.Process, timeout_s: float) -> bool:
+    """True when the agent exited within ``timeout_s``.
+
+    Polls the return code: Process.wait() of Python 3.11 also waits until every
+    holder of the output pipes is gone, which a leftover child can delay forever.
+    """
+    deadline = time.monotonic() + timeout_s
+    while proc.returncode is None:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(min(EXIT_POLL_S, max(0.0, deadline - time.monotonic())))
+    return True
+
+
+async def run_command(
+    settings: Settings,
+    argv: list[str],
+    worktree: Path,
+    prompt: str,
+    env: dict[str, str],
+    kill_grace_s: float,
+) -> AgentResult:
+    """Run ``argv`` in ``worktree`` in its own process group, the prompt on stdin.
+
+    Raises AgentTimeout after killing the group when it runs past
+    MWAI_AGENT_TIMEOUT_S; the summary and output are scrubbed of mwai's secrets.
+    """
+    started = time.monotonic()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=worktree,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # own process group: a timeout kills its children too
+        )
+    except OSError as exc:
+        raise PermanentError(
+            f"cannot start the agent {argv[0]!r} (MWAI_AGENT_COMMAND): {exc.strerror or exc}"
+        ) from None
+    pgid = proc.pid  # leader of its own session and group
+    out = BoundedCapture(settings.agent_max_output_bytes)
+    err = BoundedCapture(settings.agent_max_output_bytes)
+    tasks: list[asyncio.Task[Any]] = [
+        asyncio.create_task(_feed(proc.stdin, prompt.encode("utf-8"))),
+        asyncio.create_task(_drain(proc.stdout, out)),
+        asyncio.create_task(_drain(proc.stderr, err)),
+    ]
+    try:
+        timed_out = not await _wait_exit(proc, settings.agent_timeout_s)
+        # Whatever the agent left running (or everything, on timeout) goes now.
+        await kill_group(pgid, kill_grace_s if timed_out else min(kill_grace_s, 1.0))
+        # The pipes close once every holder is dead (one that escaped the group with
+        # setsid could keep them open: stop waiting for it after a moment).
+        tasks.append(asyncio.create_task(proc.wait()))
+        await asyncio.wait(tasks, timeout=READER_DRAIN_S)
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+    duration_s = time.monotonic() - started
+    secrets = settings.secret_values()
+    stdout_text, stderr_text = out.tail_text(), err.tail_text()
+    parsed = parse_agent_output(stdout_text, stderr_text)
+    output = out.text()
+    if err.total:
+        output += "\n[stderr]\n" + err.text()
+    result = AgentResult(
+        exit_code=proc.returncode if proc.returncode is not None else -1,
+        summary=scrub(parsed.summary, secrets),
+        output=scrub(output, secrets),
+        timed_out=timed_out,
+        duration_s=duration_s,
+        cost_usd=parsed.cost_usd,
+        input_tokens=parsed.input_tokens,
+        output_tokens=parsed.output_tokens,
+    )
+    if timed_out:
+        last = last_line(result.output)
+        raise AgentTimeout(
+            f"agent timed out after {settings.agent_timeout_s:g} s (MWAI_AGENT_TIMEOUT_S); "
+            f"its process group was killed. Last output: {last[:300] or '(none)'}",
+            result,
+        )
+    return result

@@ -1,0 +1,126 @@
+"""The Jira updates a run makes, each at most once.
+
+A transition, an assignment or a comment is journaled under a step name
+(mwai.runner.journal), so a retried attempt of the same run skips what is done;
+a comment is also looked for on the issue first (by its run marker), so it is not
+posted twice even when the journal entry was lost. Starting the next sub-task and
+reporting a failed run are made of these. The actions themselves (what to update
+when) are in mwai.runner.flow.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mwai.clients.jira import JiraClient
+from mwai.logs import FLOW_LOGGER
+from mwai.model import Comment, Issue
+from mwai.queue.writes import dumps
+from mwai.runner.journal import RunJournal, run_marker
+from mwai.runner.router import Action, same_status
+from mwai.scrub import scrub
+from mwai.settings import Settings
+
+# The flow's warnings, under the flow's logger as before this module was split out of it.
+log = logging.getLogger(FLOW_LOGGER)
+
+ERROR_MAX_CHARS = 600
+
+
+class IssueUpdates:
+    """Journaled writes to the issue tracker on behalf of one processor."""
+
+    def __init__(self, settings: Settings, jira: JiraClient) -> None:
+        self.settings = settings
+        self.jira = jira
+
+    async def transition(self, run: RunJournal, key: str, status: str, step: str) -> None:
+        async def move() -> dict[str, Any]:
+            await self.jira.transition_to(key, status)
+            return {"issue_key": key, "status": status}
+        await run.once(step, f"{key} moved to {status}", move)
+
+    async def assign(self, run: RunJournal, key: str, account_id: str, step: str) -> None:
+        who = "AI" if account_id == self.settings.jira_ai_account_id else "the human"
+
+        async def assign() -> dict[str, Any]:
+            await self.jira.assign(key, account_id)
+            return {"issue_key": key, "account_id": account_id}
+        await run.once(step, f"{key} assigned to {who}", assign)
+
+    async def comment(self, run: RunJournal, key: str, text: str, step: str,
+                      existing: list[Comment] | None = None, marker: str | None = None
+                      ) -> dict[str, Any]:
+        """Post a comment once: not if this run journaled it or Jira already shows it."""
+        async def post() -> dict[str, Any]:
+            ai = self.settings.jira_ai_account_id
+            for comment in existing or []:
+                ours = marker in comment.body if marker else run.marked(comment.body)
+                if ours and comment.author_account_id in (ai, None):
+                    return {"issue_key": key, "comment_id": comment.id, "found": True}
+            body = text if marker else f"{text}\n{run_marker(run.id)}"
+            body = scrub(body, self.settings.secret_values())
+            return {"issue_key": key, "comment_id": await self.jira.add_comment(key, body)}
+        return await run.once(step, f"Comment posted on {key}", post)
+
+    async def start_next(self, run: RunJournal, siblings: list[Issue], current_key: str | None,
+                         candidates: list[str] | None = None) -> str | None:
+        """Move the next sub-task not started yet to In Progress, assign AI, queue it.
+
+        ``candidates``: only these may be started (START: the plan's sub-tasks, not
+        those of an older plan).
+        """
+        settings = self.settings
+        started = (settings.jira_status_in_progress, settings.jira_status_in_testing,
+                   settings.jira_status_done, settings.jira_status_blocked)
+        busy = [s.key for s in siblings if s.key != current_key
+                and same_status(s.status, settings.jira_status_in_progress)]
+        if busy:
+            await run.ctx.event("Next sub-task not started: another one is in progress",
+                                in_progress=busy)
+            return None
+        following = next((s for s in siblings if s.key != current_key
+                          and (candidates is None or s.key in candidates)
+                          and not any(same_status(s.status, name) for name in started)), None)
+        if following is None:
+            return None
+        key = following.key
+        await self.transition(run, key, settings.jira_status_in_progress, f"start_{key}")
+        if following.assignee_account_id != settings.jira_ai_account_id:
+            await self.assign(run, key, settings.jira_ai_account_id, f"start_assign_{key}")
+
+        async def enqueue() -> dict[str, Any]:
+            payload = dumps({"event_type": "mwai:start_subtask", "issue_key": key,
+                             "source": "mwai", "started_by_run": run.id})
+            result = await run.ctx.enqueue(key, payload, "mwai:start_subtask")
+            return {"issue_key": key, "queued_run_id": result.run_id,
+                    "coalesced": result.coalesced}
+        await run.once(f"enqueue_{key}", f"Run queued for {key}", enqueue)
+        return key
+
+    async def report_failure(self, run: RunJournal, error: str) -> None:
+        """One short comment on the issue: what failed and how to retry."""
+        if run.result("failure_comment") is not None:
+            return
+        key, run_id = run.ctx.run.issue_key, run.id
+        short = error if len(error) <= ERROR_MAX_CHARS else error[:ERROR_MAX_CHARS] + "..."
+        # Handing the issue to the human stops queued duplicate triggers from running
+        # the failing action again; assigning it back to AI is the way to retry.
+        hand_over = run.action in (Action.PLAN, Action.START, Action.EXECUTE)
+        text = (
+            f"mwai could not finish run {run_id} on {key}: {short}\n\n"
+            "To retry once the cause is fixed: assign this ticket to the AI account again, "
+            f"or run `mwai requeue {run_id}` on the mwai server.\n"
+            f"{run_marker(run_id)}"
+        )
+        try:
+            comment_id = await self.jira.add_comment(key, text)
+            await run.journal("failure_comment", "Failure reported on Jira",
+                              comment_id=comment_id)
+            if hand_over and self.settings.jira_human_account_id:
+                await self.assign(run, key, self.settings.jira_human_account_id,
+                                  "failure_assign")
+        except Exception as exc:  # the original error matters more than this one
+            log.warning("Could not report the failure on Jira", extra={
+                "error": scrub(str(exc), self.settings.secret_values())})
