@@ -32,6 +32,7 @@ from mwai.queue import clock
 from mwai.queue.processor import Processor, RunContext, RunObserver
 from mwai.queue.store import Store
 from mwai.settings import Settings
+from mwai.telemetry import PeriodicCheckin
 
 log = logging.getLogger(WORKERS_LOGGER)
 T = TypeVar("T")
@@ -48,6 +49,30 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class PoolConfig:
+    """What the pool needs of the settings (MWAI_WORKERS, MWAI_LEASE_S, ...)."""
+
+    workers: int
+    lease_s: float
+    heartbeat_s: float
+    poll_s: float
+    recovery_interval_s: float
+    max_attempts: int
+    retry_base_s: float
+    retry_max_s: float
+    shutdown_grace_s: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> PoolConfig:
+        return cls(workers=settings.workers, lease_s=settings.lease_s,
+                   heartbeat_s=settings.heartbeat_s, poll_s=settings.poll_s,
+                   recovery_interval_s=settings.recovery_interval_s,
+                   max_attempts=settings.max_attempts, retry_base_s=settings.retry_base_s,
+                   retry_max_s=settings.retry_max_s,
+                   shutdown_grace_s=settings.shutdown_grace_s)
+
+
 @dataclass
 class _Active:
     run: ClaimedRun
@@ -60,16 +85,17 @@ class WorkerPool:
         self,
         store: Store,
         processor: Processor,
-        settings: Settings,
+        config: PoolConfig,
+        recovery_checkin: PeriodicCheckin,
         observer: RunObserver | None = None,
     ) -> None:
         self.store = store
         self.processor = processor
-        self.settings = settings
-        self.size = settings.workers
+        self.config = config
+        self.size = config.workers
         self.observer = observer
-        self._recovery_checkin = telemetry.PeriodicCheckin(
-            settings, "lease-recovery", settings.recovery_interval_s)
+        # Sentry's cron monitor of lease recovery (a no-op without SENTRY_DSN).
+        self._recovery_checkin = recovery_checkin
         self._workers: list[asyncio.Task[None]] = []
         self._background: list[asyncio.Task[None]] = []
         self._active: dict[int, _Active] = {}
@@ -98,7 +124,7 @@ class WorkerPool:
 
     async def start(self) -> None:
         await self.store.register_process()
-        for lost in await self.store.recover_dead_processes(self.settings.max_attempts):
+        for lost in await self.store.recover_dead_processes(self.config.max_attempts):
             log.warning("Recovered run of a dead process", extra={
                 "run_id": lost.run_id, "issue_key": lost.issue_key, "outcome": lost.outcome,
                 "lost_worker": lost.worker})
@@ -120,7 +146,7 @@ class WorkerPool:
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop claiming; let running runs finish for ``grace_s``, then release them."""
-        grace_s = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        grace_s = self.config.shutdown_grace_s if grace_s is None else grace_s
         self._stopping = True
         self.notify(len(self._idle))
         for handle in self._timers:
@@ -167,7 +193,7 @@ class WorkerPool:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._idle.append(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout=self.settings.poll_s)
+            await asyncio.wait_for(waiter, timeout=self.config.poll_s)
         except TimeoutError:
             pass
         finally:
@@ -202,7 +228,7 @@ class WorkerPool:
     async def _claim(self, worker_id: str) -> ClaimedRun | None:
         seq = self._wake_seq
         try:
-            run = await self.store.claim(worker_id, self.settings.lease_s)
+            run = await self.store.claim(worker_id, self.config.lease_s)
         except StoreError as exc:
             log.error("Claim failed; retrying", extra={"worker": worker_id, "error": str(exc)})
             await asyncio.sleep(STORE_RETRY_S)
@@ -228,8 +254,8 @@ class WorkerPool:
                                                 "queue_wait_s": queue_wait_s})
             if self.observer is not None:
                 self.observer.run_claimed(run)
-            ctx = RunContext(run=run, store=self.store, settings=self.settings,
-                             notify=self.notify, observer=self.observer)
+            ctx = RunContext(run=run, store=self.store, notify=self.notify,
+                             observer=self.observer)
             started = time.monotonic()
             outcome, next_run = await self._process(ctx)
             duration_s = time.monotonic() - started
@@ -264,7 +290,7 @@ class WorkerPool:
             await self._settle(lambda: self.store.fail(run.id, run.worker, error))
             return "failed", None
         notes = ctx.take_notes()
-        lease_s = None if self._stopping else self.settings.lease_s
+        lease_s = None if self._stopping else self.config.lease_s
         written = await self._settle(lambda: self.store.complete_and_claim(
             run.id, run.worker, notes, lease_s))
         return "completed", written[1] if written else None
@@ -276,15 +302,15 @@ class WorkerPool:
 
     async def _retry_or_fail(self, run: ClaimedRun, exc: TransientError) -> str:
         error = describe_error(exc)
-        if run.attempts >= self.settings.max_attempts:
+        if run.attempts >= self.config.max_attempts:
             message = f"gave up after {run.attempts} attempts: {error}"
             log.error("Run failed", extra={"event": "Run failed", "error": message})
             await self._settle(lambda: self.store.fail(run.id, run.worker, message))
             return "failed"
         # A Retry-After longer than MWAI_RETRY_MAX_S waits MWAI_RETRY_MAX_S: the operator's bound.
-        delay_s = backoff_s(run.attempts, base_s=self.settings.retry_base_s,
-                            max_s=self.settings.retry_max_s, retry_after_s=exc.retry_after_s,
-                            retry_after_max_s=self.settings.retry_max_s)
+        delay_s = backoff_s(run.attempts, base_s=self.config.retry_base_s,
+                            max_s=self.config.retry_max_s, retry_after_s=exc.retry_after_s,
+                            retry_after_max_s=self.config.retry_max_s)
         log.warning("Transient error; retry scheduled", extra={
             "event": "Retry scheduled", "error": error, "delay_s": round(delay_s, 3)})
         await self._settle(lambda: self.store.retry_later(
@@ -319,17 +345,17 @@ class WorkerPool:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
+            await asyncio.sleep(self.config.heartbeat_s)
             self.last_heartbeat_monotonic = time.monotonic()
             pairs = [(active.run.id, active.run.worker) for active in self._active.values()]
             try:
-                await self.store.renew_leases(pairs, self.settings.lease_s)
+                await self.store.renew_leases(pairs, self.config.lease_s)
             except StoreError as exc:
                 log.error("Lease renewal failed", extra={"error": str(exc)})
 
     async def _recovery_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.recovery_interval_s)
+            await asyncio.sleep(self.config.recovery_interval_s)
             if self._paused_by_clock_jump():
                 continue
             await self._recover_once()
@@ -346,15 +372,15 @@ class WorkerPool:
         self._clock_marks = (wall_s, monotonic_s)
         jump_s = (wall_s - last_wall_s) - (monotonic_s - last_monotonic_s)
         if abs(jump_s) > CLOCK_JUMP_TOLERANCE_S:
-            self._recovery_paused_until_monotonic = monotonic_s + self.settings.lease_s
+            self._recovery_paused_until_monotonic = monotonic_s + self.config.lease_s
             log.warning("Wall clock jumped; lease recovery waits one lease so live "
                         "processes renew theirs first", extra={
-                            "jump_s": round(jump_s, 3), "wait_s": self.settings.lease_s})
+                            "jump_s": round(jump_s, 3), "wait_s": self.config.lease_s})
         return monotonic_s < self._recovery_paused_until_monotonic
 
     async def _recover_once(self) -> None:
         try:
-            lost = await self.store.recover_expired(self.settings.max_attempts)
+            lost = await self.store.recover_expired(self.config.max_attempts)
         except StoreError as exc:
             log.error("Lease recovery failed", extra={"error": str(exc)})
             self._recovery_checkin.report(ok=False)

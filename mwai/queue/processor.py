@@ -17,7 +17,6 @@ from mwai.logs import RUN_LOGGER, bind
 from mwai.model import ClaimedRun, EnqueueResult, Event
 from mwai.queue.clock import now_s
 from mwai.queue.store import Store
-from mwai.settings import Settings
 
 log = logging.getLogger(RUN_LOGGER)
 
@@ -38,7 +37,6 @@ class RunObserver(Protocol):
 class RunContext:
     run: ClaimedRun
     store: Store
-    settings: Settings
     notify: Callable[[int], None]
     observer: RunObserver | None = None
 

@@ -22,12 +22,12 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from mwai import __version__
+from mwai import __version__, telemetry
 from mwai.clients import http
 from mwai.errors import MwaiError, StoreError, StoreUnavailable, WebhookError
 from mwai.logs import AIOHTTP_SERVER_LOGGER, WEB_LOGGER, log_context
 from mwai.queue.health import HealthRules, Workers, assess
-from mwai.queue.pool import WorkerPool
+from mwai.queue.pool import PoolConfig, WorkerPool
 from mwai.queue.processor import NoopProcessor, Processor
 from mwai.queue.store import Store
 from mwai.runner.flow import JiraProcessor
@@ -296,7 +296,10 @@ def _service_ctx(processor: Processor | None) -> Callable[[web.Application],
         await store.open()
         chosen = processor or make_processor(settings)
         app_metrics = app[metrics.METRICS_KEY]
-        pool = WorkerPool(store, chosen, settings, observer=app_metrics)
+        checkin = telemetry.PeriodicCheckin(settings, "lease-recovery",
+                                            settings.recovery_interval_s)
+        pool = WorkerPool(store, chosen, PoolConfig.of(settings), checkin,
+                          observer=app_metrics)
         app_metrics.bind_pool(pool)
         # Tasks started from here on (the workers, their runs) inherit it: the API
         # clients of the processor count their calls without being handed the metrics.
