@@ -79,8 +79,8 @@ class HealthCounts:
 
 
 @dataclass(frozen=True, slots=True)
-class RunRow:
-    """A run in a listing (mwai runs, mwai monitor's recent runs)."""
+class RunBrief:
+    """What a listing of runs starts with: the run, its issue, status, attempts and age."""
 
     id: int
     issue_key: str
@@ -88,6 +88,12 @@ class RunRow:
     attempts: int
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow(RunBrief):
+    """A run in a listing (mwai runs, mwai monitor's recent runs)."""
+
     started_at: float | None
     finished_at: float | None
     locked_by: str | None
@@ -136,13 +142,7 @@ class LockedRun:
 
 
 @dataclass(frozen=True, slots=True)
-class SlowRun:
-    id: int
-    issue_key: str
-    status: str
-    attempts: int
-    created_at: float
-    updated_at: float
+class SlowRun(RunBrief):
     duration_s: float
     last_error: str | None
 

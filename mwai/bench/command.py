@@ -22,6 +22,7 @@ from mwai.bench.run import FULL, QUICK, SECTIONS, Bench
 from mwai.bench.service import BenchError
 from mwai.bench.targets import evaluate
 from mwai.cli.common import fail, print_json
+from mwai.cli.parser import OneOf, add_command, arg, flag
 from mwai.errors import EXIT_OK, EXIT_PROBLEM, UsageError
 
 
@@ -104,32 +105,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "bench", help="measure intake, pickup, throughput, scale and footprint",
-        description="Start `mwai serve` (noop processor, synchronous=FULL) on temporary "
-                    "databases and measure it against the performance targets. Uses wrk as "
-                    "the load generator when installed, else aiohttp clients in several "
-                    "processes. Takes several minutes; --quick takes seconds.")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes and durations (smoke test; verdicts indicative only)")
-    parser.add_argument("--only", metavar="SECTIONS",
-                        help=f"comma-separated sections to run: {','.join(SECTIONS)}")
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print one JSON document")
-    output.add_argument("--markdown", action="store_true",
-                        help="print the docs/benchmarks.md page")
-    parser.add_argument("--from-json", metavar="FILE",
-                        help="render a saved `mwai bench --json` document instead of measuring")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a measured target is missed")
-    parser.add_argument("--no-wrk", action="store_true",
-                        help="use the built-in load generator even if wrk is installed")
-    parser.add_argument("--dir", metavar="PATH",
-                        help="where the temporary databases go (default: the system temp "
-                             "directory; use the production disk for meaningful fsync costs)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary databases and service logs")
-    parser.add_argument("--silent", action="store_true", help="no progress lines on stderr")
-    parser.add_argument("--note", metavar="TEXT",
-                        help="a remark kept with the figures (e.g. what else ran on the machine)")
-    parser.set_defaults(handler=_cmd_bench)
+    add_command(
+        subparsers, None, "bench", "measure intake, pickup, throughput, scale and footprint",
+        "Start `mwai serve` (noop processor, synchronous=FULL) on temporary databases and "
+        "measure it against the performance targets. Uses wrk as the load generator when "
+        "installed, else aiohttp clients in several processes. Takes several minutes; --quick "
+        "takes seconds.",
+        _cmd_bench,
+        flag("--quick", "tiny sizes and durations (smoke test; verdicts indicative only)"),
+        arg("--only", metavar="SECTIONS",
+            help=f"comma-separated sections to run: {','.join(SECTIONS)}"),
+        OneOf((flag("--json", "print one JSON document"),
+               flag("--markdown", "print the docs/benchmarks.md page"))),
+        arg("--from-json", metavar="FILE",
+            help="render a saved `mwai bench --json` document instead of measuring"),
+        flag("--check", "exit 1 when a measured target is missed"),
+        flag("--no-wrk", "use the built-in load generator even if wrk is installed"),
+        arg("--dir", metavar="PATH",
+            help="where the temporary databases go (default: the system temp directory; use "
+                 "the production disk for meaningful fsync costs)"),
+        flag("--keep", "keep the temporary databases and service logs"),
+        flag("--silent", "no progress lines on stderr"),
+        arg("--note", metavar="TEXT",
+            help="a remark kept with the figures (e.g. what else ran on the machine)"))

@@ -17,13 +17,11 @@ import orjson
 
 from mwai import telemetry
 from mwai.cli.common import (
-    add_command,
     database_bytes,
     format_bytes,
     format_duration,
     fresh_after_s,
     iso_utc,
-    json_flag,
     local_time,
     open_store,
     ops_settings,
@@ -36,6 +34,7 @@ from mwai.cli.common import (
     run_row,
     with_iso,
 )
+from mwai.cli.parser import RUN_ID, add_ops_command, arg, count, duration, flag
 from mwai.errors import (
     EXIT_OK,
     EXIT_PROBLEM,
@@ -333,56 +332,43 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        return add_command(subparsers, common, name, help_text, description)
-
-    requeue = add("requeue", "queue a finished (failed, cancelled, completed) run again",
-                  "Put a finished run back in the queue with its attempts reset. Refused for "
-                  "a queued or running run, or when its issue already has a queued run.")
-    requeue.add_argument("run_id", metavar="RUN_ID", help="the run id (see `mwai runs`)")
-    json_flag(requeue)
-    requeue.set_defaults(handler=_cmd_requeue)
-
-    cancel = add("cancel", "cancel a queued run, or stop a running one",
-                 "A queued run is cancelled at once. For a running run the live service's "
-                 "worker is asked to stop it (it checks every 0.5 s); the command waits until "
-                 "the run is cancelled. Exit 1 if it is still running after --wait.")
-    cancel.add_argument("run_id", metavar="RUN_ID", help="the run id (see `mwai runs`)")
-    cancel.add_argument("--wait", default="30s", metavar="DURATION",
-                        help="how long to wait for a running run to stop (default 30s; 0: "
-                             "only request it)")
-    json_flag(cancel)
-    cancel.set_defaults(handler=_cmd_cancel)
-
-    unlock = add("unlock", "list and release stale locks of dead workers",
-                 "List runs whose lock (locked_by) belongs to a process that is gone (no "
-                 "fresh heartbeat, stopped, or its pid no longer exists) and release them: a "
-                 "running run goes back to the queue (or fails when its attempts are spent). "
-                 "A lock whose process heartbeat is fresh is never touched.")
-    unlock.add_argument("--older-than", default="10m", metavar="DURATION",
-                        help="only locks taken more than DURATION ago (default 10m)")
-    unlock.add_argument("--dry-run", action="store_true",
-                        help="only list what would be released")
-    json_flag(unlock)
-    unlock.set_defaults(handler=_cmd_unlock)
-
-    prune_cmd = add("prune", "delete old finished runs and their events (30-day archive)",
-                    "Delete finished runs (completed, failed, cancelled) last updated before "
-                    "the cut-off, events first, in small batches of short transactions so a "
-                    "running service keeps answering webhooks. Queued and running runs are "
-                    "never deleted.")
-    prune_cmd.add_argument("--older-than", required=True, metavar="DURATION",
-                           help="cut-off age, e.g. 30d")
-    prune_cmd.add_argument("--archive", metavar="FILE.jsonl",
-                           help="first append each run, with its events, as one JSON line")
-    prune_cmd.add_argument("--batch-size", type=int, default=1000, metavar="N",
-                           help="at most N runs per transaction (default 1000; batches "
-                                "shrink so that one holds the write lock about 20 ms)")
-    prune_cmd.add_argument("--vacuum", action="store_true",
-                           help="then VACUUM to give the space back to the disk, when at "
-                                "least 10%% of the file is free (VACUUM blocks writes while "
-                                "it runs: webhooks get 503 + Retry-After meanwhile)")
-    prune_cmd.add_argument("--dry-run", action="store_true",
-                           help="only count what would be deleted")
-    json_flag(prune_cmd)
-    prune_cmd.set_defaults(handler=_cmd_prune)
+    add_ops_command(
+        subparsers, common, "requeue", "queue a finished (failed, cancelled, completed) run again",
+        "Put a finished run back in the queue with its attempts reset. Refused for a queued or "
+        "running run, or when its issue already has a queued run.",
+        _cmd_requeue,
+        RUN_ID)
+    add_ops_command(
+        subparsers, common, "cancel", "cancel a queued run, or stop a running one",
+        "A queued run is cancelled at once. For a running run the live service's worker is "
+        "asked to stop it (it checks every 0.5 s); the command waits until the run is "
+        "cancelled. Exit 1 if it is still running after --wait.",
+        _cmd_cancel,
+        RUN_ID,
+        duration("--wait", "how long to wait for a running run to stop (default 30s; 0: only "
+                           "request it)", default="30s"))
+    add_ops_command(
+        subparsers, common, "unlock", "list and release stale locks of dead workers",
+        "List runs whose lock (locked_by) belongs to a process that is gone (no fresh "
+        "heartbeat, stopped, or its pid no longer exists) and release them: a running run goes "
+        "back to the queue (or fails when its attempts are spent). A lock whose process "
+        "heartbeat is fresh is never touched.",
+        _cmd_unlock,
+        duration("--older-than", "only locks taken more than DURATION ago (default 10m)",
+                 default="10m"),
+        flag("--dry-run", "only list what would be released"))
+    add_ops_command(
+        subparsers, common, "prune", "delete old finished runs and their events (30-day archive)",
+        "Delete finished runs (completed, failed, cancelled) last updated before the cut-off, "
+        "events first, in small batches of short transactions so a running service keeps "
+        "answering webhooks. Queued and running runs are never deleted.",
+        _cmd_prune,
+        duration("--older-than", "cut-off age, e.g. 30d", required=True),
+        arg("--archive", metavar="FILE.jsonl",
+            help="first append each run, with its events, as one JSON line"),
+        count("--batch-size", 1000, "at most N runs per transaction (default 1000; batches "
+                                    "shrink so that one holds the write lock about 20 ms)"),
+        flag("--vacuum", "then VACUUM to give the space back to the disk, when at least 10%% "
+                         "of the file is free (VACUUM blocks writes while it runs: webhooks "
+                         "get 503 + Retry-After meanwhile)"),
+        flag("--dry-run", "only count what would be deleted"))

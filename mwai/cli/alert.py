@@ -47,6 +47,7 @@ from mwai.cli.common import (
     print_json,
     run_async,
 )
+from mwai.cli.parser import add_command, arg, count, duration, flag
 from mwai.clients.http import ApiClient, new_session
 from mwai.errors import EXIT_OK, EXIT_PROBLEM, MwaiError, UsageError
 from mwai.model import FailedRun, RunningRun
@@ -394,25 +395,23 @@ def _cmd_alert(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "alert", parents=[common],
-        help="check for failed/stuck runs and an old queue; notify and exit 1 when over",
-        description="The database-based alert, for cron or a systemd timer: counts failed "
-                    "runs in the window, stuck runs (MWAI_STUCK_AFTER_S) and a queue older "
-                    "than MWAI_QUEUE_AGE_ALERT_S. When the count reaches --threshold it "
-                    "notifies (MWAI_ALERT_WEBHOOK_URL, MWAI_ALERT_SLACK_WEBHOOK_URL, "
-                    "MWAI_ALERT_EMAIL_TO, MWAI_ALERT_COMMAND) and exits 1; otherwise exits 0. "
-                    "No notifier: prints the alert, exits 1. A notifier failed: exit 3. The "
-                    "same alert is not re-sent within MWAI_ALERT_COOLDOWN_S.")
-    parser.add_argument("--window", default="1h", metavar="DURATION",
-                        help="count failed runs updated within DURATION (default 1h)")
-    parser.add_argument("--threshold", type=int, default=1, metavar="N",
-                        help="alert when failed + stuck runs (+1 for an old queue) reach N "
-                             "(default 1)")
-    parser.add_argument("--unit-failed", metavar="UNIT",
-                        help="instead: notify that systemd unit UNIT failed, with its last "
-                             f"{JOURNAL_LINES} journal lines (for OnFailure=); exit 0 once "
-                             "delivered, 1 with no notifier, 3 when a notifier failed")
-    parser.add_argument("--json", action="store_true",
-                        help="print the alert as one JSON document")
-    parser.set_defaults(handler=_cmd_alert)
+    add_command(
+        subparsers, common, "alert",
+        "check for failed/stuck runs and an old queue; notify and exit 1 when over",
+        "The database-based alert, for cron or a systemd timer: counts failed runs in the "
+        "window, stuck runs (MWAI_STUCK_AFTER_S) and a queue older than "
+        "MWAI_QUEUE_AGE_ALERT_S. When the count reaches --threshold it notifies "
+        "(MWAI_ALERT_WEBHOOK_URL, MWAI_ALERT_SLACK_WEBHOOK_URL, MWAI_ALERT_EMAIL_TO, "
+        "MWAI_ALERT_COMMAND) and exits 1; otherwise exits 0. No notifier: prints the alert, "
+        "exits 1. A notifier failed: exit 3. The same alert is not re-sent within "
+        "MWAI_ALERT_COOLDOWN_S.",
+        _cmd_alert,
+        duration("--window", "count failed runs updated within DURATION (default 1h)",
+                 default="1h"),
+        count("--threshold", 1, "alert when failed + stuck runs (+1 for an old queue) reach N "
+                                "(default 1)"),
+        arg("--unit-failed", metavar="UNIT",
+            help=f"instead: notify that systemd unit UNIT failed, with its last {JOURNAL_LINES} "
+                 "journal lines (for OnFailure=); exit 0 once delivered, 1 with no notifier, 3 "
+                 "when a notifier failed"),
+        flag("--json", "print the alert as one JSON document"))

@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mwai.cli.common import add_command, database_bytes, format_bytes, json_flag, print_json
+from mwai.cli.common import database_bytes, format_bytes, print_json
+from mwai.cli.parser import add_ops_command, flag
 from mwai.cli.probes import check_connections
 from mwai.errors import EXIT_OK, EXIT_PROBLEM, ConfigError, StoreError
 from mwai.queue.schema import SCHEMA_VERSION
@@ -137,14 +138,11 @@ def run_async_value(coro: Any) -> Any:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    check = add_command(
+    add_ops_command(
         subparsers, common, "check",
         "validate the configuration, the database and (--connect) the APIs",
-        "Report every configuration problem with the setting's name, check that the "
-        "database opens and its schema is current, and with --connect call Jira "
-        "(GET /myself), GitHub (GET /user) and the LLM provider (list models). "
-        "Exit 1 if anything is wrong.")
-    check.add_argument("--connect", action="store_true",
-                       help="also call the configured Jira, GitHub and LLM endpoints")
-    json_flag(check)
-    check.set_defaults(handler=_cmd_check)
+        "Report every configuration problem with the setting's name, check that the database "
+        "opens and its schema is current, and with --connect call Jira (GET /myself), GitHub "
+        "(GET /user) and the LLM provider (list models). Exit 1 if anything is wrong.",
+        _cmd_check,
+        flag("--connect", "also call the configured Jira, GitHub and LLM endpoints"))

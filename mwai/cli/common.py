@@ -18,7 +18,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -29,19 +29,6 @@ from mwai.model import FINISHED, ProcessRow
 from mwai.queue.store import Store
 from mwai.queue.writes import pid_alive
 from mwai.settings import Settings, read_env_file
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def common_parser() -> argparse.ArgumentParser:
-    """Options every command accepts."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--env-file", metavar="PATH",
-                        help="read settings from a systemd-style KEY=VALUE file "
-                             "(its values win over the environment)")
-    common.add_argument("--db", metavar="PATH",
-                        help="SQLite database (default: $MWAI_DB or ./mwai.sqlite3)")
-    return common
 
 
 def load_settings(args: argparse.Namespace, overrides: Mapping[str, Any] | None = None,
@@ -258,21 +245,3 @@ def format_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"  # pragma: no cover
-
-
-# ------------------------------------------------------------------ argparse helpers
-
-
-def json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON document (stable field names; times as epoch "
-                             "seconds plus *_iso UTC strings)")
-
-
-
-def add_command(subparsers: Any, common: argparse.ArgumentParser, name: str, help_text: str,
-                description: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, parents=[common], help=help_text, description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    return parser

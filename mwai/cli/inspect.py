@@ -16,13 +16,11 @@ from typing import Any
 import orjson
 
 from mwai.cli.common import (
-    add_command,
     database_bytes,
     format_bytes,
     format_duration,
     fresh_after_s,
     iso_utc,
-    json_flag,
     json_or_text,
     local_time,
     one_line,
@@ -36,6 +34,7 @@ from mwai.cli.common import (
     run_row,
     with_iso,
 )
+from mwai.cli.parser import RUN_ID, add_ops_command, arg, count, duration, flag
 from mwai.errors import EXIT_OK, UsageError
 from mwai.model import FINISHED, STATUSES, ErrorCount
 from mwai.queue.health import HealthRules, Workers, assess
@@ -406,53 +405,43 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        return add_command(subparsers, common, name, help_text, description)
-
-    runs = add("runs", "list recent runs (all, failed, queued, per issue)",
-               "List runs, latest activity first: id, issue, status, attempts, created "
-               "(local time), duration and last error.\nExamples: mwai runs; mwai runs "
-               "--status failed; mwai runs --status queued; mwai runs --issue PROJ-12")
-    runs.add_argument("--status", choices=STATUSES, help="only runs with this status")
-    runs.add_argument("--issue", metavar="KEY", help="only runs of this Jira issue")
-    runs.add_argument("--limit", type=int, default=20, metavar="N",
-                      help="show at most N runs (default 20)")
-    runs.add_argument("--since", metavar="DURATION",
-                      help="only runs created or changed within DURATION (30s, 10m, 1h, 7d, "
-                           "2w)")
-    json_flag(runs)
-    runs.set_defaults(handler=_cmd_runs)
-
-    show = add("show", "show one run: fields, branch, PR, error and its event timeline",
-               "Everything about one run (what check_run_status.sh printed): its fields, "
-               "branch, pull request, last error and the timeline of its events with their "
-               "metadata, in local time.")
-    show.add_argument("run_id", metavar="RUN_ID", help="the run id (see `mwai runs`)")
-    show.add_argument("--follow", "-f", action="store_true",
-                      help="keep printing new events until the run is finished")
-    json_flag(show)
-    show.set_defaults(handler=_cmd_show)
-
-    stats = add("stats", "durations by status, slowest runs, failure rate, error patterns",
-                "Statistics of the runs created within a window: count, average and max "
-                "duration (updated_at - created_at) by status, slowest runs, failure rate, "
-                "the most common errors (numbers and ids folded together), queue depth and "
-                "the age of the oldest queued run.")
-    stats.add_argument("--since", default="7d", metavar="DURATION",
-                       help="window: runs created within DURATION (default 7d)")
-    stats.add_argument("--top", type=int, default=10, metavar="N",
-                       help="how many slowest runs and error patterns (default 10)")
-    json_flag(stats)
-    stats.set_defaults(handler=_cmd_stats)
-
-    monitor = add("monitor", "live terminal view of the queue, running runs and health",
-                  "A live view refreshed every 2 s (like monitor_worker.sh under watch): "
-                  "health, queue depth, running runs with their age and worker, failures in "
-                  "the last hour, recent runs. Ctrl-C exits.")
-    monitor.add_argument("--interval", default="2s", metavar="DURATION",
-                         help="refresh interval (default 2s)")
-    monitor.add_argument("--recent", type=int, default=10, metavar="N",
-                         help="recent runs shown (default 10)")
-    monitor.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    json_flag(monitor)
-    monitor.set_defaults(handler=_cmd_monitor)
+    add_ops_command(
+        subparsers, common, "runs", "list recent runs (all, failed, queued, per issue)",
+        "List runs, latest activity first: id, issue, status, attempts, created (local time), "
+        "duration and last error.\nExamples: mwai runs; mwai runs --status failed; mwai runs "
+        "--status queued; mwai runs --issue PROJ-12",
+        _cmd_runs,
+        arg("--status", choices=STATUSES, help="only runs with this status"),
+        arg("--issue", metavar="KEY", help="only runs of this Jira issue"),
+        count("--limit", 20, "show at most N runs (default 20)"),
+        duration("--since", "only runs created or changed within DURATION (30s, 10m, 1h, 7d, "
+                            "2w)"))
+    add_ops_command(
+        subparsers, common, "show",
+        "show one run: fields, branch, PR, error and its event timeline",
+        "Everything about one run (what check_run_status.sh printed): its fields, branch, pull "
+        "request, last error and the timeline of its events with their metadata, in local "
+        "time.",
+        _cmd_show,
+        RUN_ID,
+        arg("--follow", "-f", action="store_true",
+            help="keep printing new events until the run is finished"))
+    add_ops_command(
+        subparsers, common, "stats",
+        "durations by status, slowest runs, failure rate, error patterns",
+        "Statistics of the runs created within a window: count, average and max duration "
+        "(updated_at - created_at) by status, slowest runs, failure rate, the most common "
+        "errors (numbers and ids folded together), queue depth and the age of the oldest "
+        "queued run.",
+        _cmd_stats,
+        duration("--since", "window: runs created within DURATION (default 7d)", default="7d"),
+        count("--top", 10, "how many slowest runs and error patterns (default 10)"))
+    add_ops_command(
+        subparsers, common, "monitor", "live terminal view of the queue, running runs and health",
+        "A live view refreshed every 2 s (like monitor_worker.sh under watch): health, queue "
+        "depth, running runs with their age and worker, failures in the last hour, recent "
+        "runs. Ctrl-C exits.",
+        _cmd_monitor,
+        duration("--interval", "refresh interval (default 2s)", default="2s"),
+        count("--recent", 10, "recent runs shown (default 10)"),
+        flag("--once", "print one snapshot and exit"))

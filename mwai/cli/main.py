@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mwai import __version__
-from mwai.cli.common import Handler, common_parser, fail
+from mwai.cli.common import fail
+from mwai.cli.parser import Handler, common_parser
 from mwai.errors import EXIT_OK, MwaiError
 from mwai.logs import configure_logging
 

@@ -9,7 +9,8 @@ import os
 from typing import Any
 
 from mwai import telemetry
-from mwai.cli.common import Handler, load_settings, print_json
+from mwai.cli.common import load_settings, print_json
+from mwai.cli.parser import Handler, add_command, arg, flag
 from mwai.errors import EXIT_OK, UsageError, WebhookError
 from mwai.logs import configure_logging
 from mwai.queue.store import Store
@@ -91,29 +92,27 @@ def register(sub: Any, common: argparse.ArgumentParser,
              serve_demo: Handler | None = None) -> None:
     """Add serve, enqueue and settings; ``serve_demo`` runs `mwai serve --demo`
     (the demo package sits above the CLI, so the program passes it in)."""
-    parser = sub.add_parser("serve", parents=[common], help="run the webhook server and workers",
-                            description="Run the HTTP server (webhook, health) and the workers "
-                                        "until SIGTERM or Ctrl-C.")
-    parser.add_argument("--listen", metavar="HOST:PORT", help="overrides MWAI_LISTEN")
-    parser.add_argument("--workers", type=int, metavar="N", help="overrides MWAI_WORKERS")
-    parser.add_argument("--processor", choices=("jira", "noop"), help="overrides MWAI_PROCESSOR")
-    parser.add_argument("--demo", action="store_true",
-                        help="serve against built-in fakes of Jira, GitHub and the LLM and a "
-                             "sample repository, to try the webhook by hand (only --listen "
-                             "applies; see mwai demo)")
-    parser.set_defaults(handler=_cmd_serve, serve_demo=serve_demo)
-
-    enqueue = sub.add_parser("enqueue", parents=[common], help="queue a run for an issue by hand",
-                             description="Queue a run for ISSUE-KEY without HTTP (e.g. to retry "
-                                         "by hand). A running `mwai serve` picks it up within "
-                                         "MWAI_POLL_S.")
-    enqueue.add_argument("issue_key", metavar="ISSUE-KEY")
-    enqueue.add_argument("--priority", type=int, default=0,
-                         help="higher runs first (default 0)")
-    enqueue.add_argument("--json", action="store_true", help="print JSON")
-    enqueue.set_defaults(handler=_cmd_enqueue)
-
-    listing = sub.add_parser("settings", help="list every setting with its default and meaning")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    listing.set_defaults(handler=_cmd_settings)
+    serve_command = add_command(
+        sub, common, "serve", "run the webhook server and workers",
+        "Run the HTTP server (webhook, health) and the workers until SIGTERM or Ctrl-C.",
+        _cmd_serve,
+        arg("--listen", metavar="HOST:PORT", help="overrides MWAI_LISTEN"),
+        arg("--workers", type=int, metavar="N", help="overrides MWAI_WORKERS"),
+        arg("--processor", choices=("jira", "noop"), help="overrides MWAI_PROCESSOR"),
+        flag("--demo", "serve against built-in fakes of Jira, GitHub and the LLM and a sample "
+                       "repository, to try the webhook by hand (only --listen applies; see "
+                       "mwai demo)"))
+    serve_command.set_defaults(serve_demo=serve_demo)
+    add_command(
+        sub, common, "enqueue", "queue a run for an issue by hand",
+        "Queue a run for ISSUE-KEY without HTTP (e.g. to retry by hand). A running `mwai "
+        "serve` picks it up within MWAI_POLL_S.",
+        _cmd_enqueue,
+        arg("issue_key", metavar="ISSUE-KEY"),
+        arg("--priority", type=int, default=0, help="higher runs first (default 0)"),
+        flag("--json", "print JSON"))
+    add_command(
+        sub, None, "settings", "list every setting with its default and meaning", None,
+        _cmd_settings,
+        flag("--json", "print JSON"),
+        flag("--markdown", "print a Markdown table"))

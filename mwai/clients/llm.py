@@ -65,20 +65,23 @@ class LlmConfig:
     @classmethod
     def of(cls, settings: Settings) -> LlmConfig:
         """The provider MWAI_LLM_PROVIDER names, with its own URL, key and model."""
+        provider: LlmProvider
         if settings.llm_provider == "anthropic":
-            return cls(provider="anthropic", base_url=settings.anthropic_base_url,
-                       api_key=settings.anthropic_api_key, model=settings.anthropic_model,
-                       max_tokens=settings.llm_max_tokens, timeout_s=settings.llm_timeout_s,
-                       retries=settings.http_retries)
-        if settings.llm_provider == "openai":
-            return cls(provider="openai", base_url=settings.openai_base_url,
-                       api_key=settings.openai_api_key, model=settings.openai_model,
-                       max_tokens=settings.llm_max_tokens, timeout_s=settings.llm_timeout_s,
-                       retries=settings.http_retries)
-        raise PermanentError(
-            f"MWAI_LLM_PROVIDER={settings.llm_provider!r} is not supported: use 'anthropic' or "
-            "'openai'"
-        )
+            provider = "anthropic"
+            base_url, api_key, model = (settings.anthropic_base_url, settings.anthropic_api_key,
+                                        settings.anthropic_model)
+        elif settings.llm_provider == "openai":
+            provider = "openai"
+            base_url, api_key, model = (settings.openai_base_url, settings.openai_api_key,
+                                        settings.openai_model)
+        else:
+            raise PermanentError(
+                f"MWAI_LLM_PROVIDER={settings.llm_provider!r} is not supported: use 'anthropic' "
+                "or 'openai'"
+            )
+        return cls(provider=provider, base_url=base_url, api_key=api_key, model=model,
+                   max_tokens=settings.llm_max_tokens, timeout_s=settings.llm_timeout_s,
+                   retries=settings.http_retries)
 
 
 class LlmClient(Protocol):
@@ -115,15 +118,12 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-def _unexpected(service: str, setting: str, document: Any) -> PermanentError:
-    return PermanentError(
-        f"{service} answered 200 but not with a chat completion ({str(document)[:200]!r}); "
-        f"check {setting} points at the API itself"
-    )
+class _ProviderClient:
+    """What both clients share: the model, the answer limit, the provider's API (its
+    headers from the subclass) and the way an answer becomes an ``LlmReply``."""
 
-
-class AnthropicClient:
-    """POST {ANTHROPIC_BASE_URL}/v1/messages."""
+    service: LlmProvider
+    url_setting: str  # named when the URL answers with something else than the API
 
     def __init__(
         self,
@@ -134,105 +134,112 @@ class AnthropicClient:
         self.model = config.model
         self.max_tokens = config.max_tokens
         self.api = ApiClient(
-            "anthropic",
+            self.service,
             config.base_url,
             session,
-            headers={"x-api-key": config.api_key,
-                     "anthropic-version": ANTHROPIC_VERSION},
+            headers=self._headers(config.api_key),
             timeout_s=config.timeout_s,
             retries=config.retries,
             observer=observer,
         )
 
+    def _headers(self, api_key: str) -> dict[str, str]:
+        raise NotImplementedError
+
     async def complete(
         self, system: str, messages: list[dict[str, str]], max_tokens: int | None = None
     ) -> LlmReply:
         check_messages(messages)
-        body: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": max_tokens or self.max_tokens,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-        }
+        chat = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return await self._complete(system, chat, max_tokens or self.max_tokens)
+
+    async def _complete(self, system: str, chat: list[dict[str, str]],
+                        max_tokens: int) -> LlmReply:
+        raise NotImplementedError
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return (await self.api.request("POST", path, json=body)).json()
+
+    def _unexpected(self, document: Any) -> PermanentError:
+        return PermanentError(
+            f"{self.service} answered 200 but not with a chat completion "
+            f"({str(document)[:200]!r}); check {self.url_setting} points at the API itself"
+        )
+
+    def _reply(self, document: dict[str, Any], text: str, input_tokens: Any,
+               output_tokens: Any, stop_reason: Any) -> LlmReply:
+        """The reply of a provider's answer, priced when its model is known."""
+        model = str(document.get("model") or self.model)
+        tokens_in, tokens_out = _int(input_tokens), _int(output_tokens)
+        return LlmReply(text=text, input_tokens=tokens_in, output_tokens=tokens_out,
+                        cost_usd=estimate_cost_usd(model, tokens_in, tokens_out), model=model,
+                        stop_reason=str(stop_reason or ""))
+
+
+class AnthropicClient(_ProviderClient):
+    """POST {ANTHROPIC_BASE_URL}/v1/messages."""
+
+    service = "anthropic"
+    url_setting = "ANTHROPIC_BASE_URL"
+
+    def _headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
+
+    async def _complete(self, system: str, chat: list[dict[str, str]],
+                        max_tokens: int) -> LlmReply:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "messages": chat}
         if system:
             body["system"] = system
-        document = (await self.api.request("POST", "/v1/messages", json=body)).json()
+        document = await self._post("/v1/messages", body)
         if not isinstance(document, dict) or not isinstance(document.get("content"), list):
-            raise _unexpected("anthropic", "ANTHROPIC_BASE_URL", document)
+            raise self._unexpected(document)
         text = "".join(
             block.get("text", "")
             for block in document["content"]
             if isinstance(block, dict) and block.get("type") == "text"
         )
         usage = document.get("usage") or {}
-        return _reply(text, usage.get("input_tokens"), usage.get("output_tokens"),
-                      str(document.get("model") or self.model), document.get("stop_reason"))
+        return self._reply(document, text, usage.get("input_tokens"),
+                           usage.get("output_tokens"), document.get("stop_reason"))
 
 
-class OpenAIClient:
+class OpenAIClient(_ProviderClient):
     """POST {OPENAI_BASE_URL}/chat/completions (OpenAI, Azure, Ollama, vLLM, ...)."""
 
-    def __init__(
-        self,
-        config: LlmConfig,
-        session: aiohttp.ClientSession,
-        observer: CallObserver | None = None,
-    ) -> None:
-        self.model = config.model
-        self.max_tokens = config.max_tokens
-        # Newer OpenAI models (o-series, gpt-5) refuse "max_tokens" and want
-        # "max_completion_tokens", which older compatible servers do not know: start with
-        # the widely supported one and switch when the server asks for it.
-        self.token_limit_field = "max_tokens"
-        # Local servers (Ollama, vLLM) often need no key: send the header only with one.
-        headers = {}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
-        self.api = ApiClient(
-            "openai",
-            config.base_url,
-            session,
-            headers=headers,
-            timeout_s=config.timeout_s,
-            retries=config.retries,
-            observer=observer,
-        )
+    service = "openai"
+    url_setting = "OPENAI_BASE_URL"
+    # Newer OpenAI models (o-series, gpt-5) refuse "max_tokens" and want
+    # "max_completion_tokens", which older compatible servers do not know: start with
+    # the widely supported one and switch (this client only) when the server asks for it.
+    token_limit_field = "max_tokens"
 
-    async def complete(
-        self, system: str, messages: list[dict[str, str]], max_tokens: int | None = None
-    ) -> LlmReply:
-        check_messages(messages)
-        chat = [{"role": "system", "content": system}] if system else []
-        chat += [{"role": m["role"], "content": m["content"]} for m in messages]
-        body: dict[str, Any] = {"model": self.model, "messages": chat}
+    def _headers(self, api_key: str) -> dict[str, str]:
+        # Local servers (Ollama, vLLM) often need no key: send the header only with one.
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def _complete(self, system: str, chat: list[dict[str, str]],
+                        max_tokens: int) -> LlmReply:
+        system_message = [{"role": "system", "content": system}] if system else []
+        body: dict[str, Any] = {"model": self.model, "messages": system_message + chat}
         try:
-            document = await self._send(body, max_tokens or self.max_tokens)
+            document = await self._send(body, max_tokens)
         except HttpError as exc:
             if not (exc.status == 400 and self.token_limit_field == "max_tokens"
                     and "max_completion_tokens" in exc.detail):
                 raise
             self.token_limit_field = "max_completion_tokens"
-            document = await self._send(body, max_tokens or self.max_tokens)
+            document = await self._send(body, max_tokens)
         choices = document.get("choices") if isinstance(document, dict) else None
         if not choices or not isinstance(choices[0], dict):
-            raise _unexpected("openai", "OPENAI_BASE_URL", document)
+            raise self._unexpected(document)
         message = choices[0].get("message") or {}
         usage = document.get("usage") or {}
-        return _reply(str(message.get("content") or ""), usage.get("prompt_tokens"),
-                      usage.get("completion_tokens"), str(document.get("model") or self.model),
-                      choices[0].get("finish_reason"))
+        return self._reply(document, str(message.get("content") or ""),
+                           usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                           choices[0].get("finish_reason"))
 
     async def _send(self, body: dict[str, Any], max_tokens: int) -> Any:
-        payload = {**body, self.token_limit_field: max_tokens}
-        return (await self.api.request("POST", "/chat/completions", json=payload)).json()
-
-
-def _reply(text: str, input_tokens: Any, output_tokens: Any, model: str,
-           stop_reason: Any) -> LlmReply:
-    """An LlmReply from a provider's answer, priced when the model is known."""
-    tokens_in, tokens_out = _int(input_tokens), _int(output_tokens)
-    return LlmReply(text=text, input_tokens=tokens_in, output_tokens=tokens_out,
-                    cost_usd=estimate_cost_usd(model, tokens_in, tokens_out), model=model,
-                    stop_reason=str(stop_reason or ""))
+        return await self._post("/chat/completions", {**body, self.token_limit_field: max_tokens})
 
 
 def make_llm(

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mwai.cli.parser import add_command, arg, flag
 from mwai.demo.story import STORY_TIMEOUT_S, run_demo, serve_demo
 from mwai.errors import UsageError
 
@@ -35,20 +36,18 @@ def cmd_serve_demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    demo = subparsers.add_parser(
-        "demo", help="play the whole AI Runner story offline against built-in fakes",
-        description="Start fakes of Jira, GitHub and the LLM on 127.0.0.1, a sample git "
-                    "repository and mwai with a demo agent, then play: ticket assigned to "
-                    "AI -> plan -> approval -> two sub-tasks executed -> one PR with two "
-                    "commits -> Done. Exit 0 only if the whole story completed.")
-    demo.add_argument("--dir", metavar="PATH",
-                      help="empty directory for the database, repos and worktrees "
-                           "(default: a new temporary directory, kept afterwards)")
-    demo.add_argument("--timeout", type=float, default=STORY_TIMEOUT_S, metavar="SECONDS",
-                      help=f"give up after this long (default {STORY_TIMEOUT_S:g})")
-    demo.add_argument("--serve", action="store_true",
-                      help="keep the fakes and mwai running for a hand-made curl request "
-                           "(same as `mwai serve --demo`)")
-    demo.add_argument("--port", type=int, default=8088,
-                      help="port of mwai with --serve (default 8088)")
-    demo.set_defaults(handler=_cmd_demo)
+    add_command(
+        subparsers, None, "demo", "play the whole AI Runner story offline against built-in fakes",
+        "Start fakes of Jira, GitHub and the LLM on 127.0.0.1, a sample git repository and "
+        "mwai with a demo agent, then play: ticket assigned to AI -> plan -> approval -> two "
+        "sub-tasks executed -> one PR with two commits -> Done. Exit 0 only if the whole story "
+        "completed.",
+        _cmd_demo,
+        arg("--dir", metavar="PATH",
+            help="empty directory for the database, repos and worktrees (default: a new "
+                 "temporary directory, kept afterwards)"),
+        arg("--timeout", type=float, default=STORY_TIMEOUT_S, metavar="SECONDS",
+            help=f"give up after this long (default {STORY_TIMEOUT_S:g})"),
+        flag("--serve", "keep the fakes and mwai running for a hand-made curl request (same as "
+                        "`mwai serve --demo`)"),
+        arg("--port", type=int, default=8088, help="port of mwai with --serve (default 8088)"))

@@ -133,14 +133,8 @@ class FakeGitHub(LoopbackServer):
         self.faults: deque[Fault] = deque()
         self._numbers = itertools.count(1)
         self._token_numbers = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def api_url(self) -> str:

@@ -35,13 +35,14 @@ import binascii
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from aiohttp import web
 
 from mwai.clients.adf import adf_problems, adf_to_text
 from mwai.demo.fake_jira_site import WORKFLOW, Body, FakeIssue, JiraSite, Transition
+from mwai.demo.loopback import LoopbackServer
 
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
 NOT_ADF = "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
@@ -85,7 +86,7 @@ def _json(document: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-class FakeJira(JiraSite):
+class FakeJira(JiraSite, LoopbackServer):
     """The site's REST API on 127.0.0.1, as mwai's Jira client sees Jira Cloud."""
 
     def __init__(
@@ -119,34 +120,22 @@ class FakeJira(JiraSite):
         self.port = port
         self.requests: list[RequestRecord] = []
         self.faults: list[Fault] = []
-        self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self) -> FakeJira:
+    def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=2 * 1024 * 1024)
         self._routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        address = self._runner.addresses[0]
-        self.port = int(address[1])
-        self.url = f"http://{self.host}:{self.port}"
+        return app
+
+    async def start(self) -> Self:
+        await super().start()
         self._open_rules()
         return self
 
     async def stop(self) -> None:
         await self._close_rules()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeJira:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        await super().stop()
 
     def settings_changes(self) -> dict[str, Any]:
         """Settings fields that point mwai at this fake (for dataclasses.replace)."""

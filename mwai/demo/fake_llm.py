@@ -71,14 +71,8 @@ class FakeLlm(LoopbackServer):
         self.state = FakeLlmState(replies=deque(replies if isinstance(replies, list) else []))
         self.requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def anthropic_base_url(self) -> str:

@@ -18,9 +18,12 @@ class Fault:
 
 
 class LoopbackServer:
-    """Serves ``app()`` on 127.0.0.1 at a free port: ``async with Fake() as fake``."""
+    """Serves ``app()`` at ``host``:``port``, by default on 127.0.0.1 at a free port (which
+    ``port`` then holds): ``async with Fake() as fake``, then requests go to ``fake.url``."""
 
+    host = "127.0.0.1"
     port = 0
+    url = ""  # http://host:port, once started
     _runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -29,8 +32,9 @@ class LoopbackServer:
     async def start(self) -> Self:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, self.host, self.port).start()
         self.port = int(self._runner.addresses[0][1])
+        self.url = f"http://{self.host}:{self.port}"
         return self
 
     async def stop(self) -> None:

@@ -188,43 +188,6 @@ def op_complete_and_claim(
     return done, next_run
 
 
-def _release(
-    conn: sqlite3.Connection,
-    run_id: int,
-    issue_key: str,
-    attempts: int,
-    available_at: float,
-    error: str | None,
-    attempt_delta: int,
-) -> str:
-    """Put a running run back in the queue, or fold it into the issue's queued run."""
-    now = clock.now_s()
-    sibling = conn.execute(Q["queued_run_for_issue"], {"issue_key": issue_key}).fetchone()
-    if sibling is None:
-        conn.execute(
-            Q["requeue_running"],
-            {"run_id": run_id, "available_at": available_at, "last_error": error,
-             "attempt_delta": attempt_delta, "now": now},
-        )
-        return "queued"
-    sibling_id = int(sibling[0])
-    reason = f"superseded by queued run {sibling_id} of the same issue"
-    if error:
-        reason += f" (last error: {error})"
-    conn.execute(Q["close_superseded"], {"run_id": run_id, "last_error": reason, "now": now})
-    conn.execute(
-        Q["inherit_into_queued"],
-        {"run_id": sibling_id, "attempts": max(0, attempts + attempt_delta),
-         "available_at": available_at, "now": now},
-    )
-    _insert_events(conn, [
-        Event(run_id, "Run superseded", "warning", {"by_run_id": sibling_id}, now),
-        Event(sibling_id, "Took over a released run", "info",
-              {"from_run_id": run_id, "attempts": attempts}, now),
-    ])
-    return "superseded"
-
-
 def op_release(
     conn: sqlite3.Connection,
     run_id: int,
@@ -233,12 +196,41 @@ def op_release(
     available_at: float,
     error: str | None,
     attempt_delta: int,
-    message: str,
-    meta: dict[str, Any],
+    message: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> str:
-    outcome = _release(conn, run_id, issue_key, attempts, available_at, error, attempt_delta)
-    level = "warning" if error else "info"
-    _insert_events(conn, [Event(run_id, message, level, {**meta, "outcome": outcome})])
+    """Put a running run back in the queue, or fold it into the issue's queued run; then
+    journal ``message`` with ``meta`` and the outcome (no message: the caller does)."""
+    now = clock.now_s()
+    sibling = conn.execute(Q["queued_run_for_issue"], {"issue_key": issue_key}).fetchone()
+    if sibling is None:
+        outcome = "queued"
+        conn.execute(
+            Q["requeue_running"],
+            {"run_id": run_id, "available_at": available_at, "last_error": error,
+             "attempt_delta": attempt_delta, "now": now},
+        )
+    else:
+        outcome = "superseded"
+        sibling_id = int(sibling[0])
+        reason = f"superseded by queued run {sibling_id} of the same issue"
+        if error:
+            reason += f" (last error: {error})"
+        conn.execute(Q["close_run"],
+                     {"run_id": run_id, "status": "cancelled", "last_error": reason, "now": now})
+        conn.execute(
+            Q["inherit_into_queued"],
+            {"run_id": sibling_id, "attempts": max(0, attempts + attempt_delta),
+             "available_at": available_at, "now": now},
+        )
+        _insert_events(conn, [
+            Event(run_id, "Run superseded", "warning", {"by_run_id": sibling_id}, now),
+            Event(sibling_id, "Took over a released run", "info",
+                  {"from_run_id": run_id, "attempts": attempts}, now),
+        ])
+    if message is not None:
+        level = "warning" if error else "info"
+        _insert_events(conn, [Event(run_id, message, level, {**(meta or {}), "outcome": outcome})])
     return outcome
 
 
@@ -259,11 +251,11 @@ def _recover(
         else:
             outcome, status, error = "", "", None
         if status:
-            conn.execute(Q["fail_lost_run"],
+            conn.execute(Q["close_run"],
                          {"run_id": run_id, "status": status, "last_error": error, "now": now})
         else:
-            outcome = _release(conn, run_id, issue_key, attempts, now,
-                               f"worker {locked_by} was lost ({why})", 0)
+            outcome = op_release(conn, run_id, issue_key, attempts, now,
+                                 f"worker {locked_by} was lost ({why})", 0)
         _insert_events(conn, [Event(run_id, "Lease expired; worker lost", "warning",
                                     {**meta, "outcome": outcome}, now)])
         lost.append(LostRun(run_id, issue_key, outcome, locked_by))

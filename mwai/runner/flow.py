@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -33,15 +33,16 @@ from mwai.logs import FLOW_LOGGER
 from mwai.model import Comment, Issue
 from mwai.queue.processor import RunContext
 from mwai.runner.agent import run as agent_module
+from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.output import AgentResult
 from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.git import GitWorkspace, Worktree
 from mwai.runner.journal import RunJournal
 from mwai.runner.names import branch_name
 from mwai.runner.planner import PLAN_MARKER, find_latest_plan, format_plan_comment, write_plan
-from mwai.runner.repos import RepoConfig, resolve_repo
+from mwai.runner.repos import RepoConfig, RepoSources, resolve_repo
 from mwai.runner.router import Action, Decision, RoutingRules, route, same_status
-from mwai.runner.updates import IssueUpdates
+from mwai.runner.updates import IssueUpdates, UpdatesConfig
 from mwai.scrub import scrub
 from mwai.settings import Settings
 
@@ -50,7 +51,8 @@ log = logging.getLogger(FLOW_LOGGER)
 RUN_TRAILER = "Mwai-Run"
 DONE_MARKER = "[mwai-done]"
 SUMMARY_MAX_CHARS = 1500
-AgentRunner = Callable[[Settings, Any, str, LlmClient | None], Awaitable[AgentResult]]
+T = TypeVar("T")
+AgentRunner = Callable[[AgentConfig, Any, str, LlmClient | None], Awaitable[AgentResult]]
 
 
 def feedback_since_last_ai_comment(comments: list[Comment], ai_account_id: str) -> list[Comment]:
@@ -58,6 +60,12 @@ def feedback_since_last_ai_comment(comments: list[Comment], ai_account_id: str) 
     last_ai = max((i for i, c in enumerate(comments) if c.author_account_id == ai_account_id),
                   default=-1)
     return comments[last_ai + 1:]
+
+
+def _built(client: T | None) -> T:
+    """A client of the processor: given to it, or built when it starts."""
+    assert client is not None, "the processor has not started"
+    return client
 
 
 class JiraProcessor:
@@ -124,27 +132,33 @@ class JiraProcessor:
 
     @property
     def jira(self) -> JiraClient:
-        assert self._jira is not None
-        return self._jira
+        return _built(self._jira)
 
     @property
     def updates(self) -> IssueUpdates:
         if self._updates is None:
-            self._updates = IssueUpdates(self.settings, self.jira)
+            self._updates = IssueUpdates(UpdatesConfig.of(self.settings), self.jira)
         return self._updates
 
     @property
     def github(self) -> GitHubClient:
-        assert self._github is not None
-        return self._github
+        return _built(self._github)
 
     @property
     def git(self) -> GitWorkspace:
-        assert self._git is not None
-        return self._git
+        return _built(self._git)
 
     def _parent_lock(self, parent_key: str) -> asyncio.Lock:
         return self._parent_locks.setdefault(parent_key, asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def _parent_of(self, run: RunJournal, sub: Issue, step: str) -> AsyncIterator[Issue]:
+        """A sub-task's parent, read (as ``step``) and held under the lock of its sub-tasks."""
+        if not sub.parent_key:
+            raise PermanentError(f"sub-task {sub.key} has no parent in Jira")
+        async with self._parent_lock(sub.parent_key):
+            run.step = step
+            yield await self.jira.get_issue(sub.parent_key)
 
     # --------------------------------------------------------------- process
 
@@ -298,15 +312,11 @@ class JiraProcessor:
 
     async def _execute(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
         settings, ctx = self.settings, run.ctx
-        if not sub.parent_key:
-            raise PermanentError(f"sub-task {sub.key} has no parent in Jira")
-        async with self._parent_lock(sub.parent_key):
-            run.step = "read the parent and the comments"
-            parent = await self.jira.get_issue(sub.parent_key)
+        async with self._parent_of(run, sub, "read the parent and the comments") as parent:
             plan = find_latest_plan(await self.jira.get_comments(parent.key))
             comments = await self.jira.get_comments(sub.key)
             run.step = "resolve the repository"
-            repo = resolve_repo(settings, parent.project_key)
+            repo = resolve_repo(RepoSources.of(settings), parent.project_key)
             branch = branch_name(parent.key, parent.summary)
             await ctx.record(branch=branch)
             pushed = run.result("push")
@@ -340,7 +350,8 @@ class JiraProcessor:
                 return await run.journal("push", f"Commit {sha[:12]} already on origin",
                                          commit=sha, branch=branch, found=True)
             run.step = "run the agent"
-            result = await self._run_agent(self.settings, worktree.path, prompt, self._llm)
+            result = await self._run_agent(AgentConfig.of(self.settings), worktree.path, prompt,
+                                           self._llm)
             run.usage.add(result.cost_usd, result.input_tokens, result.output_tokens)
             secrets = self.settings.secret_values()
             await run.journal("agent", f"Agent finished (exit {result.exit_code})",
@@ -431,11 +442,7 @@ class JiraProcessor:
 
     async def _subtask_done(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
         settings, ctx = self.settings, run.ctx
-        if not sub.parent_key:
-            raise PermanentError(f"sub-task {sub.key} has no parent in Jira")
-        async with self._parent_lock(sub.parent_key):
-            run.step = "read the parent"
-            parent = await self.jira.get_issue(sub.parent_key)
+        async with self._parent_of(run, sub, "read the parent") as parent:
             if same_status(parent.status, settings.jira_status_done) \
                     and run.result("parent_done") is None:
                 await ctx.event(f"Parent {parent.key} is already {parent.status}")
@@ -446,7 +453,7 @@ class JiraProcessor:
             if waiting:
                 await ctx.event("Waiting for the other sub-tasks", waiting=waiting)
                 return
-            repo = resolve_repo(settings, parent.project_key)
+            repo = resolve_repo(RepoSources.of(settings), parent.project_key)
             branch = branch_name(parent.key, parent.summary)
             run.step = "find the pull request"
             pr = await self.github.find_pr(repo.github_repo, branch)

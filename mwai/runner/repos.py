@@ -59,14 +59,30 @@ def github_repo_from_url(url: str) -> str:
     return f"{match.group(1)}/{match.group(2)}" if match else ""
 
 
-def load_repos(settings: Settings) -> dict[str, RepoConfig]:
+@dataclass(frozen=True)
+class RepoSources:
+    """Where a project's repository comes from: the MWAI_REPOS_FILE mapping, else the
+    single repository (MWAI_REPO_URL, BASE_BRANCH, GH_REPO)."""
+
+    repos_file: str  # empty: no mapping, every project uses the single repository
+    repo_url: str
+    base_branch: str  # also the default of a mapped project without base_branch
+    gh_repo: str  # owner/name; empty: derived from a github.com repo_url
+
+    @classmethod
+    def of(cls, settings: Settings) -> RepoSources:
+        return cls(repos_file=settings.repos_file, repo_url=settings.repo_url,
+                   base_branch=settings.base_branch, gh_repo=settings.gh_repo)
+
+
+def load_repos(sources: RepoSources) -> dict[str, RepoConfig]:
     """The project -> repository mapping of MWAI_REPOS_FILE ({} when unset).
 
     Raises ConfigError listing every problem of the file at once.
     """
-    if not settings.repos_file:
+    if not sources.repos_file:
         return {}
-    path = Path(settings.repos_file)
+    path = Path(sources.repos_file)
     where = f"MWAI_REPOS_FILE {path}"
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -85,7 +101,7 @@ def load_repos(settings: Settings) -> dict[str, RepoConfig]:
     repos: dict[str, RepoConfig] = {}
     problems: list[str] = []
     for key, table in projects.items():
-        repo = _parse_project(where, str(key), table, settings, problems)
+        repo = _parse_project(where, str(key), table, sources.base_branch, problems)
         if repo is not None:
             repos[str(key).upper()] = repo
     if problems:
@@ -94,7 +110,7 @@ def load_repos(settings: Settings) -> dict[str, RepoConfig]:
 
 
 def _parse_project(
-    where: str, key: str, table: Any, settings: Settings, problems: list[str]
+    where: str, key: str, table: Any, default_base_branch: str, problems: list[str]
 ) -> RepoConfig | None:
     name = f"{where}: [projects.{key}]"
     if not isinstance(table, dict):
@@ -109,7 +125,7 @@ def _parse_project(
         url = ""
     elif not is_safe_url(url.strip()):
         problems.append(f"{name}: repo_url {url!r} is not a plain git URL or path")
-    base = table.get("base_branch", settings.base_branch)
+    base = table.get("base_branch", default_base_branch)
     if not isinstance(base, str) or not is_safe_branch(base.strip()):
         problems.append(f'{name}: base_branch must be a branch name, e.g. "main" '
                         f"(got {base!r})")
@@ -125,38 +141,38 @@ def _parse_project(
     return RepoConfig(url=url.strip(), base_branch=base.strip(), github_repo=str(github))
 
 
-def resolve_repo(settings: Settings, project_key: str) -> RepoConfig:
+def resolve_repo(sources: RepoSources, project_key: str) -> RepoConfig:
     """The repository for a Jira project: the TOML mapping, else the single repo.
 
     Raises PermanentError (the run fails with this message) when there is none
     or the mapping file is broken.
     """
     try:
-        repos = load_repos(settings)
+        repos = load_repos(sources)
     except ConfigError as exc:
         raise PermanentError(str(exc)) from None
     repo = repos.get(project_key.upper())
     if repo is not None:
         return repo
-    if not settings.repo_url:
+    if not sources.repo_url:
         where = (
-            f"add [projects.{project_key}] to MWAI_REPOS_FILE {settings.repos_file}"
-            if settings.repos_file
+            f"add [projects.{project_key}] to MWAI_REPOS_FILE {sources.repos_file}"
+            if sources.repos_file
             else "set MWAI_REPO_URL (and GH_REPO) or MWAI_REPOS_FILE"
         )
         raise PermanentError(
             f"no git repository is configured for Jira project {project_key}: {where}"
         )
-    if not is_safe_url(settings.repo_url):
-        raise PermanentError(f"MWAI_REPO_URL {settings.repo_url!r} is not a plain git URL or "
+    if not is_safe_url(sources.repo_url):
+        raise PermanentError(f"MWAI_REPO_URL {sources.repo_url!r} is not a plain git URL or "
                              "path")
-    if not is_safe_branch(settings.base_branch):
-        raise PermanentError(f"BASE_BRANCH {settings.base_branch!r} is not a branch name")
-    github = settings.gh_repo or github_repo_from_url(settings.repo_url)
+    if not is_safe_branch(sources.base_branch):
+        raise PermanentError(f"BASE_BRANCH {sources.base_branch!r} is not a branch name")
+    github = sources.gh_repo or github_repo_from_url(sources.repo_url)
     if not _GITHUB_REPO.match(github):
         raise PermanentError(
             f"GH_REPO is not set (or not owner/name: {github!r}) and cannot be derived from "
-            f"MWAI_REPO_URL {settings.repo_url}: set GH_REPO=owner/name"
+            f"MWAI_REPO_URL {sources.repo_url}: set GH_REPO=owner/name"
         )
-    return RepoConfig(url=settings.repo_url, base_branch=settings.base_branch,
+    return RepoConfig(url=sources.repo_url, base_branch=sources.base_branch,
                       github_repo=github)

@@ -11,6 +11,7 @@ when) are in mwai.runner.flow.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from mwai.clients.jira import JiraClient
@@ -28,11 +29,35 @@ log = logging.getLogger(FLOW_LOGGER)
 ERROR_MAX_CHARS = 600
 
 
+@dataclass(frozen=True)
+class UpdatesConfig:
+    """What the updates need of the settings: the two Jira accounts, the status names
+    that mean a sub-task was started, and mwai's secrets (scrubbed from comments)."""
+
+    ai_account_id: str  # JIRA_AI_ACCOUNT_ID
+    human_account_id: str  # JIRA_HUMAN_ACCOUNT_ID; empty: a failed run stays assigned
+    status_in_progress: str
+    status_in_testing: str
+    status_done: str
+    status_blocked: str
+    secrets: tuple[str, ...] = field(repr=False)  # kept out of reprs and tracebacks
+
+    @classmethod
+    def of(cls, settings: Settings) -> UpdatesConfig:
+        return cls(ai_account_id=settings.jira_ai_account_id,
+                   human_account_id=settings.jira_human_account_id,
+                   status_in_progress=settings.jira_status_in_progress,
+                   status_in_testing=settings.jira_status_in_testing,
+                   status_done=settings.jira_status_done,
+                   status_blocked=settings.jira_status_blocked,
+                   secrets=tuple(settings.secret_values()))
+
+
 class IssueUpdates:
     """Journaled writes to the issue tracker on behalf of one processor."""
 
-    def __init__(self, settings: Settings, jira: JiraClient) -> None:
-        self.settings = settings
+    def __init__(self, config: UpdatesConfig, jira: JiraClient) -> None:
+        self.config = config
         self.jira = jira
 
     async def transition(self, run: RunJournal, key: str, status: str, step: str) -> None:
@@ -42,7 +67,7 @@ class IssueUpdates:
         await run.once(step, f"{key} moved to {status}", move)
 
     async def assign(self, run: RunJournal, key: str, account_id: str, step: str) -> None:
-        who = "AI" if account_id == self.settings.jira_ai_account_id else "the human"
+        who = "AI" if account_id == self.config.ai_account_id else "the human"
 
         async def assign() -> dict[str, Any]:
             await self.jira.assign(key, account_id)
@@ -54,13 +79,13 @@ class IssueUpdates:
                       ) -> dict[str, Any]:
         """Post a comment once: not if this run journaled it or Jira already shows it."""
         async def post() -> dict[str, Any]:
-            ai = self.settings.jira_ai_account_id
+            ai = self.config.ai_account_id
             for comment in existing or []:
                 ours = marker in comment.body if marker else run.marked(comment.body)
                 if ours and comment.author_account_id in (ai, None):
                     return {"issue_key": key, "comment_id": comment.id, "found": True}
             body = text if marker else f"{text}\n{run_marker(run.id)}"
-            body = scrub(body, self.settings.secret_values())
+            body = scrub(body, self.config.secrets)
             return {"issue_key": key, "comment_id": await self.jira.add_comment(key, body)}
         return await run.once(step, f"Comment posted on {key}", post)
 
@@ -71,11 +96,11 @@ class IssueUpdates:
         ``candidates``: only these may be started (START: the plan's sub-tasks, not
         those of an older plan).
         """
-        settings = self.settings
-        started = (settings.jira_status_in_progress, settings.jira_status_in_testing,
-                   settings.jira_status_done, settings.jira_status_blocked)
+        config = self.config
+        started = (config.status_in_progress, config.status_in_testing,
+                   config.status_done, config.status_blocked)
         busy = [s.key for s in siblings if s.key != current_key
-                and same_status(s.status, settings.jira_status_in_progress)]
+                and same_status(s.status, config.status_in_progress)]
         if busy:
             await run.ctx.event("Next sub-task not started: another one is in progress",
                                 in_progress=busy)
@@ -86,9 +111,9 @@ class IssueUpdates:
         if following is None:
             return None
         key = following.key
-        await self.transition(run, key, settings.jira_status_in_progress, f"start_{key}")
-        if following.assignee_account_id != settings.jira_ai_account_id:
-            await self.assign(run, key, settings.jira_ai_account_id, f"start_assign_{key}")
+        await self.transition(run, key, config.status_in_progress, f"start_{key}")
+        if following.assignee_account_id != config.ai_account_id:
+            await self.assign(run, key, config.ai_account_id, f"start_assign_{key}")
 
         async def enqueue() -> dict[str, Any]:
             payload = dumps({"event_type": "mwai:start_subtask", "issue_key": key,
@@ -118,9 +143,8 @@ class IssueUpdates:
             comment_id = await self.jira.add_comment(key, text)
             await run.journal("failure_comment", "Failure reported on Jira",
                               comment_id=comment_id)
-            if hand_over and self.settings.jira_human_account_id:
-                await self.assign(run, key, self.settings.jira_human_account_id,
-                                  "failure_assign")
+            if hand_over and self.config.human_account_id:
+                await self.assign(run, key, self.config.human_account_id, "failure_assign")
         except Exception as exc:  # the original error matters more than this one
             log.warning("Could not report the failure on Jira", extra={
-                "error": scrub(str(exc), self.settings.secret_values())})
+                "error": scrub(str(exc), self.config.secrets)})

@@ -25,6 +25,7 @@ from mwai.demo.sample_repo import git_branches, git_log, git_show, make_sample_o
 from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, DemoStack, demo_agent_command, play_story
 from mwai.errors import PermanentError
 from mwai.runner.agent import run as agent_run
+from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.output import AgentResult
 from mwai.runner.flow import JiraProcessor
 from mwai.runner.planner import PLAN_MARKER
@@ -139,10 +140,10 @@ async def test_rework_gets_a_second_commit_on_the_same_branch_and_pr(
         make_stack: StackFactory) -> None:
     prompts: list[str] = []
 
-    async def recording_agent(settings: Settings, worktree: Path, prompt: str,
+    async def recording_agent(config: AgentConfig, worktree: Path, prompt: str,
                               llm: LlmClient | None) -> AgentResult:
         prompts.append(prompt)
-        return await agent_run.run_agent(settings, worktree, prompt, llm)
+        return await agent_run.run_agent(config, worktree, prompt, llm)
 
     stack = await make_stack(
         plan=ONE_SUBTASK_PLAN,
@@ -372,12 +373,12 @@ async def test_requeue_of_a_failed_run_retries_it_as_the_failure_comment_says(
         make_stack: StackFactory) -> None:
     calls: list[str] = []
 
-    async def flaky_agent(settings: Settings, worktree: Path, prompt: str,
+    async def flaky_agent(config: AgentConfig, worktree: Path, prompt: str,
                           llm: LlmClient | None) -> AgentResult:
         calls.append(prompt)
         if len(calls) == 1:
             raise PermanentError("agent crashed: out of credits")
-        return await agent_run.run_agent(settings, worktree, prompt, llm)
+        return await agent_run.run_agent(config, worktree, prompt, llm)
 
     stack = await make_stack(plan=ONE_SUBTASK_PLAN,
                              make_processor=lambda s: JiraProcessor(s, run_agent=flaky_agent))

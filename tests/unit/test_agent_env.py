@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mwai.model import Comment, Issue
 from mwai.runner.agent.builtin import apply_edits
+from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.env import agent_environment
 from mwai.runner.agent.output import parse_agent_output
 from mwai.runner.agent.process import BoundedCapture
@@ -39,9 +40,9 @@ BASE_ENV = {
 
 
 def test_only_base_names_and_listed_names(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, agent_pass_env=("ANTHROPIC_API_KEY", "SOME_TOOL_CONFIG",
-                                                       "NOT_SET_ANYWHERE"))
-    env = agent_environment(settings, BASE_ENV)
+    config = AgentConfig.of(make_settings(
+        tmp_path, agent_pass_env=("ANTHROPIC_API_KEY", "SOME_TOOL_CONFIG", "NOT_SET_ANYWHERE")))
+    env = agent_environment(config, BASE_ENV)
     assert env == {
         "PATH": "/usr/bin:/bin",
         "HOME": "/home/mwai",
@@ -49,20 +50,20 @@ def test_only_base_names_and_listed_names(tmp_path: Path) -> None:
         "ANTHROPIC_API_KEY": "sk-ant-for-the-agent",
         "SOME_TOOL_CONFIG": "on",
     }
-    assert "LC_ALL" in agent_environment(settings, {**BASE_ENV, "LC_ALL": "C"})
+    assert "LC_ALL" in agent_environment(config, {**BASE_ENV, "LC_ALL": "C"})
 
 
 def test_mwai_secrets_are_refused_even_when_listed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = make_settings(
+    config = AgentConfig.of(make_settings(
         tmp_path,
         agent_pass_env=tuple(SECRETS),
         jira_api_token=SECRETS["JIRA_API_TOKEN"],
         gh_token=SECRETS["GH_TOKEN"],
-    )
+    ))
     with caplog.at_level(logging.WARNING, logger="mwai.agent"):
-        env = agent_environment(settings, BASE_ENV)
+        env = agent_environment(config, BASE_ENV)
     assert not set(SECRETS) & set(env)
     assert not set(SECRETS.values()) & set(env.values())
     for name in ("JIRA_API_TOKEN", "GH_TOKEN", "JIRA_WEBHOOK_SECRET"):
@@ -72,8 +73,9 @@ def test_mwai_secrets_are_refused_even_when_listed(
 
 
 def test_a_renamed_copy_of_a_secret_is_refused(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, agent_pass_env=("MY_COPY",), gh_token="ghp_copy_me_123")
-    env = agent_environment(settings, {**BASE_ENV, "MY_COPY": "ghp_copy_me_123"})
+    config = AgentConfig.of(make_settings(tmp_path, agent_pass_env=("MY_COPY",),
+                                          gh_token="ghp_copy_me_123"))
+    env = agent_environment(config, {**BASE_ENV, "MY_COPY": "ghp_copy_me_123"})
     assert "MY_COPY" not in env
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from mwai.errors import ConfigError, PermanentError
 from mwai.runner.git_env import git_environment
 from mwai.runner.names import branch_name, mirror_name
-from mwai.runner.repos import RepoConfig, is_safe_branch, load_repos, resolve_repo
+from mwai.runner.repos import RepoConfig, RepoSources, is_safe_branch, load_repos, resolve_repo
 from tests.conftest import make_settings
 
 
@@ -107,6 +108,10 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
+def sources_of(tmp_path: Path, **changes: Any) -> RepoSources:
+    return RepoSources.of(make_settings(tmp_path, **changes))
+
+
 def test_repos_file_maps_projects(tmp_path: Path) -> None:
     file = write(tmp_path / "repos.toml", """
 [projects.APP]
@@ -117,40 +122,40 @@ github_repo = "acme/app"
 [projects.web]
 repo_url = "https://github.com/acme/web.git"
 """)
-    settings = make_settings(tmp_path, repos_file=file, base_branch="main")
-    repos = load_repos(settings)
+    sources = sources_of(tmp_path, repos_file=file, base_branch="main")
+    repos = load_repos(sources)
     assert repos["APP"] == RepoConfig("https://github.com/acme/app.git", "develop", "acme/app")
     # base_branch defaults to BASE_BRANCH, github_repo is derived from a github.com URL.
     assert repos["WEB"] == RepoConfig("https://github.com/acme/web.git", "main", "acme/web")
-    assert resolve_repo(settings, "app").github_repo == "acme/app"
+    assert resolve_repo(sources, "app").github_repo == "acme/app"
 
 
 def test_unmapped_project_falls_back_to_the_single_repo(tmp_path: Path) -> None:
     file = write(tmp_path / "repos.toml", '[projects.APP]\nrepo_url = "/srv/app.git"\n'
                  'github_repo = "acme/app"\n')
-    settings = make_settings(tmp_path, repos_file=file, repo_url="/srv/main.git",
-                             gh_repo="acme/main", base_branch="trunk")
-    assert resolve_repo(settings, "OTHER") == RepoConfig("/srv/main.git", "trunk", "acme/main")
-    assert resolve_repo(settings, "APP").url == "/srv/app.git"
+    sources = sources_of(tmp_path, repos_file=file, repo_url="/srv/main.git",
+                         gh_repo="acme/main", base_branch="trunk")
+    assert resolve_repo(sources, "OTHER") == RepoConfig("/srv/main.git", "trunk", "acme/main")
+    assert resolve_repo(sources, "APP").url == "/srv/app.git"
 
 
 def test_no_repository_is_a_permanent_error_saying_what_to_add(tmp_path: Path) -> None:
     file = write(tmp_path / "repos.toml", '[projects.APP]\nrepo_url = "/srv/app.git"\n'
                  'github_repo = "acme/app"\n')
-    settings = make_settings(tmp_path, repos_file=file, repo_url="")
+    sources = sources_of(tmp_path, repos_file=file, repo_url="")
     with pytest.raises(PermanentError) as caught:
-        resolve_repo(settings, "NOPE")
+        resolve_repo(sources, "NOPE")
     assert "NOPE" in str(caught.value) and "[projects.NOPE]" in str(caught.value)
     assert file in str(caught.value)
     with pytest.raises(PermanentError, match="MWAI_REPO_URL"):
-        resolve_repo(make_settings(tmp_path, repo_url=""), "NOPE")
+        resolve_repo(sources_of(tmp_path, repo_url=""), "NOPE")
 
 
 def test_single_repo_needs_an_owner_name(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, repo_url="/srv/main.git", gh_repo="")
+    sources = sources_of(tmp_path, repo_url="/srv/main.git", gh_repo="")
     with pytest.raises(PermanentError, match="GH_REPO"):
-        resolve_repo(settings, "APP")
-    derived = make_settings(tmp_path, repo_url="git@github.com:acme/tool.git", gh_repo="")
+        resolve_repo(sources, "APP")
+    derived = sources_of(tmp_path, repo_url="git@github.com:acme/tool.git", gh_repo="")
     assert resolve_repo(derived, "APP").github_repo == "acme/tool"
 
 
@@ -166,14 +171,14 @@ github_repo = "not a repo"
 repo = "typo"
 """)
     with pytest.raises(ConfigError) as caught:
-        load_repos(make_settings(tmp_path, repos_file=file))
+        load_repos(sources_of(tmp_path, repos_file=file))
     problems = caught.value.problems
     assert any(file in p and "[projects.APP]" in p and "repo_url" in p for p in problems)
     assert any("[projects.WEB]" in p and "github_repo" in p for p in problems)
     assert any("[projects.WEB]" in p and "'repo'" in p for p in problems)
     # A run on a project of a broken file fails with the file's problems.
     with pytest.raises(PermanentError, match="repo_url is missing"):
-        resolve_repo(make_settings(tmp_path, repos_file=file), "APP")
+        resolve_repo(sources_of(tmp_path, repos_file=file), "APP")
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -183,14 +188,14 @@ repo = "typo"
 def test_unparsable_repos_file(tmp_path: Path, text: str, expected: str) -> None:
     file = write(tmp_path / "repos.toml", text)
     with pytest.raises(ConfigError, match=expected.replace("[", r"\[")) as caught:
-        load_repos(make_settings(tmp_path, repos_file=file))
+        load_repos(sources_of(tmp_path, repos_file=file))
     assert file in str(caught.value)
 
 
 def test_missing_repos_file(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="cannot read it") as caught:
-        load_repos(make_settings(tmp_path, repos_file=missing))
+        load_repos(sources_of(tmp_path, repos_file=missing))
     assert missing in str(caught.value)
 
 
@@ -200,16 +205,16 @@ def test_option_like_or_helper_urls_are_refused(tmp_path: Path, url: str) -> Non
     file = write(tmp_path / "repos.toml", f"[projects.APP]\nrepo_url = {url!r}\n"
                  'github_repo = "acme/app"\n'.replace("'", '"'))
     with pytest.raises((ConfigError, PermanentError)):
-        resolve_repo(make_settings(tmp_path, repos_file=file), "APP")
+        resolve_repo(sources_of(tmp_path, repos_file=file), "APP")
     with pytest.raises(PermanentError):
-        resolve_repo(make_settings(tmp_path, repo_url=url, gh_repo="acme/app"), "APP")
+        resolve_repo(sources_of(tmp_path, repo_url=url, gh_repo="acme/app"), "APP")
 
 
 @pytest.mark.parametrize("base", ["--force", "a..b", "main.lock", "x y", "HEAD@{1}"])
 def test_odd_base_branches_are_refused(tmp_path: Path, base: str) -> None:
     with pytest.raises(PermanentError, match="BASE_BRANCH"):
-        resolve_repo(make_settings(tmp_path, repo_url="/srv/a.git", gh_repo="a/b",
-                                   base_branch=base), "APP")
+        resolve_repo(sources_of(tmp_path, repo_url="/srv/a.git", gh_repo="a/b",
+                                base_branch=base), "APP")
 
 
 def test_branch_names_pass_the_workspace_check() -> None:

@@ -98,9 +98,12 @@ UPDATE runs SET
     updated_at   = :now
 WHERE id = :run_id;
 
--- name: close_superseded
+-- name: close_run
+-- A running run ends without its worker finishing it: superseded by the queued
+-- run of its issue (cancelled), or lost for good (failed, or cancelled as asked).
+-- Its callers hold the run or have just read it as running in this transaction.
 UPDATE runs SET
-    status           = 'cancelled',
+    status           = :status,
     last_error       = :last_error,
     updated_at       = :now,
     finished_at      = :now,
@@ -133,17 +136,6 @@ WHERE status = 'running'
 SELECT id, issue_key, attempts, locked_by, cancel_requested
 FROM runs
 WHERE status = 'running' AND locked_by >= :prefix_low AND locked_by < :prefix_high;
-
--- name: fail_lost_run
-UPDATE runs SET
-    status           = :status,
-    last_error       = :last_error,
-    updated_at       = :now,
-    finished_at      = :now,
-    locked_by        = NULL,
-    locked_at        = NULL,
-    lease_expires_at = NULL
-WHERE id = :run_id AND status = 'running';
 
 -- name: upsert_process
 INSERT INTO processes (process_id, pid, hostname, started_at, heartbeat_at)

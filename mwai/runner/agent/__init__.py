@@ -11,7 +11,8 @@ events are recognised for the summary, cost and tokens.
 Built-in agent (empty command): the LLM answers with JSON file edits that are
 applied inside the worktree only; anything else is refused and reported.
 
-One concept per module: ``env`` (what of mwai's environment the agent may see),
+One concept per module: ``config`` (what the agent takes of the settings: AgentConfig),
+``env`` (what of mwai's environment the agent may see),
 ``prompt`` (the task text), ``output`` (the result, read from the two CLIs'
 output), ``process`` (the subprocess, its output capture, its time limit and the
 kill of its process group), ``builtin`` (the LLM edit agent) and ``run`` (which of

@@ -17,9 +17,9 @@ from typing import Any
 
 from mwai.clients.llm import LlmClient, LlmReply
 from mwai.errors import PermanentError
+from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.output import SUMMARY_MAX_CHARS, AgentResult
 from mwai.runner.agent.prompt import cut_text
-from mwai.settings import Settings
 
 SNAPSHOT_FILE_MAX_BYTES = 100_000
 
@@ -167,11 +167,11 @@ def _apply_one(root_real: str, rel: str, edit: dict[str, Any]) -> str | None:
 
 
 async def run_builtin_agent(
-    settings: Settings, worktree: Path, prompt: str, llm: LlmClient
+    config: AgentConfig, worktree: Path, prompt: str, llm: LlmClient
 ) -> AgentResult:
     """Ask the LLM for edits (one repair attempt on invalid JSON) and apply them."""
     started = time.monotonic()
-    budget = max(1000, settings.prompt_max_chars - len(prompt))
+    budget = max(1000, config.prompt_max_chars - len(prompt))
     user = prompt + "\n\n" + _repository_snapshot(worktree, budget)
     messages = [{"role": "user", "content": user}]
     replies: list[LlmReply] = []
@@ -194,7 +194,7 @@ async def run_builtin_agent(
             f"last answer starts: {replies[-1].text[:200]!r}"
         )
     edits: list[dict[str, Any]] = document.get("edits", [])
-    outcome = apply_edits(worktree, edits, settings.agent_max_change_bytes)
+    outcome = apply_edits(worktree, edits, config.max_change_bytes)
     summary = str(document.get("summary", "")).strip() or "(no summary)"
     if outcome.refused:
         summary += "\n\nRefused edits:\n" + "\n".join(
@@ -208,7 +208,7 @@ async def run_builtin_agent(
     return AgentResult(
         exit_code=1 if outcome.refused and not outcome.applied else 0,
         summary=cut_text(summary, SUMMARY_MAX_CHARS),
-        output=cut_text(output, settings.agent_max_output_bytes),
+        output=cut_text(output, config.max_output_bytes),
         timed_out=False,
         duration_s=time.monotonic() - started,
         cost_usd=sum(costs) if costs else None,

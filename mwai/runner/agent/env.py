@@ -14,7 +14,8 @@ import sys
 from collections.abc import Mapping
 
 from mwai.logs import AGENT_LOGGER
-from mwai.settings import SETTINGS, Settings
+from mwai.runner.agent.config import AgentConfig
+from mwai.settings import SETTINGS
 
 log = logging.getLogger(AGENT_LOGGER)
 
@@ -31,20 +32,16 @@ def refused_env_names() -> set[str]:
     return {s.name for s in SETTINGS if s.secret} - _PASSABLE_SECRETS | _ALSO_REFUSED
 
 
-def agent_environment(settings: Settings, base_env: Mapping[str, str]) -> dict[str, str]:
+def agent_environment(config: AgentConfig, base_env: Mapping[str, str]) -> dict[str, str]:
     """PATH, HOME, LANG (LC_ALL) and the MWAI_AGENT_PASS_ENV names found in ``base_env``.
 
     mwai's secrets are refused even when listed, and so is any listed variable
     whose value is one of them (a renamed copy of GH_TOKEN is still GH_TOKEN).
     """
     refused = refused_env_names()
-    refused_values = {
-        str(getattr(settings, s.field))
-        for s in SETTINGS
-        if s.name in refused and getattr(settings, s.field)
-    }
+    refused_values = {value for name, value in config.secrets if name in refused}
     env = {name: base_env[name] for name in BASE_ENV_NAMES if name in base_env}
-    for name in settings.agent_pass_env:
+    for name in config.pass_env:
         if name in refused:
             log.warning("MWAI_AGENT_PASS_ENV lists %s, a secret of mwai: not passed to the "
                         "agent", name)

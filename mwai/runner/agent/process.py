@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from mwai.errors import PermanentError
+from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.output import AgentResult, last_line, parse_agent_output
 from mwai.scrub import scrub
-from mwai.settings import Settings
 
 KILL_GRACE_S = 5.0
 READER_DRAIN_S = 2.0
@@ -146,7 +146,7 @@ async def _wait_exit(proc: asyncio.subprocess.Process, timeout_s: float) -> bool
 
 
 async def run_command(
-    settings: Settings,
+    config: AgentConfig,
     argv: list[str],
     worktree: Path,
     prompt: str,
@@ -174,15 +174,15 @@ async def run_command(
             f"cannot start the agent {argv[0]!r} (MWAI_AGENT_COMMAND): {exc.strerror or exc}"
         ) from None
     pgid = proc.pid  # leader of its own session and group
-    out = BoundedCapture(settings.agent_max_output_bytes)
-    err = BoundedCapture(settings.agent_max_output_bytes)
+    out = BoundedCapture(config.max_output_bytes)
+    err = BoundedCapture(config.max_output_bytes)
     tasks: list[asyncio.Task[Any]] = [
         asyncio.create_task(_feed(proc.stdin, prompt.encode("utf-8"))),
         asyncio.create_task(_drain(proc.stdout, out)),
         asyncio.create_task(_drain(proc.stderr, err)),
     ]
     try:
-        timed_out = not await _wait_exit(proc, settings.agent_timeout_s)
+        timed_out = not await _wait_exit(proc, config.timeout_s)
         # Whatever the agent left running (or everything, on timeout) goes now.
         await kill_group(pgid, kill_grace_s if timed_out else min(kill_grace_s, 1.0))
         # The pipes close once every holder is dead (one that escaped the group with
@@ -197,7 +197,7 @@ async def run_command(
         for task in tasks:
             task.cancel()
     duration_s = time.monotonic() - started
-    secrets = settings.secret_values()
+    secrets = config.secret_values()
     stdout_text, stderr_text = out.tail_text(), err.tail_text()
     parsed = parse_agent_output(stdout_text, stderr_text)
     output = out.text()
@@ -216,7 +216,7 @@ async def run_command(
     if timed_out:
         last = last_line(result.output)
         raise AgentTimeout(
-            f"agent timed out after {settings.agent_timeout_s:g} s (MWAI_AGENT_TIMEOUT_S); "
+            f"agent timed out after {config.timeout_s:g} s (MWAI_AGENT_TIMEOUT_S); "
             f"its process group was killed. Last output: {last[:300] or '(none)'}",
             result,
         )

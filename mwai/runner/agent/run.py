@@ -19,16 +19,16 @@ from mwai.clients.llm import LlmClient
 from mwai.errors import PermanentError
 from mwai.logs import AGENT_LOGGER
 from mwai.runner.agent.builtin import run_builtin_agent
+from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.env import agent_environment, protect_own_environment
 from mwai.runner.agent.output import AgentResult
 from mwai.runner.agent.process import KILL_GRACE_S, resolve_program, run_command
-from mwai.settings import Settings
 
 log = logging.getLogger(AGENT_LOGGER)
 
 
 async def run_agent(
-    settings: Settings,
+    config: AgentConfig,
     worktree: Path,
     prompt: str,
     llm: LlmClient | None,
@@ -41,17 +41,17 @@ async def run_agent(
     Raises AgentTimeout (a PermanentError) after killing the agent's process
     group when it runs past MWAI_AGENT_TIMEOUT_S.
     """
-    if not settings.agent_command.strip():
+    if not config.command.strip():
         if llm is None:
             raise PermanentError(
                 "MWAI_AGENT_COMMAND is empty and no LLM is configured for the built-in agent"
             )
-        return await run_builtin_agent(settings, worktree, prompt, llm)
+        return await run_builtin_agent(config, worktree, prompt, llm)
     try:
-        argv = shlex.split(settings.agent_command)
+        argv = shlex.split(config.command)
     except ValueError as exc:
         raise PermanentError(f"MWAI_AGENT_COMMAND cannot be split into arguments: {exc}") from None
-    env = agent_environment(settings, os.environ if base_env is None else base_env)
+    env = agent_environment(config, os.environ if base_env is None else base_env)
     argv[0] = resolve_program(argv[0], env.get("PATH", ""))
     if not protect_own_environment():
         log.debug("could not make mwai non-dumpable; the agent may read /proc/<pid>/environ")
@@ -60,6 +60,6 @@ async def run_agent(
         task_file = task_dir / "task.md"
         task_file.write_text(prompt, encoding="utf-8")
         env["MWAI_TASK_FILE"] = str(task_file)
-        return await run_command(settings, argv, worktree, prompt, env, kill_grace_s)
+        return await run_command(config, argv, worktree, prompt, env, kill_grace_s)
     finally:
         shutil.rmtree(task_dir, ignore_errors=True)
