@@ -19,13 +19,14 @@ from typing import IO, Any
 
 from mwai.cli import actions, alert, inspect
 from mwai.cli.main import build_parser
+from mwai.errors import MwaiError
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 INTERRUPT_GRACE_S = 60.0  # after Ctrl-C, how long an operator command may take to stop
 
 
-class BenchError(Exception):
+class BenchError(MwaiError):
     """The benchmark itself could not run (a server did not start, ...)."""
 
 

@@ -37,6 +37,7 @@ from mwai.demo.fake_github import FakeGitHub
 from mwai.demo.fake_jira import FakeJira
 from mwai.demo.fake_llm import FakeLlm
 from mwai.demo.sample_repo import git_log, make_sample_origin
+from mwai.errors import MwaiError
 from mwai.queue.processor import Processor
 from mwai.queue.store import Store
 from mwai.server.app import STORE_KEY, create_app
@@ -246,8 +247,8 @@ def _short(value: Any, limit: int = 90) -> str:
 # ------------------------------------------------------------------ the story
 
 
-class StoryFailed(Exception):
-    pass
+class StoryFailed(MwaiError):
+    """The demo story stopped short: the message says where."""
 
 
 async def play_story(stack: DemoStack, write: Callable[[str], None],
