@@ -225,13 +225,14 @@ def test_enqueue_command_queues_a_run_for_the_live_service(tmp_path: Path) -> No
 def test_sigusr1_shows_where_every_thread_is_and_the_service_goes_on(tmp_path: Path) -> None:
     service = Service(tmp_path, name="usr1").start()
     service.signal(signal.SIGUSR1)
+    # The dump is written thread by thread: wait until it names the writer thread
+    # and the event loop's (waiting in asyncio), whichever comes last.
     deadline = time.monotonic() + 10
-    while "writer.py" not in service.output():
-        assert time.monotonic() < deadline, "no thread dump:\n" + service.output()
+    while not ("writer.py" in service.output() and "asyncio" in service.output()):
+        assert time.monotonic() < deadline, "no complete thread dump:\n" + service.output()
         time.sleep(0.05)
     output = service.output()
     assert "Current thread" in output or "Thread 0x" in output
-    assert "asyncio" in output  # the event loop's thread, waiting for events
     status, _ = service.post_webhook(automation_payload("USR1-1"))
     assert status == 200
     assert service.stop() == 0
