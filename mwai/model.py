@@ -240,3 +240,13 @@ class Comment:
     author_account_id: str | None
     body: str  # plain text / markdown
     created: str  # ISO 8601 as Jira gives it
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One move of an issue to a status, from Jira's history (who did it matters:
+    only the reviewer's move to In Progress approves a plan)."""
+
+    history_id: int  # Jira numbers history entries in the order they were made
+    author_account_id: str | None
+    to_status: str

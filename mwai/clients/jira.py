@@ -20,7 +20,7 @@ import aiohttp
 from mwai.clients.adf import adf_to_text, text_to_adf
 from mwai.clients.http import ApiClient, CallObserver
 from mwai.errors import PermanentError
-from mwai.model import Comment, Issue
+from mwai.model import Comment, Issue, StatusChange
 from mwai.settings import Settings
 
 ISSUE_FIELDS = "summary,description,status,issuetype,assignee,parent,project,labels,subtasks"
@@ -83,6 +83,13 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _user_id(user: Any) -> str | None:
+    """A user's id: accountId on Cloud, name or key on Data Center."""
+    fields = _dict(user)
+    return (_str_or_none(fields.get("accountId")) or _str_or_none(fields.get("name"))
+            or _str_or_none(fields.get("key")))
+
+
 def parse_issue(document: Any) -> Issue:
     """An issue from Jira's JSON (v2 or v3); PermanentError if it is not an issue at all."""
     if not isinstance(document, dict) or not isinstance(document.get("key"), str):
@@ -90,10 +97,6 @@ def parse_issue(document: Any) -> Issue:
                              "(no 'key'): check JIRA_BASE_URL points at the Jira site")
     fields = _dict(document.get("fields"))
     issuetype = _dict(fields.get("issuetype"))
-    assignee = _dict(fields.get("assignee"))
-    # Data Center identifies users by name/key instead of accountId.
-    assignee_id = (_str_or_none(assignee.get("accountId")) or _str_or_none(assignee.get("name"))
-                   or _str_or_none(assignee.get("key")))
     labels = fields.get("labels")
     subtasks = fields.get("subtasks")
     key: str = document["key"]
@@ -106,7 +109,7 @@ def parse_issue(document: Any) -> Issue:
         status=str(_dict(fields.get("status")).get("name") or ""),
         issue_type=str(issuetype.get("name") or ""),
         is_subtask=issuetype.get("subtask") is True,
-        assignee_account_id=assignee_id,
+        assignee_account_id=_user_id(fields.get("assignee")),
         parent_key=_str_or_none(_dict(fields.get("parent")).get("key")),
         project_key=project,
         labels=tuple(label for label in labels if isinstance(label, str))
@@ -130,6 +133,21 @@ def parse_comment(document: Any) -> Comment | None:
         body=adf_to_text(body if isinstance(body, dict | str) else None),
         created=str(document.get("created") or ""),
     )
+
+
+def parse_status_changes(histories: Any) -> list[StatusChange]:
+    """The status moves in a list of Jira history entries, in the order Jira made them."""
+    changes: list[StatusChange] = []
+    for history in histories if isinstance(histories, list) else []:
+        history = _dict(history)
+        history_id = str(history.get("id") or "")
+        items = history.get("items")
+        for item in items if isinstance(items, list) else []:
+            item = _dict(item)
+            if item.get("field") == "status" and history_id.isdigit():
+                changes.append(StatusChange(int(history_id), _user_id(history.get("author")),
+                                            str(item.get("toString") or "")))
+    return sorted(changes, key=lambda change: change.history_id)
 
 
 class JiraClient:
@@ -305,6 +323,30 @@ class JiraClient:
             f"Jira issue {key} cannot move from '{current_status}' to '{status_name}': the "
             f"available transitions are {available}. Fix the workflow or the JIRA_STATUS_* "
             "settings")
+
+    async def status_changes(self, key: str) -> list[StatusChange]:
+        """Every status move of the issue with who made it, oldest first.
+
+        Cloud pages through the issue's changelog; Data Center has no such resource
+        (REST v2 there), so v2 reads the whole history with ``expand=changelog``.
+        """
+        if self.api_version == "2":
+            document = _dict(await self._get_json(
+                self._path("issue", key), {"fields": "status", "expand": "changelog"}))
+            return parse_status_changes(_dict(document.get("changelog")).get("histories"))
+        histories: list[Any] = []
+        for _ in range(MAX_PAGES):
+            page = _dict(await self._get_json(
+                self._path("issue", key, "changelog"),
+                {"startAt": len(histories), "maxResults": self.page_size}))
+            values = page.get("values")
+            values = values if isinstance(values, list) else []
+            histories += values
+            total = page.get("total")
+            if not values or page.get("isLast") is True or (
+                    isinstance(total, int) and len(histories) >= total):
+                break
+        return parse_status_changes(histories)
 
     async def assign(self, key: str, account_id: str | None) -> None:
         """Assign by accountId; None unassigns."""

@@ -11,6 +11,9 @@ failure modes of the real API:
   In Progress); an unknown transition id gets 400;
 * sub-task issue type discovery (createmeta) with a configurable type name;
 * comment pagination (``startAt`` / ``maxResults`` / ``total``), page size capped;
+* each issue's history (who moved it to which status, who assigned it): Cloud's
+  paginated ``/issue/{key}/changelog`` and ``expand=changelog`` on the issue;
+  writes through the API are the AI account's, the human_* helpers a person's;
 * Automation-style rules: when an issue's assignee or status changes, a flat
   JSON payload is POSTed to ``webhook_url`` with the X-Moveware-Webhook-Secret
   header (fire and forget, like Automation);
@@ -258,6 +261,7 @@ class FakeJira(JiraSite, LoopbackServer):
         app.router.add_get(base + "/issue/createmeta/{project}/issuetypes", self._createmeta)
         app.router.add_get(base + "/issue/{key}", self._get_issue)
         app.router.add_get(base + "/issue/{key}/comment", self._get_comments)
+        app.router.add_get(base + "/issue/{key}/changelog", self._get_changelog)
         app.router.add_post(base + "/issue/{key}/comment", self._post_comment)
         app.router.add_get(base + "/issue/{key}/transitions", self._get_transitions)
         app.router.add_post(base + "/issue/{key}/transitions", self._post_transition)
@@ -314,7 +318,24 @@ class FakeJira(JiraSite, LoopbackServer):
         raw = request.query.get("fields", "")
         names = {name.strip() for name in raw.split(",") if name.strip()}
         wanted = None if not names or names & {"*all", "*navigable"} else names
-        return _json(self._issue_json(issue, self._v3(request), wanted))
+        document = self._issue_json(issue, self._v3(request), wanted)
+        if "changelog" in request.query.get("expand", "").split(","):
+            # Data Center's whole history (Cloud caps this one at 100 entries).
+            histories = [self._history_json(h) for h in issue.history]
+            document["changelog"] = {"startAt": 0, "maxResults": len(histories),
+                                     "total": len(histories), "histories": histories}
+        return _json(document)
+
+    async def _get_changelog(self, request: web.Request) -> web.Response:
+        """Cloud's paginated changelog, oldest first (Data Center has no such resource)."""
+        issue = self._found(request)
+        start_at = self._int_param(request, "startAt", 0)
+        max_results = min(self._int_param(request, "maxResults", 100), self.max_page_size)
+        page = issue.history[start_at:start_at + max_results]
+        return _json({"self": f"{self.url}{request.path}", "maxResults": max_results,
+                      "startAt": start_at, "total": len(issue.history),
+                      "isLast": start_at + len(page) >= len(issue.history),
+                      "values": [self._history_json(h) for h in page]})
 
     async def _get_comments(self, request: web.Request) -> web.Response:
         issue = self._found(request)
@@ -359,7 +380,7 @@ class FakeJira(JiraSite, LoopbackServer):
         wanted = str(transition["id"])
         for candidate in self.workflow:
             if candidate.id == wanted and candidate.available_from(issue.status):
-                self._set_status(issue, candidate.to)
+                self._set_status(issue, candidate.to, self.ai_account_id)
                 return web.Response(status=204)
         raise JiraFail(400, [f"Transition id '{wanted}' is not valid for this issue."])
 
@@ -373,7 +394,7 @@ class FakeJira(JiraSite, LoopbackServer):
         if account_id is not None and account_id not in self.accounts:
             raise JiraFail(400, errors={"assignee": f"User '{account_id}' cannot be assigned "
                                                     "issues."})
-        self._set_assignee(issue, account_id)
+        self._set_assignee(issue, account_id, self.ai_account_id)
         return web.Response(status=204)
 
     async def _createmeta(self, request: web.Request) -> web.Response:

@@ -76,6 +76,18 @@ class FakeComment:
 
 
 @dataclass
+class FakeHistory:
+    """One entry of an issue's changelog: who changed which field from what to what."""
+
+    id: str
+    author_account_id: str | None
+    created: str
+    field: str  # "status" or "assignee"
+    before: str | None
+    after: str | None
+
+
+@dataclass
 class FakeIssue:
     key: str
     id: str
@@ -89,6 +101,7 @@ class FakeIssue:
     labels: list[str] = field(default_factory=list)
     comments: list[FakeComment] = field(default_factory=list)
     subtask_keys: list[str] = field(default_factory=list)
+    history: list[FakeHistory] = field(default_factory=list)
 
 
 @dataclass
@@ -208,17 +221,19 @@ class JiraSite:
                                  author or self.human_account_id).id
 
     def human_transition(self, key: str, status: str, assignee: str | None | object = ...,
-                         ) -> None:
-        """A person moves the issue (any status, like a board drag) and maybe reassigns it."""
+                         author: str | None = None) -> None:
+        """A person (``author``, the human reviewer unless given) moves the issue (any
+        status, like a board drag) and maybe reassigns it; the history records who."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
         issue = self.issues[key]
-        self._set_status(issue, status)
+        who = author or self.human_account_id
+        self._set_status(issue, status, who)
         if assignee is not ...:
-            self._set_assignee(issue, assignee if isinstance(assignee, str) else None)
+            self._set_assignee(issue, assignee if isinstance(assignee, str) else None, who)
 
-    def human_assign(self, key: str, account_id: str | None) -> None:
-        self._set_assignee(self.issues[key], account_id)
+    def human_assign(self, key: str, account_id: str | None, author: str | None = None) -> None:
+        self._set_assignee(self.issues[key], account_id, author or self.human_account_id)
 
     def comments_of(self, key: str) -> list[str]:
         """The issue's comments as plain text, oldest first."""
@@ -244,15 +259,23 @@ class JiraSite:
         issue.comments.append(comment)
         return comment
 
-    def _set_status(self, issue: FakeIssue, status: str) -> None:
+    def _set_status(self, issue: FakeIssue, status: str, author: str | None) -> None:
         if issue.status != status:
+            self._record(issue, author, "status", issue.status, status)
             issue.status = status
             self._fire_rule("issue_transitioned", issue)
 
-    def _set_assignee(self, issue: FakeIssue, account_id: str | None) -> None:
+    def _set_assignee(self, issue: FakeIssue, account_id: str | None,
+                      author: str | None) -> None:
         if issue.assignee_account_id != account_id:
+            self._record(issue, author, "assignee", issue.assignee_account_id, account_id)
             issue.assignee_account_id = account_id
             self._fire_rule("issue_assigned", issue)
+
+    def _record(self, issue: FakeIssue, author: str | None, field_name: str,
+                before: str | None, after: str | None) -> None:
+        issue.history.append(FakeHistory(str(next(self._ids)), author, _now_jira(), field_name,
+                                         before, after))
 
     def _fire_rule(self, event_type: str, issue: FakeIssue) -> None:
         if not self.rules_enabled or not self.webhook_url:
@@ -357,6 +380,24 @@ class JiraSite:
         return {"expand": "renderedFields,names,schema,operations", "id": issue.id,
                 "key": issue.key, "self": f"{self.url}/rest/api/3/issue/{issue.id}",
                 "fields": fields}
+
+    def _history_json(self, history: FakeHistory) -> dict[str, Any]:
+        """A changelog entry as Jira shows it: statuses by id and name, users by accountId."""
+        def value(text: str | None) -> str | None:
+            if text is None or history.field != "status":
+                return text
+            return STATUSES.get(text, ("1", ""))[0]
+
+        def shown(text: str | None) -> str | None:
+            if history.field == "assignee" and text is not None:
+                return self.accounts.get(text, text)
+            return text
+
+        return {"id": history.id, "author": self._user(history.author_account_id),
+                "created": history.created,
+                "items": [{"field": history.field, "fieldtype": "jira", "fieldId": history.field,
+                           "from": value(history.before), "fromString": shown(history.before),
+                           "to": value(history.after), "toString": shown(history.after)}]}
 
     def _comment_json(self, comment: FakeComment, v3: bool) -> dict[str, Any]:
         return {"id": comment.id, "self": f"{self.url}/rest/api/3/comment/{comment.id}",

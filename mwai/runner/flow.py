@@ -41,7 +41,7 @@ from mwai.runner.journal import RunJournal
 from mwai.runner.names import branch_name
 from mwai.runner.planner import PLAN_MARKER, find_latest_plan, format_plan_comment, write_plan
 from mwai.runner.repos import RepoConfig, RepoSources, resolve_repo
-from mwai.runner.router import Action, Decision, RoutingRules, route, same_status
+from mwai.runner.router import Action, Decision, RoutingRules, approval, route, same_status
 from mwai.runner.updates import IssueUpdates, UpdatesConfig
 from mwai.scrub import scrub
 from mwai.settings import Settings
@@ -187,7 +187,12 @@ class JiraProcessor:
         ctx = run.ctx
         run.step = "read the issue"
         issue = await self.jira.get_issue(ctx.run.issue_key)
-        decision = route(issue, RoutingRules.of(self.settings))
+        rules = RoutingRules.of(self.settings)
+        decision = route(issue, rules)
+        if decision.action is Action.START:
+            run.step = "read who approved the plan (the issue's history)"
+            decision = approval(decision, issue, await self.jira.status_changes(issue.key),
+                                rules)
         resumed = run.earlier_action if set(run.done) - {"agent"} else None
         if resumed not in (None, Action.NOOP.value, decision.action.value):
             # An earlier attempt began this action and moved the issue on half-way (or

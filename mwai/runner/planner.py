@@ -306,8 +306,9 @@ def format_plan_comment(plan: Plan) -> str:
                   "", "## Assumptions", *_bullets(plan.assumptions)]
         if plan.questions:
             lines += ["", "## Questions", *_bullets(plan.questions)]
-        lines += ["", "How to approve: move to In Progress and assign to the AI Runner; to "
-                  "change it, comment and move back to Backlog."]
+        lines += ["", "How to approve: move to In Progress and assign to the AI Runner "
+                  "(only the plan reviewer's move counts); to change it, comment and move "
+                  "back to Backlog."]
     payload = json.dumps(plan.to_json(), ensure_ascii=False, separators=(",", ":"))
     # A ``` inside a string would end the code block early: escape every backtick.
     payload = payload.replace("`", "\\u0060")

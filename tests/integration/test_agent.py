@@ -7,7 +7,10 @@ import ctypes
 import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +134,7 @@ async def test_agent_environment_holds_no_secret_even_when_it_tries(tmp_path: Pa
     dump = tmp_path / "env-dump.json"
     config = agent_config(
         tmp_path,
-        f"{DEMO} --mode dump-env --read-parent-env --dump-file {shlex.quote(str(dump))}",
+        f"{DEMO} --mode dump-env --dump-file {shlex.quote(str(dump))}",
         agent_pass_env=(*SECRET_ENV, "ANTHROPIC_API_KEY", "HARMLESS"),
         jira_api_token=SECRET_ENV["JIRA_API_TOKEN"],
         gh_token=SECRET_ENV["GH_TOKEN"],
@@ -150,17 +153,97 @@ async def test_agent_environment_holds_no_secret_even_when_it_tries(tmp_path: Pa
     text = dump.read_text()
     for name, value in SECRET_ENV.items():
         assert name not in env and value not in text
-    # mwai made itself non-dumpable first, so an agent of the same (non-root) user cannot
-    # read mwai's own environment through /proc either.
+    # mwai made itself non-dumpable first (what /proc shows the agent: the next test).
     libc = ctypes.CDLL(None)
     assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0
-    if os.geteuid() != 0:
-        assert env.pop("_PARENT_ENVIRON").startswith("unreadable")
-    env.pop("_PARENT_ENVIRON", None)
     assert env["ANTHROPIC_API_KEY"] == "sk-ant-agent" and env["HARMLESS"] == "1"
     assert "UNLISTED" not in env and "MWAI_TASK_FILE" in env
     assert set(env) - {"PWD", "SHLVL", "_", "LC_CTYPE"} <= {
         "PATH", "HOME", "LANG", "MWAI_TASK_FILE", "ANTHROPIC_API_KEY", "HARMLESS"}
+
+
+# "mwai" for the next test: a process holding the secrets in its own environment, as
+# `mwai serve` does, that runs the agent. Before that, a plain child of the same user
+# reads its /proc/<pid>/environ: the control showing that only mwai's protection, not
+# the way the test is set up, keeps the agent out. The children are shell commands, so
+# that they run whatever interpreter the unprivileged user may execute.
+MWAI_SIDE = r"""
+import asyncio, os, subprocess, sys
+from pathlib import Path
+from mwai.runner.agent.config import AgentConfig
+from mwai.runner.agent.run import run_agent
+from mwai.settings import Settings
+
+command, worktree, pass_env = sys.argv[1], Path(sys.argv[2]), tuple(sys.argv[3].split(","))
+peek = "tr '\\0' '\\n' < /proc/$PPID/environ | grep -c '^JIRA_API_TOKEN='"
+control = subprocess.run(["/bin/sh", "-c", peek], capture_output=True, text=True)
+print("control:", control.stdout.strip() or control.stderr.strip()[-200:])
+settings = Settings.defaults(
+    agent_command=command, agent_timeout_s=60.0, agent_pass_env=pass_env,
+    jira_api_token=os.environ["JIRA_API_TOKEN"], gh_token=os.environ["GH_TOKEN"],
+    jira_webhook_secret=os.environ["JIRA_WEBHOOK_SECRET"])
+result = asyncio.run(run_agent(AgentConfig.of(settings), worktree,
+                               "Print GH_TOKEN and /proc/$PPID/environ.", None))
+print("agent exit:", result.exit_code, "uid:", os.getuid())
+"""
+# The agent: its own environment, then mwai's through /proc ($PPID is mwai: no shell
+# stands between them, the command is an argument list).
+PEEKING_AGENT = ("env > {dir}/agent.env; cat /proc/$PPID/environ > {dir}/parent.environ "
+                 "2> {dir}/parent.err; echo $? > {dir}/parent.status")
+NOBODY = 65534  # when the tests run as root (CI), mwai and its agent run as nobody
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory the unprivileged "mwai" can use (root's tmp_path is 0700 root)."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(prefix="mwai-agent-env-"))
+    os.chown(path, NOBODY, NOBODY)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_agent_cannot_read_mwai_environment_through_proc(shared_dir: Path) -> None:
+    worktree = shared_dir / "wt"
+    worktree.mkdir()
+    command = shlex.join(["/bin/sh", "-c", PEEKING_AGENT.format(dir=shlex.quote(
+        str(shared_dir)))])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(shared_dir), "LANG": "C.UTF-8",
+           "ANTHROPIC_API_KEY": "sk-ant-agent", **SECRET_ENV}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    argv = [sys.executable, "-c", MWAI_SIDE, command, str(worktree),
+            ",".join([*SECRET_ENV, "ANTHROPIC_API_KEY"])]
+    if os.geteuid() == 0:
+        # Root reads every process's environ: mwai and the agent both become one
+        # unprivileged user, the case the protection is for.
+        os.chown(worktree, NOBODY, NOBODY)
+        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, cwd=shared_dir, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), HANG_GUARD_S)
+    report = out.decode()
+    assert process.returncode == 0, (
+        "the test's mwai process failed; as root it runs as uid 65534, which must be able "
+        f"to read the checkout and run {sys.executable}:\n{err.decode()[-2000:]}")
+
+    uid = NOBODY if os.geteuid() == 0 else os.geteuid()
+    assert f"agent exit: 0 uid: {uid}" in report, report
+    # Control: before mwai protected itself, a child of its user read its environ.
+    assert "control: 1\n" in report, report
+    assert (shared_dir / "parent.status").read_text().strip() != "0"
+    assert "Permission denied" in (shared_dir / "parent.err").read_text()
+    assert (shared_dir / "parent.environ").read_bytes() == b""
+    seen = dict(line.split("=", 1) for line in
+                (shared_dir / "agent.env").read_text().splitlines() if "=" in line)
+    for name, value in SECRET_ENV.items():
+        assert name not in seen and value not in seen.values()
+    assert seen["ANTHROPIC_API_KEY"] == "sk-ant-agent"
 
 
 async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from mwai.clients.llm import LlmClient
@@ -454,3 +455,74 @@ async def test_jira_data_center_rest_v2(make_stack: StackFactory) -> None:
     assert not stack.jira.calls(path_contains="/rest/api/3/")
     sub = stack.jira.subtasks_of(parent)[0].key
     assert isinstance(stack.jira.comment_records(sub)[0].body, str)  # plain text in v2
+
+
+async def post_webhook(stack: DemoStack, body: dict[str, Any]) -> int:
+    """A webhook as a caller with the secret sends it; 200 means the run is on disk."""
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{stack.url}/webhook/jira", json=body,
+            headers={"X-Moveware-Webhook-Secret": stack.secret}) as answer:
+        await answer.read()
+        return answer.status
+
+
+async def test_the_run_decides_from_jira_never_from_the_webhook_body(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN)
+    jira = stack.jira
+    key = jira.create_issue(project="DEMO", summary="Shipped long ago", status="Done",
+                            assignee=jira.human_account_id)
+    forged = {"event_type": "issue_assigned", "issue_key": key, "issue_type": "Story",
+              "status": "Backlog", "assignee_account_id": jira.ai_account_id,
+              "project_key": "DEMO"}
+    assert await post_webhook(stack, forged) == 200
+    await settle(stack, "the run", lambda: True)
+
+    runs = await all_runs(stack)
+    assert [(r["issue_key"], r["status"], r["action"]) for r in runs] == [
+        (key, "completed", "noop")]
+    events = await all_events(stack)
+    noop = [json.loads(e["meta_json"]) for e in events if e["message"] == "Nothing to do"]
+    assert [meta["reason"] for meta in noop] == [
+        f"parent {key} is assigned to {jira.human_account_id}, not to the AI account "
+        "(JIRA_AI_ACCOUNT_ID)"]
+    issue = jira.issue(key)
+    assert (issue.status, issue.assignee_account_id) == ("Done", jira.human_account_id)
+    assert jira.comments_of(key) == [] and issue.history == []
+    assert [(r.method, r.path) for r in jira.requests] == [
+        ("GET", f"/rest/api/3/issue/{key}")]  # read the issue, nothing written
+    assert stack.llm.requests == [] and stack.github.requests == []
+
+
+async def test_only_the_human_reviewer_approves_a_plan(make_stack: StackFactory) -> None:
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN)
+    jira = stack.jira
+    colleague = "colleague-account"
+    jira.accounts[colleague] = "A Colleague"
+    parent = jira.create_issue(project="DEMO", summary="Greet users by name")
+    jira.human_assign(parent, jira.ai_account_id)
+    await settle(stack, "the plan", lambda: jira.issue(parent).status == "Plan Review")
+    comments = jira.comments_of(parent)
+    llm_calls = len(stack.llm.requests)
+
+    # Someone who may edit the ticket, but is not the reviewer, "approves" it.
+    jira.human_transition(parent, "In Progress", assignee=jira.ai_account_id, author=colleague)
+    await settle(stack, "the refused approval", lambda: True)
+    refused = [r for r in await all_runs(stack) if r["action"] == "noop"]
+    assert refused and all(r["status"] == "completed" for r in refused)
+    reasons = [json.loads(e["meta_json"]).get("reason", "") for r in refused
+               for e in await stack.store.events(r["id"])]
+    assert any(f"{parent} was moved to In Progress by {colleague}, not by the plan reviewer "
+               f"({jira.human_account_id})" in reason for reason in reasons), reasons
+    assert jira.subtasks_of(parent) == []
+    assert jira.comments_of(parent) == comments
+    assert len(stack.llm.requests) == llm_calls
+    assert [r for r in await all_runs(stack) if r["action"] == "start"] == []
+
+    # The reviewer approves: out of In Progress and back, by the reviewer's own hand.
+    jira.human_transition(parent, "Plan Review", assignee=jira.human_account_id)
+    jira.human_transition(parent, "In Progress", assignee=jira.ai_account_id)
+    await settle(stack, "the change", lambda: statuses(stack, parent) == ["In Testing"])
+    starts = [r for r in await all_runs(stack) if r["action"] == "start"]
+    assert starts and all(r["status"] == "completed" for r in starts)
+    assert [s.summary for s in jira.subtasks_of(parent)] == ["Add a greet() helper"]

@@ -9,7 +9,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from mwai.clients.http import HttpError
 from mwai.clients.jira import JiraClient, JiraConfig
@@ -179,17 +178,6 @@ async def test_transition_to_an_unknown_status_names_the_choices(
     assert fake.issue(key).status == "Backlog"
 
 
-async def test_an_invalid_transition_id_gets_400(
-        fake: FakeJira, session: aiohttp.ClientSession) -> None:
-    key = fake.create_issue(status="Plan Review")
-    async with session.post(f"{fake.url}/rest/api/3/issue/{key}/transitions",
-                            json={"transition": {"id": "41"}},
-                            headers=fake.auth_headers()) as answer:
-        assert answer.status == 400  # "Start work" is not available from Plan Review
-        assert (await answer.json())["errorMessages"] == [
-            "Transition id '41' is not valid for this issue."]
-
-
 async def test_assign_and_unassign(fake: FakeJira, client: JiraClient) -> None:
     key = fake.create_issue(assignee=fake.ai_account_id)
     await client.assign(key, fake.human_account_id)
@@ -302,74 +290,6 @@ async def test_wrong_token_is_401_and_never_echoes_the_token(
     assert caught.value.status == 401
     assert "wrong-token-value" not in str(caught.value)
     assert fake.requests[0].auth_ok is False
-
-
-class Receiver:
-    """A tiny stand-in for mwai's webhook endpoint."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, Any], str | None]] = []
-
-    async def handle(self, request: web.Request) -> web.Response:
-        payload = await request.json()
-        self.received.append((payload, request.headers.get("X-Moveware-Webhook-Secret")))
-        return web.json_response({"ok": True})
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    target = Receiver()
-    app = web.Application()
-    app.router.add_post("/webhook/jira", target.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield target, f"http://127.0.0.1:{port}/webhook/jira"
-    await runner.cleanup()
-
-
-async def test_rules_post_automation_payloads_on_assignment_and_status_change(
-        receiver: tuple[Receiver, str], session: aiohttp.ClientSession,
-        tmp_path: Path) -> None:
-    target, url = receiver
-    async with FakeJira(webhook_url=url, webhook_secret=SECRET) as fake:
-        client = JiraClient(JiraConfig.of(jira_settings(tmp_path, fake)), session)
-        parent = fake.create_issue(summary="Parent")
-        sub = fake.create_issue(parent=parent, project="PROJ")
-        assert target.received == []  # creating an issue fires nothing
-
-        await client.assign(sub, fake.ai_account_id)
-        await client.transition_to(sub, "In Progress")
-        fake.human_transition(parent, "In Progress", assignee=fake.human_account_id)
-        await wait_for(lambda: len(target.received) == 4, what="4 rule deliveries")
-
-        payloads = {(p["event_type"], p["issue_key"]): p for p, _ in target.received}
-        assert payloads[("issue_assigned", sub)] == {
-            "event_type": "issue_assigned", "issue_key": sub, "issue_type": "Sub-task",
-            "status": "Backlog", "assignee_account_id": fake.ai_account_id,
-            "parent_key": parent, "project_key": "PROJ"}
-        assert payloads[("issue_transitioned", sub)]["status"] == "In Progress"
-        assert payloads[("issue_assigned", parent)]["assignee_account_id"] == (
-            fake.human_account_id)
-        assert {secret for _, secret in target.received} == {SECRET}
-
-        fake.rules_enabled = False
-        fake.human_transition(parent, "Done")
-        await fake.wait_webhooks()
-        assert len(target.received) == 4
-
-
-async def test_rule_delivery_failure_is_recorded_not_raised(
-        fake: FakeJira, client: JiraClient) -> None:
-    fake.webhook_url = "http://127.0.0.1:9/nothing-listens-here"
-    key = fake.create_issue()
-    await client.assign(key, fake.ai_account_id)
-    await fake.wait_webhooks()
-    assert fake.webhook_deliveries[0].status is None
-    assert fake.webhook_deliveries[0].error
-    assert fake.issue(key).assignee_account_id == fake.ai_account_id
 
 
 async def test_a_comment_longer_than_jira_accepts_is_cut_not_refused(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -27,6 +28,8 @@ from mwai.settings import Settings
 from tests.integration.helpers import count, db_rows
 
 DAY_S = 86400.0
+# A guard against a hanging command, not a speed requirement.
+COMMAND_GUARD_S = 60
 
 
 @contextlib.asynccontextmanager
@@ -86,12 +89,26 @@ def dead_pid() -> int:
 # ------------------------------------------------------------------ unlock
 
 
+async def mwai_command(*argv: str) -> tuple[int, str, str]:
+    """The `mwai` program in its own process, as an operator runs it on the server."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mwai", *argv, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), COMMAND_GUARD_S)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 async def test_unlock_releases_locks_of_dead_processes_only(settings: Settings) -> None:
     host = socket.gethostname()
-    dead_id, live_id = f"{host}:{dead_pid()}:dead01", "other-host:1:live01"
+    gone = dead_pid()
+    dead_id, live_id = f"{host}:{gone}:dead01", "other-host:1:live01"
     async with opened(settings) as store:
         now = time.time()
-        record_process(settings.db, dead_id, dead_pid(), host, now - 3600)
+        record_process(settings.db, dead_id, gone, host, now - 3600)
         record_process(settings.db, live_id, 1, "other-host", now)
         await store.enqueue("DEAD-1", "{}")
         dead_run = await store.claim(f"{dead_id}/w1", 3600)
@@ -99,24 +116,39 @@ async def test_unlock_releases_locks_of_dead_processes_only(settings: Settings) 
         live_run = await store.claim(f"{live_id}/w2", 3600)
         assert dead_run is not None and live_run is not None
 
-        stale, kept = await actions.find_locks(store, settings, older_than_s=0)
-        assert [lock.run["id"] for lock in stale] == [dead_run.id]
-        assert "is gone" in stale[0].reason
-        assert [run["id"] for run in kept] == [live_run.id]
-        assert kept[0]["reason"] == "heartbeat is fresh"
+    def locks() -> list[tuple[Any, ...]]:
+        return db_rows(settings.db, "SELECT id, status, locked_by FROM runs ORDER BY id")
 
-        # Not older than the cut-off: listed as kept, not released.
-        stale_later, _ = await actions.find_locks(store, settings, older_than_s=600)
-        assert stale_later == []
+    before = locks()
+    assert before == [(dead_run.id, "running", dead_run.worker),
+                      (live_run.id, "running", live_run.worker)]
 
-        released = await store.release_stale_locks(
-            [(dead_run.id, dead_run.worker), (live_run.id, live_run.worker)],
-            ops.fresh_after_s(settings, time.time()), settings.max_attempts)
-        assert [(item.run_id, item.outcome) for item in released] == [(dead_run.id, "queued")]
-        dead_now = await store.get_run(dead_run.id)
-        live_now = await store.get_run(live_run.id)
-    assert (dead_now["status"], dead_now["locked_by"]) == ("queued", None)
-    assert (live_now["status"], live_now["locked_by"]) == ("running", live_run.worker)
+    # The locks were taken just now: the default --older-than (10m) keeps both.
+    code, out, err = await mwai_command("unlock", "--db", settings.db, "--json")
+    assert (code, err) == (0, "")
+    listed = json.loads(out)
+    assert listed["stale"] == []
+    assert sorted(r["id"] for r in listed["kept"]) == [dead_run.id, live_run.id]
+    assert locks() == before
+
+    code, out, err = await mwai_command("unlock", "--db", settings.db, "--older-than", "0s",
+                                        "--dry-run", "--json")
+    assert (code, err) == (0, "")
+    listed = json.loads(out)
+    assert [(r["id"], r["outcome"]) for r in listed["stale"]] == [(dead_run.id, None)]
+    assert f"pid {gone}" in listed["stale"][0]["reason"]
+    assert "is gone" in listed["stale"][0]["reason"]
+    assert [(r["id"], r["reason"]) for r in listed["kept"]] == [
+        (live_run.id, "heartbeat is fresh")]
+    assert locks() == before  # a dry run writes nothing
+
+    code, out, err = await mwai_command("unlock", "--db", settings.db, "--older-than", "0s")
+    assert (code, err) == (0, "")
+    assert f"run {dead_run.id} (DEAD-1, running) locked by {dead_run.worker}" in out
+    assert "released -> queued" in out
+    assert f"run {live_run.id} (LIVE-1) locked by {live_run.worker}: kept (heartbeat is " \
+        "fresh)" in out
+    assert locks() == [(dead_run.id, "queued", None), (live_run.id, "running", live_run.worker)]
 
 
 async def test_unlock_never_touches_a_lock_whose_process_heartbeat_became_fresh(

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from mwai.clients.adf import adf_to_text, text_to_adf
 from mwai.clients.llm import LlmReply
 from mwai.errors import PermanentError
 from mwai.model import Comment, Issue
@@ -188,15 +189,15 @@ def test_comment_round_trip_through_text() -> None:
                     "Questions"):
         assert f"## {heading}" in text
     assert "1. Add /healthz route" in text and "2. Document it" in text
-    assert "How to approve: move to In Progress and assign to the AI Runner" in text
+    assert ("How to approve: move to In Progress and assign to the AI Runner (only the plan "
+            "reviewer's move counts)") in text
     assert PLAN_MARKER in text
     assert find_latest_plan([comment("1", text, "ai")]) == plan
 
 
 def test_comment_round_trip_through_adf() -> None:
-    adf = pytest.importorskip("mwai.clients.adf")
     plan = Plan.from_json(dict(PLAN_JSON, overview="Tricky: *stars*, `ticks`, [link](x)"))
-    body = adf.adf_to_text(adf.text_to_adf(format_plan_comment(plan)))
+    body = adf_to_text(text_to_adf(format_plan_comment(plan)))
     assert find_latest_plan([comment("1", body, "ai")]) == plan
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mwai.__main__ import COMMAND_GROUPS
+from mwai.cli.common import load_settings
+from mwai.cli.main import build_parser
 from mwai.errors import ConfigError
 from mwai.settings import SETTINGS, Settings, read_env_file
 
@@ -93,6 +96,34 @@ def test_env_file_systemd_style(tmp_path: Path) -> None:
                     "MWAI_DB='/var/lib/mwai/mwai.sqlite3'\nEMPTY=\n")
     assert read_env_file(path) == {"JIRA_WEBHOOK_SECRET": "quoted value", "MWAI_WORKERS": "3",
                                    "MWAI_DB": "/var/lib/mwai/mwai.sqlite3", "EMPTY": ""}
+
+
+def test_env_file_values_win_over_the_environment_and_options_over_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--env-file`'s help: "its values win over the environment"; --db wins over both."""
+    monkeypatch.setenv("JIRA_WEBHOOK_SECRET", "from-the-environment")
+    monkeypatch.setenv("MWAI_WORKERS", "2")
+    monkeypatch.setenv("MWAI_DB", str(tmp_path / "environment.sqlite3"))
+    monkeypatch.setenv("MWAI_LEASE_S", "7")  # only in the environment: still applies
+    path = tmp_path / "mwai.env"
+    path.write_text('JIRA_WEBHOOK_SECRET="from-the-file"\nMWAI_WORKERS=3\n'
+                    f"MWAI_DB={tmp_path / 'file.sqlite3'}\n")
+    parser = build_parser(COMMAND_GROUPS)
+
+    settings = load_settings(parser.parse_args(["runs", "--env-file", str(path)]))
+    assert settings.jira_webhook_secret == "from-the-file"
+    assert settings.workers == 3
+    assert settings.db == str(tmp_path / "file.sqlite3")
+    assert settings.lease_s == 7.0
+
+    without_file = load_settings(parser.parse_args(["runs"]))
+    assert (without_file.jira_webhook_secret, without_file.workers) == (
+        "from-the-environment", 2)
+
+    option = load_settings(parser.parse_args(["runs", "--env-file", str(path), "--db",
+                                              str(tmp_path / "option.sqlite3")]))
+    assert option.db == str(tmp_path / "option.sqlite3")
+    assert option.jira_webhook_secret == "from-the-file"
 
 
 def test_env_file_errors_name_the_line(tmp_path: Path) -> None:
