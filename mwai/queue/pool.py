@@ -104,8 +104,11 @@ class WorkerPool:
         self._stopping = False
         self._timers: set[asyncio.TimerHandle] = set()
         self.last_heartbeat_monotonic = time.monotonic()
-        self._clock_marks = (clock.now_s(), time.monotonic())
+        self._clock_marks = (clock.now_s(), clock.monotonic_s())
         self._recovery_paused_until_monotonic = 0.0
+        # Rounds of the recovery loop so far, paused ones included: a test waits for
+        # rounds to pass instead of sleeping a guessed number of intervals.
+        self.recovery_rounds = 0
 
     # ------------------------------------------------------------------ status
 
@@ -116,6 +119,11 @@ class WorkerPool:
     @property
     def busy(self) -> int:
         return len(self._active)
+
+    @property
+    def idle(self) -> int:
+        """Workers parked until an enqueue (or the slow safety poll) wakes them."""
+        return len(self._idle)
 
     def active_runs(self) -> list[ClaimedRun]:
         return [active.run for active in self._active.values()]
@@ -356,9 +364,9 @@ class WorkerPool:
     async def _recovery_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.recovery_interval_s)
-            if self._paused_by_clock_jump():
-                continue
-            await self._recover_once()
+            if not self._paused_by_clock_jump():
+                await self._recover_once()
+            self.recovery_rounds += 1
 
     def _paused_by_clock_jump(self) -> bool:
         """True for one lease (monotonic) after the wall clock jumped.
@@ -367,7 +375,7 @@ class WorkerPool:
         forward jump every lease looks expired until its live owner renews it, which
         it does within one lease. Until then, recovering would take healthy runs away.
         """
-        wall_s, monotonic_s = clock.now_s(), time.monotonic()
+        wall_s, monotonic_s = clock.now_s(), clock.monotonic_s()
         last_wall_s, last_monotonic_s = self._clock_marks
         self._clock_marks = (wall_s, monotonic_s)
         jump_s = (wall_s - last_wall_s) - (monotonic_s - last_monotonic_s)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,20 +32,24 @@ pytestmark = pytest.mark.slow
 PLAN = {**DEMO_PLAN, "subtasks": DEMO_PLAN["subtasks"][:1]}
 
 
-async def wait_until(what: str, condition: Callable[[], bool], timeout_s: float = 30.0,
-                     service: Service | None = None) -> None:
+async def wait_until(what: str, condition: Callable[[], bool | Awaitable[bool]],
+                     timeout_s: float = 30.0, service: Service | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if condition():
+        met = condition()
+        if met if isinstance(met, bool) else await met:
             return
         await asyncio.sleep(0.05)
     log = service.output()[-3000:] if service else ""
     pytest.fail(f"timed out waiting for {what}\n{log}")
 
 
-async def idle(service: Service) -> bool:
-    status, report = await asyncio.to_thread(service.get, "/health/detailed")
-    return status == 200 and report["queued"] == 0 and report["running"] == 0
+def idle(service: Service) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        status, report = await asyncio.to_thread(service.get, "/health/detailed")
+        return bool(status == 200 and report["queued"] == 0 and report["running"] == 0)
+
+    return check
 
 
 @pytest.mark.parametrize("kill_during", ["pull request", "result comment"])
@@ -76,14 +81,17 @@ async def test_kill_9_after_push_then_restart_makes_nothing_twice(
             await wait_until("the plan handed to the human", lambda: (
                 jira.issue(parent).status, jira.issue(parent).assignee_account_id) == (
                 "Plan Review", jira.human_account_id), service=first)
-            while not await idle(first):
-                await asyncio.sleep(0.05)
+            await wait_until("the service idle after planning", idle(first), service=first)
+            # The slow request: the fakes record it when it comes in and set its status
+            # once answered, after acting on it (the pull request made, the comment kept).
+            slow_request: Callable[[], list[Any]]
             if kill_during == "pull request":
                 github.fail_next("slow", delay_s=3.0)
-                in_flight = lambda: bool(github.requests)  # noqa: E731
+                slow_request = lambda: github.requests[:1]  # noqa: E731
             else:
                 jira.slow_next(1, delay_s=3.0, match=f"POST /rest/api/3/issue/{sub}/comment")
-                in_flight = lambda: bool(jira.calls("POST", f"/issue/{sub}/comment"))  # noqa: E731
+                slow_request = lambda: jira.calls("POST", f"/issue/{sub}/comment")[:1]  # noqa: E731
+            in_flight = lambda: bool(slow_request())  # noqa: E731
             jira.human_transition(parent, "In Progress", assignee=jira.ai_account_id)
             await wait_until(f"the {kill_during} request", in_flight, service=first)
             first.signal(signal.SIGKILL)
@@ -94,15 +102,16 @@ async def test_kill_9_after_push_then_restart_makes_nothing_twice(
         branch_commits = [s for s in git_log(origin, "--all") if s.startswith(f"{sub}: ")]
         assert len(branch_commits) == 1, "the push happened before the kill"
 
-        await asyncio.sleep(3.5)  # the slow answer completes (the fake still acts on it)
+        # The fake still answers the dead service's slow request, and acts on it: the
+        # restart comes after that, as it would after a real crash.
+        await wait_until(f"the fake answered the {kill_during} request",
+                         lambda: slow_request()[0].status != 0)
         second = Service(tmp_path, name="second", port=port, **env)
         await asyncio.to_thread(second.start)
         try:
             await wait_until("the sub-task in testing",
                              lambda: jira.issue(sub).status == "In Testing", service=second)
-            deadline = time.monotonic() + 20
-            while not await idle(second) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            await wait_until("the restarted service idle", idle(second), service=second)
             await jira.wait_webhooks()
         finally:
             second.stop()

@@ -19,8 +19,10 @@ import pytest
 import sentry_sdk
 
 from mwai import telemetry
+from mwai.errors import StoreError
 from mwai.queue.processor import RunContext
-from mwai.server.app import create_app
+from mwai.queue.store import Store
+from mwai.server.app import STORE_KEY, create_app
 from mwai.settings import Settings
 from tests.conftest import SECRET, automation_payload, secret_headers
 from tests.integration.helpers import db_rows, wait_for
@@ -208,3 +210,41 @@ def test_cron_job_sends_in_progress_then_ok(settings: Settings,
         ("mwai-prune-test", "in_progress"), ("mwai-prune-test", "ok"),
         ("mwai-alert-test", "in_progress"), ("mwai-alert-test", "error")]
     assert checkins[0]["check_in_id"] == checkins[1]["check_in_id"]
+
+
+def checkins_of(inbox: SentryInbox, slug: str) -> list[str]:
+    return [payload["status"] for raw in list(inbox.envelopes)
+            for header, payload in parse_envelope(raw)
+            if header.get("type") == "check_in" and payload.get("monitor_slug") == slug]
+
+
+async def test_lease_recovery_checks_in_ok_after_a_pass_and_error_when_it_fails(
+        aiohttp_client: Any, settings: Settings, sentry_inbox: SentryInbox,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    configured = dataclasses.replace(sentry_settings(settings, sentry_inbox.server_address[1]),
+                                     recovery_interval_s=0.05)
+    assert telemetry.init_sentry(configured)
+    # A run whose owner died without a trace: the recovery pass at start takes it back.
+    dead = Store(configured.db)
+    await dead.open()
+    await dead.enqueue("LOST-9", "{}")
+    claimed = await dead.claim("elsewhere:1:x/w1", lease_s=0.0)
+    assert claimed is not None
+    await dead.close()
+    app = create_app(configured)
+    await aiohttp_client(app)
+    slug = "mwai-lease-recovery-test"
+
+    def flushed(statuses: list[str]) -> bool:
+        sentry_sdk.flush(timeout=5)
+        return checkins_of(sentry_inbox, slug)[:len(statuses)] == statuses
+
+    await wait_for(lambda: flushed(["ok"]), what="the ok check-in of the first pass")
+    assert db_rows(configured.db, "SELECT message FROM events WHERE run_id=? AND message "
+                   "LIKE 'Lease expired%'", (claimed.id,)) == [("Lease expired; worker lost",)]
+
+    async def broken(max_attempts: int) -> list[Any]:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(app[STORE_KEY], "recover_expired", broken)
+    await wait_for(lambda: flushed(["ok", "error"]), what="the error check-in of a failed pass")

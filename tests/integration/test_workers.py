@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
+import pytest
 
+import mwai.queue.clock
 from mwai.errors import PermanentError
 from mwai.queue.processor import RunContext
 from mwai.queue.store import Store
@@ -42,13 +45,17 @@ async def test_runs_of_one_issue_never_overlap_while_issues_run_in_parallel(
 ) -> None:
     settings = settings_factory(workers=4)
     gate = GateProcessor()
-    client = await aiohttp_client(create_app(settings, processor=gate))
+    app = create_app(settings, processor=gate)
+    client = await aiohttp_client(app)
+    pool = app[POOL_KEY]
     first_a = await post(client, "SER-1")
     await wait_for(lambda: first_a in gate.started, what="SER-1 started")
     second_a = await post(client, "SER-1")  # queued behind the running one
     other = await post(client, "SER-2")
     await wait_for(lambda: other in gate.started, what="SER-2 started in parallel")
-    await asyncio.sleep(0.3)  # idle workers had every chance to take SER-1's second run
+    # Each enqueue woke a parked worker; once both idle workers are parked again,
+    # the one woken for SER-1's second run has tried to claim it and let it be.
+    await wait_for(lambda: pool.busy == 2 and pool.idle == 2, what="idle workers parked again")
     assert second_a not in gate.started
     assert gate.max_running == 2
     gate.gate.set()
@@ -169,24 +176,59 @@ async def test_shutdown_gives_back_running_runs_without_spending_an_attempt(
     assert "Run released" in messages(settings, run_id)
 
 
-async def test_enqueue_during_a_run_of_another_issue_wakes_an_idle_worker(
+class Recorder:
+    """Completes every run at once, except those of HOLD-* issues, held until released."""
+
+    def __init__(self) -> None:
+        self.done: list[int] = []
+        self.release = asyncio.Event()
+
+    async def process(self, ctx: RunContext) -> None:
+        if ctx.run.issue_key.startswith("HOLD-"):
+            await self.release.wait()
+        self.done.append(ctx.run.id)
+
+    async def close(self) -> None:
+        return None
+
+
+# The safety poll is an hour: a parked worker claims again within the test only if
+# an enqueue wakes it (removing the notify of the webhook makes these tests time out).
+NO_POLL_S = 3600.0
+
+
+async def test_enqueue_wakes_parked_workers(aiohttp_client: Any, settings_factory: Any
+                                            ) -> None:
+    settings = settings_factory(poll_s=NO_POLL_S, workers=2)
+    recorder = Recorder()
+    app = create_app(settings, processor=recorder)
+    client = await aiohttp_client(app)
+    pool = app[POOL_KEY]
+    # Both workers found the queue empty at start and parked: their claim at start
+    # is behind them, so whatever they take now, an enqueue woke them up for.
+    await wait_for(lambda: pool.idle == 2, what="both workers parked")
+    run_ids = [await post(client, f"WAKE-{i}") for i in range(1, 6)]
+    await wait_for(lambda: sorted(recorder.done) == run_ids, what="all runs picked up")
+    await wait_for(lambda: pool.idle == 2, what="both workers parked again")
+    assert {status_of(settings, r) for r in run_ids} == {"completed"}
+
+
+async def test_enqueue_during_a_run_of_another_issue_wakes_the_idle_worker(
     aiohttp_client: Any, settings_factory: Any
 ) -> None:
-    # poll_s is long: only wake-on-enqueue can start the run quickly.
-    settings = settings_factory(poll_s=30.0, workers=2)
-    done: list[int] = []
-
-    class Recorder:
-        async def process(self, ctx: RunContext) -> None:
-            done.append(ctx.run.id)
-
-        async def close(self) -> None:
-            return None
-
-    client = await aiohttp_client(create_app(settings, processor=Recorder()))
-    await asyncio.sleep(0.1)  # both workers are idle now
-    run_ids = [await post(client, f"WAKE-{i}") for i in range(1, 6)]
-    await wait_for(lambda: sorted(done) == run_ids, timeout_s=5, what="all runs picked up")
+    settings = settings_factory(poll_s=NO_POLL_S, workers=2)
+    recorder = Recorder()
+    app = create_app(settings, processor=recorder)
+    client = await aiohttp_client(app)
+    pool = app[POOL_KEY]
+    held = await post(client, "HOLD-1")
+    await wait_for(lambda: pool.busy == 1 and pool.idle == 1,
+                   what="one worker on HOLD-1, the other parked")
+    other = await post(client, "WAKE-9")
+    await wait_for(lambda: recorder.done == [other], what="the parked worker ran WAKE-9")
+    assert status_of(settings, held) == "running"
+    recorder.release.set()
+    await wait_for(lambda: status_of(settings, held) == "completed", what="HOLD-1 completed")
 
 
 async def test_health_detailed_reports_queue_and_workers(aiohttp_client: Any,
@@ -210,14 +252,19 @@ async def test_health_detailed_reports_queue_and_workers(aiohttp_client: Any,
     gate.gate.set()
 
 
-async def test_health_detailed_is_degraded_with_stuck_runs(aiohttp_client: Any,
-                                                           settings_factory: Any) -> None:
-    settings = settings_factory(stuck_after_s=1.0, heartbeat_s=60.0)
+async def test_health_detailed_is_degraded_with_stuck_runs(
+        aiohttp_client: Any, settings_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_factory(stuck_after_s=1.0, heartbeat_s=60.0, lease_s=60.0)
     gate = GateProcessor()
     client = await aiohttp_client(create_app(settings, processor=gate))
     await post(client, "STK-1")
     await wait_for(lambda: len(gate.started) == 1, what="running")
-    await asyncio.sleep(1.2)  # no heartbeat touches updated_at in between
+    report = await (await client.get("/health/detailed")).json()
+    assert (report["status"], report["stuck_runs"]) == ("healthy", 0)
+    # Two seconds pass on both of the queue's clocks (no heartbeat touches updated_at).
+    passed_s = 2.0
+    monkeypatch.setattr(mwai.queue.clock, "now_s", lambda: time.time() + passed_s)
+    monkeypatch.setattr(mwai.queue.clock, "monotonic_s", lambda: time.monotonic() + passed_s)
     report = await (await client.get("/health/detailed")).json()
     assert report["status"] == "degraded"
     assert report["stuck_runs"] == 1
