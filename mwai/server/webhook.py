@@ -98,6 +98,10 @@ def parse_body(body: bytes) -> dict[str, Any]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        # orjson refuses valid JSON nested past its own limit (1024) with this
+        # message: it is too deep, not malformed, so say what the limit is.
+        if str(exc).startswith("depth limit exceeded"):
+            raise WebhookError(400, f"body is nested deeper than {MAX_DEPTH} levels") from None
         raise WebhookError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise WebhookError(400, "body must be a JSON object")

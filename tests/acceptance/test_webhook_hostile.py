@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mwai.server.webhook import MAX_DEPTH
 from tests.acceptance.service import Service
 from tests.acceptance.test_serve_core import wait_until_idle
 from tests.conftest import SECRET
@@ -135,11 +137,55 @@ def test_secrets_that_differ_in_one_byte_or_length(service: Service, data: Any) 
                                     ("X-Moveware-Webhook-Secret", wrong)])
 
 
-def test_deeply_nested_and_huge_json(service: Service) -> None:
-    nested = b'{"issue_key": "NEST-1", "x": ' + b"[" * 3000 + b"]" * 3000 + b"}"
-    assert_rejected(service, nested[:4000] if len(nested) > 4096 else nested, JSON_HEADERS)
-    deep = b'{"issue_key": "NEST-1", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
-    assert_rejected(service, deep, JSON_HEADERS)
+def nested(levels: int, kind: str = "list") -> bytes:
+    """A valid webhook whose document is ``levels`` deep (the object itself is level 1)."""
+    if kind == "list":
+        inner = b"[" * (levels - 1) + b"]" * (levels - 1)
+    else:
+        inner = b'{"a": ' * (levels - 2) + b"{}" + b"}" * (levels - 2)
+    return b'{"issue_key": "NEST-1", "x": ' + inner + b"}"
+
+
+def is_valid_json(body: bytes) -> bool:
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))  # the json module recurses per level
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    finally:
+        sys.setrecursionlimit(limit)
+    return True
+
+
+def assert_too_deep(service: Service, body: bytes) -> None:
+    assert is_valid_json(body)  # refused for its depth, not as malformed
+    before = settled_counts(service.db)
+    status, document = send(service, body, JSON_HEADERS)
+    assert (status, document) == (400, {
+        "ok": False, "error": f"body is nested deeper than {MAX_DEPTH} levels"})
+    assert counts(service.db) == before
+
+
+def test_json_nested_deeper_than_the_limit_is_refused_and_stores_nothing(
+        service: Service) -> None:
+    assert_too_deep(service, nested(MAX_DEPTH + 1))
+    assert_too_deep(service, nested(MAX_DEPTH + 1, "object"))
+    # Past orjson's own limit (1024) too: still "too deep", never "not valid JSON".
+    assert_too_deep(service, nested(2000))
+    assert len(nested(2000)) < 4096  # under MWAI_MAX_BODY_BYTES: the depth is what fails
+
+
+def test_json_nested_exactly_to_the_limit_is_accepted(service: Service) -> None:
+    before = settled_counts(service.db)
+    for kind in ("list", "object"):
+        status, document = send(service, nested(MAX_DEPTH, kind), JSON_HEADERS)
+        assert status == 200 and document["ok"] is True, (kind, document)
+    # Both deliveries name NEST-1: the second joins the first run or queues the next.
+    assert counts(service.db)[0] in (before[0] + 1, before[0] + 2)
+
+
+def test_huge_json_is_refused(service: Service) -> None:
     huge = json.dumps({"issue_key": "HUGE-1", "x": "y" * 10_000}).encode()
     assert_rejected(service, huge, JSON_HEADERS)
 

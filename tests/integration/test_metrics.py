@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import orjson
@@ -187,3 +188,27 @@ async def test_two_apps_do_not_share_counters(aiohttp_client: Any, settings_fact
                  status="200") == 1
     assert value(await scrape(second), "mwai_webhooks_received_total", outcome="queued",
                  status="200") == 0
+
+
+async def test_a_webhook_the_database_cannot_take_counts_as_unavailable(
+        aiohttp_client: Any, settings_factory: Any) -> None:
+    # docs/security.md: operators alert on mwai_webhooks_received_total{outcome="unavailable"}.
+    settings = settings_factory(db_busy_timeout_ms=100)
+    client = await aiohttp_client(create_app(settings))
+    blocker = sqlite3.connect(settings.db, isolation_level=None, timeout=0.1)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        for number in (1, 2):
+            response = await client.post(
+                "/webhook/jira", data=orjson.dumps(automation_payload(f"UNA-{number}")),
+                headers=secret_headers())
+            assert response.status == 503, await response.text()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    response = await client.get("/metrics")
+    lines = (await response.text()).splitlines()
+    assert 'mwai_webhooks_received_total{outcome="unavailable",status="503"} 2.0' in lines
+    assert not [line for line in lines if line.startswith("mwai_webhooks_received_total{")
+                and "unavailable" not in line]
+    assert value(parse("\n".join(lines)), "mwai_runs_enqueued_total", source="webhook") == 0

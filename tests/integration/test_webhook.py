@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import re
 import sqlite3
 from typing import Any
 
@@ -219,3 +220,46 @@ async def test_request_id_is_echoed_and_stored(client: Any, settings: Any) -> No
     assert response.status == 200
     assert response.headers["X-Request-Id"] == "req-42"
     assert db_rows(settings.db, "SELECT request_id FROM runs") == [("req-42",)]
+
+
+NEW_REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # docs/logging.md: a new 32-hex-digit id
+
+
+@pytest.mark.parametrize("given", [
+    None, "", "has space", "a" * 129, "semi;colon", "slash/id", "<script>", "quote\"d"],
+    ids=["absent", "empty", "space", "129 chars", "semicolon", "slash", "markup", "quote"])
+async def test_a_missing_or_invalid_request_id_is_replaced_by_a_new_one(
+        client: Any, settings: Any, given: str | None) -> None:
+    extra = {} if given is None else {"X-Request-Id": given}
+    response = await client.post("/webhook/jira", data=orjson.dumps(automation_payload("RQ-2")),
+                                 headers=secret_headers(**extra))
+    assert response.status == 200
+    request_id = response.headers["X-Request-Id"]
+    assert NEW_REQUEST_ID.fullmatch(request_id), request_id
+    assert db_rows(settings.db, "SELECT request_id FROM runs") == [(request_id,)]
+    meta = db_rows(settings.db, "SELECT meta_json FROM events WHERE message='Webhook received'")
+    assert orjson.loads(meta[0][0])["request_id"] == request_id
+
+
+async def test_new_request_ids_differ_and_every_answer_carries_one(client: Any) -> None:
+    answers = [await client.post("/webhook/jira", data=b"{}", headers=secret_headers()),
+               await client.post("/webhook/jira", data=b"{}",
+                                 headers={"Content-Type": "application/json"}),
+               await client.get("/health"), await client.get("/nope")]
+    assert [a.status for a in answers] == [400, 401, 200, 404]
+    ids = [a.headers["X-Request-Id"] for a in answers]
+    assert all(NEW_REQUEST_ID.fullmatch(request_id) for request_id in ids), ids
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("given", ["a" * 128, "A-z.0_9:x", "1"],
+                         ids=["128 chars", "every kind of character", "one character"])
+async def test_a_valid_request_id_is_kept(client: Any, settings: Any, given: str) -> None:
+    response = await client.post("/webhook/jira", data=orjson.dumps(automation_payload("RQ-3")),
+                                 headers=secret_headers(**{"X-Request-Id": given}))
+    assert response.status == 200
+    assert response.headers["X-Request-Id"] == given
+    assert db_rows(settings.db, "SELECT request_id FROM runs") == [(given,)]
+    rejected = await client.post("/webhook/jira", data=b"[]",
+                                 headers=secret_headers(**{"X-Request-Id": given}))
+    assert rejected.status == 400 and rejected.headers["X-Request-Id"] == given
