@@ -157,6 +157,13 @@ class Store(StoreReads):
         """The error of the last failed batch; None once a batch changing rows commits."""
         return self._writer.write_failure if self._writer is not None else None
 
+    async def on_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the connection that serves writes, in the writer thread,
+        between two batches. For tests and diagnostics: a PRAGMA of that connection
+        (synchronous) can only be read, or a fault (max_page_count, query_only)
+        injected, through the connection itself."""
+        return await self._write(fn, alone=True)
+
     async def _write(self, fn: Callable[..., T], *args: Any, alone: bool = False) -> T:
         if self._writer is None:
             raise StoreError("the store is not open for writing")

@@ -1,11 +1,19 @@
 """The database's disk fills up, turns read-only, or is locked by another process.
 
-Against a live `mwai serve`: a database on a small tmpfs that a filler file fills
-up; database files and directory made immutable (chattr +i: even root's open file
-descriptors cannot write); another process holding an exclusive lock for 3 s. The
-first two need root and are skipped without it. Webhooks get 503 + Retry-After while
-the fault lasts, every webhook answered 200 is stored and its run completes, the
-service recovers by itself once the fault is gone, and PRAGMA integrity_check is ok.
+Against a live `mwai serve`, with real faults: a database on a small tmpfs that a
+filler file fills up (mounted in a user and mount namespace of its own, `unshare
+-rm`: no privilege needed); database files and directory made immutable (chattr +i:
+even root's open file descriptors cannot write; needs CAP_LINUX_IMMUTABLE, so it is
+on the CI allow-list of tests/conftest.py); another process holding an exclusive
+lock for 3 s. Webhooks get 503 + Retry-After while the fault lasts, every webhook
+answered 200 is stored and its run completes, the service recovers by itself once
+the fault is gone, and PRAGMA integrity_check is ok.
+
+A read-only bind mount cannot stand in for chattr: the kernel refuses to make a
+mount read-only while a file on it is open for writing ("mount point is busy"),
+and the service holds its database open. tests/integration/test_write_faults.py
+proves both faults without privilege on the served writer connection (SQLITE_FULL
+through PRAGMA max_page_count, SQLITE_READONLY through PRAGMA query_only).
 """
 
 from __future__ import annotations
@@ -15,11 +23,13 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,19 +45,59 @@ DISK_SIZE = "6m"
 FULL_FOR_S = 18.0
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
+# Runs the rest of the command line in a new user and mount namespace, on a tmpfs of
+# DISK_SIZE mounted at $0 that only it (and /proc/PID/root) sees.
+ON_SMALL_DISK = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                 f'mount -t tmpfs -o size={DISK_SIZE} tmpfs "$0" && exec "$@"']
+
+
+READ_IN_NAMESPACE = """
+import json, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+print(json.dumps(conn.execute(sys.argv[2]).fetchall()))
+"""
+
+
+def namespace_rows(service: Service, sql: str) -> list[list[Any]]:
+    """Rows read inside the service's namespaces: SQLite resolves /proc/PID/root to
+    this process's own files, so the reads run there (nsenter), as an operator's would."""
+    assert service.proc is not None
+    done = subprocess.run(
+        ["nsenter", "--target", str(service.proc.pid), "--user", "--mount",
+         "--preserve-credentials", sys.executable, "-c", READ_IN_NAMESPACE,
+         str(service.env["MWAI_DB"]), sql], capture_output=True, text=True, check=True)
+    return list(json.loads(done.stdout))
+
+
+def wait_until_idle_in_namespace(service: Service, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    sql = "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')"
+    while namespace_rows(service, sql) != [[0]]:
+        assert time.monotonic() < deadline, namespace_rows(service, sql)
+        time.sleep(0.1)
+
+
+def check_database_in_namespace(service: Service, acked: list[str]) -> None:
+    assert namespace_rows(service, "PRAGMA integrity_check") == [["ok"]]
+    rows = dict(namespace_rows(service, "SELECT issue_key, status FROM runs"))
+    missing = [key for key in acked if key not in rows]
+    assert not missing, f"acknowledged but not stored: {missing}"
+    assert {rows[key] for key in acked} == {"completed"}
+
+
+def service_on_small_disk(tmp_path: Path, **env: str) -> tuple[Service, Path]:
+    """`mwai serve` with its database on a small tmpfs of its own namespace; returns
+    it and the disk as this process sees it (through /proc/PID/root: files only)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs",
-                           str(mount_point)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["mount", "-o", "remount,rw", str(mount_point)], capture_output=True)
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+    service = Service(tmp_path, processor="slow:0.3", db=mount_point / "mwai.sqlite3", **env)
+    service.argv = [*ON_SMALL_DISK, str(mount_point), *service.argv]
+    service.start()
+    assert service.proc is not None
+    disk = Path(f"/proc/{service.proc.pid}/root{mount_point}")
+    assert (disk / "mwai.sqlite3").exists(), service.output()
+    assert not (mount_point / "mwai.sqlite3").exists(), "the tmpfs was not mounted"
+    return service, disk
 
 
 class Client:
@@ -119,14 +169,14 @@ def assert_healthy(service: Service) -> None:
     assert status == 200 and health["status"] == "healthy", health
 
 
-def test_disk_full_answers_503_loses_nothing_and_recovers_by_itself(small_disk: Path) -> None:
-    service = Service(small_disk.parent, processor="slow:0.3", db=small_disk / "mwai.sqlite3",
-                      MWAI_DB_BUSY_TIMEOUT_MS="200", MWAI_WORKERS="4").start()
+def test_disk_full_answers_503_loses_nothing_and_recovers_by_itself(tmp_path: Path) -> None:
+    service, disk = service_on_small_disk(tmp_path, MWAI_DB_BUSY_TIMEOUT_MS="200",
+                                          MWAI_WORKERS="4")
     client = Client(service)
     try:
         for _ in range(8):
             assert client.post("BEFORE")[0] == 200
-        filler = fill(small_disk)
+        filler = fill(disk)
         client.until("FULL", 503, timeout_s=30)  # the WAL's free room runs out first
         full_until = time.monotonic() + FULL_FOR_S
         while time.monotonic() < full_until:
@@ -142,11 +192,11 @@ def test_disk_full_answers_503_loses_nothing_and_recovers_by_itself(small_disk: 
         client.until("AFTER", 200, timeout_s=10)
         for _ in range(5):
             assert client.post("AFTER")[0] == 200
-        wait_until_idle(service.db, timeout_s=40)
+        wait_until_idle_in_namespace(service, timeout_s=40)
         assert_healthy(service)
+        check_database_in_namespace(service, client.acked)  # the tmpfs goes with the service
     finally:
         assert service.stop() == 0
-    check_database(service.db, client.acked)
     assert SECRET not in service.output()
 
 

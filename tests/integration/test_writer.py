@@ -4,7 +4,10 @@ transaction, one bad write fails alone, results reach the right callers."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,15 +27,31 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def test_writes_asked_for_together_share_one_commit(store: Store) -> None:
+    """The writer's promise: everything asked for while it is busy goes into its
+    next transaction. Held busy while 100 writes are asked for, it commits them in
+    exactly one batch."""
     writer = store._writer
     assert writer is not None
-    batches_before = writer.batches_committed
-    results = await asyncio.gather(*(store.enqueue(f"GC-{n}", "{}", source="test")
-                                     for n in range(1, 101)))
-    assert sorted(r.run_id for r in results) == list(range(1, 101))
-    assert [r.run_id for r in results] == sorted(r.run_id for r in results)  # callers' order
-    # 100 writes asked for in one loop iteration cannot need 100 commits.
-    assert writer.batches_committed - batches_before < 100
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        busy.set()
+        assert release.wait(timeout=30), "the test never let the writer go"
+
+    holding = asyncio.ensure_future(store.on_writer(hold))
+    try:
+        assert await asyncio.to_thread(busy.wait, 10), "the writer never ran the hold"
+        batches_before = writer.batches_committed
+        pending = [asyncio.ensure_future(store.enqueue(f"GC-{n}", "{}", source="test"))
+                   for n in range(1, 101)]
+        await asyncio.sleep(0)  # one loop step: each task asks for its write
+        assert not any(task.done() for task in pending)
+    finally:
+        release.set()
+    await holding
+    results = await asyncio.gather(*pending)
+    assert writer.batches_committed - batches_before == 1
+    assert [r.run_id for r in results] == list(range(1, 101))  # callers' order, each its own
     assert db_rows(store.path, "SELECT count(*) FROM runs")[0][0] == 100
 
 
@@ -67,11 +86,31 @@ async def test_events_are_stored_in_order_with_their_fields(store: Store) -> Non
                                      '"nested":{"n":[1,2.5,null]},"n":0}')
 
 
-async def test_vacuum_runs_outside_the_transactions_of_its_neighbours(store: Store) -> None:
+def file_pages(path: str) -> tuple[int, int]:
+    """(free pages, size of the database file in bytes) as another connection sees them."""
+    return (db_rows(path, "PRAGMA freelist_count")[0][0], os.path.getsize(path))
+
+
+async def test_vacuum_gives_the_free_pages_back_outside_its_neighbours_transactions(
+        store: Store) -> None:
+    await asyncio.gather(*(store.enqueue(f"OLD-{n}", "x" * 4000) for n in range(200)))
+    await store.on_writer(lambda conn: conn.executescript(
+        "DELETE FROM events; DELETE FROM runs;"))
+    await store.on_writer(lambda conn: conn.execute(
+        "PRAGMA wal_checkpoint(TRUNCATE)").fetchall())  # the file holds every page now
+    free_before, size_before = file_pages(store.path)
+    assert free_before > 200, "the deleted runs left free pages"
+
     outcomes = await asyncio.gather(store.enqueue("GC-1", "{}"), store.vacuum(),
                                     store.enqueue("GC-2", "{}"))
     assert outcomes[1] is None
-    assert db_rows(store.path, "SELECT count(*) FROM runs")[0][0] == 2
+    free_after, size_after = file_pages(store.path)
+    assert free_after == 0
+    # The file lost (at least half of) the free pages' bytes: the space went back.
+    page_size = db_rows(store.path, "PRAGMA page_size")[0][0]
+    assert size_after < size_before - free_before * page_size // 2, (size_before, size_after)
+    assert db_rows(store.path, "SELECT issue_key FROM runs ORDER BY id") == [("GC-1",),
+                                                                              ("GC-2",)]
 
 
 async def test_writes_queued_before_close_are_committed_and_later_ones_refused(
