@@ -175,6 +175,16 @@ from mwai.runner.agent.run import run_agent
 from mwai.settings import Settings
 
 command, worktree, pass_env = sys.argv[1], Path(sys.argv[2]), tuple(sys.argv[3].split(","))
+if len(sys.argv) > 4:
+    # Started as root (whose tox environment nobody else may read), with mwai imported:
+    # become the unprivileged user now, dumpable again as a process started by that
+    # user would be (changing uid clears the flag).
+    import asyncio.subprocess, ctypes
+    uid = int(sys.argv[4])
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
 peek = "tr '\\0' '\\n' < /proc/$PPID/environ | grep -c '^JIRA_API_TOKEN='"
 control = subprocess.run(["/bin/sh", "-c", peek], capture_output=True, text=True)
 print("control:", control.stdout.strip() or control.stderr.strip()[-200:])
@@ -220,17 +230,17 @@ async def test_agent_cannot_read_mwai_environment_through_proc(shared_dir: Path)
             ",".join([*SECRET_ENV, "ANTHROPIC_API_KEY"])]
     if os.geteuid() == 0:
         # Root reads every process's environ: mwai and the agent both become one
-        # unprivileged user, the case the protection is for.
+        # unprivileged user, the case the protection is for. "mwai" drops to it itself
+        # after its imports: tox keeps its environment in a directory only root reads.
         os.chown(worktree, NOBODY, NOBODY)
-        argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+        argv.append(str(NOBODY))
     process = await asyncio.create_subprocess_exec(
         *argv, env=env, cwd=shared_dir, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), HANG_GUARD_S)
     report = out.decode()
     assert process.returncode == 0, (
-        "the test's mwai process failed; as root it runs as uid 65534, which must be able "
-        f"to read the checkout and run {sys.executable}:\n{err.decode()[-2000:]}")
+        f"the test's mwai process failed:\n{err.decode()[-2000:]}")
 
     uid = NOBODY if os.geteuid() == 0 else os.geteuid()
     assert f"agent exit: 0 uid: {uid}" in report, report
