@@ -163,7 +163,7 @@ class ApiClient:
                                     max_s=self.backoff_max_s, retry_after_s=retry_after_s)
                 if delay_s > self.max_wait_s:
                     break
-                log.info("Retrying %s request", self.service, extra={
+                log.warning("Retrying %s request", self.service, extra={
                     "service": self.service, "method": method, "path": path,
                     "attempt": attempt, "delay_s": round(delay_s, 3), "problem": problem})
                 await asyncio.sleep(delay_s)

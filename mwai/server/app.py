@@ -346,13 +346,21 @@ async def _refresh_metrics(app: web.Application) -> None:
     await app[metrics.METRICS_KEY].refresh(app[STORE_KEY], app[SETTINGS_KEY].stuck_after_s)
 
 
+# Paths whose successful requests are logged at DEBUG: health checks and scrapes.
+PROBE_PATHS = frozenset({"/health", "/health/detailed", "/metrics"})
+
+
 class AccessLogger(AbstractAccessLogger):
     """One structured line per request: method, path, status, duration, and for an
     accepted webhook what it became (issue_key, run_id, deduplicated, coalesced...)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %s", request.method, request.path, response.status,
+        # A probe or a scrape every few seconds would drown the journal: DEBUG,
+        # unless it answered an error.
+        quiet = request.path in PROBE_PATHS and response.status < 400
+        self.logger.log(
+            logging.DEBUG if quiet else logging.INFO, "%s %s %s",
+            request.method, request.path, response.status,
             extra={
                 "method": request.method,
                 "path": request.path,

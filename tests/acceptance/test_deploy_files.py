@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from mwai.settings import SETTINGS, read_env_file
+from mwai.settings import SETTINGS
+from mwai.sources import read_env_file
 from tests.acceptance.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
