@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 from typing import Any
 
 from mwai import advice, telemetry
@@ -31,14 +32,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return demo_handler(args)
     overrides = {"MWAI_LISTEN": args.listen, "MWAI_WORKERS": args.workers,
                  "MWAI_PROCESSOR": args.processor}
+    # Until the service handles SIGHUP (a reload), one must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     notes: list[str] = []
     settings = load_settings(args, overrides, require_secret=True, report=notes.append)
     configure_logging(settings.log_format, levels=log_levels(settings))
+    log = logging.getLogger(WEB_LOGGER)
     for note in notes:
-        logging.getLogger(WEB_LOGGER).warning("settings: %s", note)
+        log.warning("settings: %s", note)
+
+    def reload() -> Settings:
+        return load_settings(args, overrides, require_secret=True,
+                             report=lambda note: log.warning("settings: %s", note))
+
     telemetry.init_sentry(settings)
     try:
-        asyncio.run(serve(settings, notifier=Notifier.from_environ(os.environ)))
+        asyncio.run(serve(settings, notifier=Notifier.from_environ(os.environ), reload=reload))
     finally:
         telemetry.close_sentry()
     return EXIT_OK
