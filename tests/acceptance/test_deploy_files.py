@@ -18,6 +18,7 @@ import pytest
 from mwai.settings import SETTINGS
 from mwai.sources import read_env_file
 from tests.acceptance.service import Service
+from tests.acceptance.test_nginx_front import for_installed_nginx
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -225,7 +226,8 @@ def test_nginx_accepts_the_site_file(tmp_path: Path) -> None:
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=localhost", "-keyout", str(tmp_path / "key.pem"),
                     "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
-    site = (DEPLOY / "nginx" / "mwai.conf").read_text()
+    shipped = (DEPLOY / "nginx" / "mwai.conf").read_text()
+    site = for_installed_nginx(shipped)
     site = site.replace("/etc/ssl/mwai/fullchain.pem", str(tmp_path / "cert.pem"))
     site = site.replace("/etc/ssl/mwai/privkey.pem", str(tmp_path / "key.pem"))
     (tmp_path / "mwai.conf").write_text(site)
@@ -246,8 +248,9 @@ http {{
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
     for required in ("rate=5r/s", "burst=20", "limit_req_status 429",
-                     "client_max_body_size 256k", "deny all"):
-        assert required in site, required
+                     "client_max_body_size 256k", "deny all", "error_page 413",
+                     "error_page 429"):
+        assert required in shipped, required
 
 
 # ------------------------------------------------------------- env example
