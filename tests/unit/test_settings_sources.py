@@ -3,12 +3,14 @@ placeholders, and read-only commands that a bad unused value does not lock out."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from mwai import advice
 from mwai.errors import ConfigError
+from mwai.logs import log_levels, stream_is_journal
 from mwai.settings import SETTINGS, Settings
 from mwai.sources import (
     COMMAND_LINE,
@@ -116,3 +118,25 @@ def test_effective_rows_mask_secrets_wherever_they_appear() -> None:
     assert rows["MWAI_AGENT_COMMAND"]["value"] == "agent --token ***"
     assert secret not in repr(rows)
     assert len(rows) == len(SETTINGS)
+
+
+def test_log_levels_per_logger_and_debug_as_an_alias() -> None:
+    levels = Settings.from_env({"MWAI_LOG_LEVEL": "warning, mwai.http=ERROR"},
+                               check_required=False)
+    assert log_levels(levels) == (("", "INFO"), ("", "WARNING"), ("mwai.http", "ERROR"))
+    debug = Settings.from_env({"DEBUG": "true"}, check_required=False)
+    assert log_levels(debug)[-1] == ("", "DEBUG")
+    with pytest.raises(ConfigError, match="MWAI_LOG_LEVEL='LOUD'"):
+        Settings.from_env({"MWAI_LOG_LEVEL": "LOUD"}, check_required=False)
+
+
+def test_the_priority_prefix_only_when_stdout_is_the_journal(tmp_path: Path) -> None:
+    out = tmp_path / "out.log"
+    other = tmp_path / "other.log"
+    other.touch()
+    with out.open("w") as stream:
+        status = os.fstat(stream.fileno())
+        assert stream_is_journal(stream, {"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"})
+        moved = os.stat(other)  # stdout redirected elsewhere: the variable is stale
+        assert not stream_is_journal(stream, {"JOURNAL_STREAM": f"{moved.st_dev}:{moved.st_ino}"})
+        assert not stream_is_journal(stream, {})
