@@ -36,6 +36,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     notes: list[str] = []
     settings = load_settings(args, overrides, require_secret=True, report=notes.append)
+    # The example file's webhook secret is public: a service started with it would
+    # accept anyone's webhooks (the other placeholders only fail their calls).
+    refused = advice.placeholders({"JIRA_WEBHOOK_SECRET": settings.jira_webhook_secret})
+    if refused:
+        raise ConfigError(refused)
     configure_logging(settings.log_format, levels=log_levels(settings))
     log = logging.getLogger(WEB_LOGGER)
     for note in notes:

@@ -96,3 +96,13 @@ def test_check_names_unsafe_combinations(tmp_path: Path, env_file: Path) -> None
     warnings = " ".join(report["configuration"]["warnings"])
     assert "MWAI_SYNCHRONOUS=OFF" in warnings
     assert "MWAI_LEASE_S=15 is less than twice MWAI_HEARTBEAT_S=10" in warnings
+
+
+def test_serve_refuses_the_example_webhook_secret(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "mwai.env.example"
+    result = mwai("serve", "--env-file", str(example), "--processor", "noop",
+                  "--db", str(tmp_path / "mwai.sqlite3"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "JIRA_WEBHOOK_SECRET still holds the example's placeholder" in result.stderr
+    assert "change-me" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "mwai.sqlite3").exists()
