@@ -4,7 +4,9 @@
 #
 # Creates the mwai system user, /opt/mwai/venv (mwai installed from this checkout),
 # /etc/mwai/mwai.env (from the example, only if absent), /var/lib/mwai (state),
-# installs the units, enables mwai.service and the alert and prune timers.
+# installs the units, and enables and starts mwai.service and the alert and prune
+# timers only once `mwai check` passes: the example's placeholders (its public
+# webhook secret above all) never go live.
 set -euo pipefail
 
 PREFIX=${PREFIX:-/opt/mwai}
@@ -40,7 +42,7 @@ install -d -m 0750 -o mwai -g mwai "$STATE_DIR" "$STATE_DIR/work"
 # 4. Settings: never overwrite a filled-in file.
 if [[ ! -e "$CONF_DIR/mwai.env" ]]; then
     install -m 0640 -o root -g mwai "$SRC/deploy/mwai.env.example" "$CONF_DIR/mwai.env"
-    echo "install.sh: edit $CONF_DIR/mwai.env (secrets), then: systemctl restart mwai"
+    echo "install.sh: edit $CONF_DIR/mwai.env (secrets), then run install.sh again"
 fi
 
 # 5. Units (paths in them assume PREFIX=/opt/mwai).
@@ -51,14 +53,17 @@ for unit in mwai.service mwai-failure@.service mwai-alert.service mwai-alert.tim
 done
 systemctl daemon-reload
 
-# 6. Check the configuration before starting anything.
+# 6. Check the configuration before enabling anything: a unit enabled with the
+#    example's values would start at the next boot and accept webhooks signed
+#    with the secret printed in deploy/mwai.env.example.
 if sudo -u mwai "$PREFIX/venv/bin/mwai" check --env-file "$CONF_DIR/mwai.env" \
         --db "$STATE_DIR/mwai.sqlite3"; then
     systemctl enable --now mwai.service mwai-alert.timer mwai-prune.timer
     systemctl --no-pager status mwai.service || true
 else
-    systemctl enable mwai.service mwai-alert.timer mwai-prune.timer
-    echo "install.sh: fix the problems above in $CONF_DIR/mwai.env, then:" >&2
-    echo "    systemctl start mwai.service mwai-alert.timer mwai-prune.timer" >&2
+    echo "install.sh: mwai.service is NOT enabled: fix the problems above in" \
+         "$CONF_DIR/mwai.env, then run install.sh again (or: mwai check --env-file" \
+         "$CONF_DIR/mwai.env && systemctl enable --now mwai.service mwai-alert.timer" \
+         "mwai-prune.timer)" >&2
     exit 1
 fi

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import io
 import logging
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
 from pythonjsonlogger.orjson import OrjsonFormatter
+
+from mwai.settings import Settings
 
 # Logger names: the `logger` field of every line. Operators filter on them
 # (docs/logging.md, deploy/), so they name a role, not a module path, and stay
@@ -132,29 +136,89 @@ class _TextFormatter(logging.Formatter):
         return line
 
 
+# syslog priorities (sd-daemon(3)): the `<N>` prefix journald reads from a line.
+JOURNAL_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                    logging.CRITICAL: 2}
+# Loggers given their own level by MWAI_LOG_LEVEL: reset when it is re-read (SIGHUP).
+_leveled_loggers: set[str] = set()
+
+
+class _JournalPriority(logging.Formatter):
+    """Prefixes each line with ``<N>``, its level as a syslog priority, so that
+    `journalctl -p err` finds mwai's errors (journald strips the prefix)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = record.levelno
+        priority = next((p for at, p in sorted(JOURNAL_PRIORITY.items(), reverse=True)
+                         if level >= at), 7)
+        return f"<{priority}>{self.inner.format(record)}"
+
+
+def stream_is_journal(stream: IO[str], environ: Mapping[str, str]) -> bool:
+    """True when ``stream`` is the journal: $JOURNAL_STREAM (set by systemd) names
+    its device and inode. A pipe or file taking over stdout does not match."""
+    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        status = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+    return (status.st_dev, status.st_ino) == (int(device), int(inode))
+
+
+def log_levels(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """MWAI_LOG_LEVEL's (logger, LEVEL) pairs, '' the root; DEBUG=true makes the root
+    DEBUG (the old switch, kept as an alias)."""
+    levels = (("", "INFO"), *settings.log_level)
+    return (*levels, ("", "DEBUG")) if settings.debug else levels
+
+
+def apply_levels(levels: Sequence[tuple[str, str]]) -> None:
+    """Set the root's and the named loggers' levels; a logger no longer named goes
+    back to following the root. The last pair for a logger wins."""
+    # The operator names these loggers (MWAI_LOG_LEVEL), hence getChild of the root.
+    for name in _leveled_loggers:
+        logging.root.getChild(name).setLevel(logging.NOTSET)
+    _leveled_loggers.clear()
+    logging.getLogger(AIOHTTP_ACCESS_LOGGER).setLevel(logging.NOTSET)
+    # aiohttp.access lines are written by our own AccessLogger; keep asyncio quiet.
+    logging.getLogger(ASYNCIO_LOGGER).setLevel(logging.WARNING)
+    for name, level in levels:
+        (logging.root.getChild(name) if name else logging.root).setLevel(level)
+        if name:
+            _leveled_loggers.add(name)
+
+
 def configure_logging(
-    log_format: str = "json", debug: bool = False, stream: IO[str] | None = None
+    log_format: str = "json", debug: bool = False, stream: IO[str] | None = None,
+    levels: Sequence[tuple[str, str]] = (), environ: Mapping[str, str] | None = None,
 ) -> None:
-    """Route every logger (mwai, aiohttp, asyncio...) to one stdout handler."""
-    handler = logging.StreamHandler(stream or sys.stdout)
+    """Route every logger (mwai, aiohttp, asyncio...) to one stdout handler, each
+    line prefixed with its journald priority when stdout is the journal."""
+    out = stream or sys.stdout
+    handler = logging.StreamHandler(out)
     formatter: logging.Formatter
     if log_format == "json":
         formatter = JsonFormatter()
     else:
         formatter = _TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if stream_is_journal(out, os.environ if environ is None else environ):
+        formatter = _JournalPriority(formatter)
     handler.setFormatter(formatter)
     handler.addFilter(_ContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
     # Lines never show the caller's file, thread or process: skip computing them
     # (the logging HOWTO's "Optimization"); it halves the cost of a log call.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    # aiohttp.access lines are written by our own AccessLogger; keep the rest quiet.
-    logging.getLogger(AIOHTTP_ACCESS_LOGGER).setLevel(logging.INFO)
-    logging.getLogger(ASYNCIO_LOGGER).setLevel(logging.WARNING)
+    apply_levels([("", "DEBUG" if debug else "INFO"), *levels])

@@ -8,10 +8,8 @@ Nothing here reads ``os.environ`` at import time: callers pass the mapping in.
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mwai.errors import ConfigError
@@ -29,7 +27,7 @@ class Setting:
     name: str
     default: str
     help: str
-    kind: str = "str"  # str | int | float | bool | choice | listen | path | csv
+    kind: str = "str"  # str | int | float | bool | choice | listen | path | csv | levels
     group: str = "core"
     choices: tuple[str, ...] = ()
     secret: bool = False
@@ -56,7 +54,14 @@ SETTINGS: tuple[Setting, ...] = (
       "completes runs at once (smoke tests, benchmarks).", "choice", choices=PROCESSORS),
     S("MWAI_LOG_FORMAT", "json", "Log line format on stdout: 'json' (one object per line, for "
       "journald/Vector) or 'text' (for humans).", "choice", choices=LOG_FORMATS),
-    S("DEBUG", "false", "true lowers the log level to DEBUG.", "bool"),
+    S("MWAI_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL, then "
+      "optional LOGGER=LEVEL pairs, e.g. 'INFO,mwai.http=WARNING'. SIGHUP re-reads it.",
+      "levels"),
+    S("DEBUG", "false", "true: the same as MWAI_LOG_LEVEL=DEBUG (kept for old env files).",
+      "bool"),
+    S("MWAI_ENV_FILE", "", "KEY=VALUE file every mwai command reads (the environment and the "
+      "command line win over it); empty: /etc/mwai/mwai.env when it exists. --env-file "
+      "overrides it.", "path"),
     S("MWAI_SYNCHRONOUS", "FULL", "SQLite synchronous mode. FULL: an acknowledged webhook is "
       "on disk (fsync per group commit). NORMAL: faster, a power loss may lose the last "
       "acknowledged webhooks.", "choice", choices=SYNCHRONOUS_MODES),
@@ -230,6 +235,21 @@ def _parse_csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _parse_levels(raw: str) -> tuple[tuple[str, str], ...]:
+    """'INFO,mwai.http=WARNING' -> (('', 'INFO'), ('mwai.http', 'WARNING')); '' is the root."""
+    levels: list[tuple[str, str]] = []
+    for part in _parse_csv(raw):
+        logger, _, level = part.rpartition("=")
+        if level.strip().upper() not in LOG_LEVELS:
+            raise ValueError("expected LEVEL or LOGGER=LEVEL items separated by commas, "
+                             "a LEVEL being one of " + ", ".join(LOG_LEVELS))
+        levels.append((logger.strip(), level.strip().upper()))
+    return tuple(levels)
+
+
 def _parser(setting: Setting) -> Callable[[str], Any]:
     def parse_number(raw: str) -> float | int:
         kind = int if setting.kind == "int" else float
@@ -256,6 +276,7 @@ def _parser(setting: Setting) -> Callable[[str], Any]:
         "choice": parse_choice,
         "listen": _parse_listen,
         "csv": _parse_csv,
+        "levels": _parse_levels,
         "path": lambda raw: raw.strip(),
         "str": lambda raw: raw,
     }[setting.kind]
@@ -271,7 +292,9 @@ class Settings:
     workers: int
     processor: str
     log_format: str
+    log_level: tuple[tuple[str, str], ...]
     debug: bool
+    env_file: str
     synchronous: str
     db_busy_timeout_ms: int
     max_body_bytes: int
@@ -350,15 +373,29 @@ class Settings:
         environ: Mapping[str, str],
         overrides: Mapping[str, str] | None = None,
         check_required: bool = True,
+        used: Collection[str] | None = None,
+        notes: list[str] | None = None,
     ) -> Settings:
         """Parse every setting; raise ConfigError listing *all* problems at once.
 
         ``overrides`` (setting name -> raw value) win over ``environ``: command-line
         options use them. ``check_required=False`` serves the operator commands
         (mwai runs, stats...): they need no secret and no Jira/GitHub/LLM setting.
+        ``used``: the settings the command uses; a bad value of any other falls back
+        to its default, with a note appended to ``notes`` instead of a problem.
         """
         source = {**environ, **(overrides or {})}
         values, problems = _parse_all(source)
+        if used is not None:
+            tolerated = [p for p in problems if p.partition("=")[0] not in used]
+            problems = [p for p in problems if p not in tolerated]
+            for problem in tolerated:
+                name = problem.partition("=")[0]
+                values[SETTINGS_BY_NAME[name].field] = _parser(SETTINGS_BY_NAME[name])(
+                    SETTINGS_BY_NAME[name].default)
+                if notes is not None:
+                    notes.append(f"{problem} (not used by this command; `mwai serve` "
+                                 "refuses it)")
         if "processor" in values and check_required:
             problems += _missing_required(values)
         if problems:
@@ -429,38 +466,3 @@ def _missing_required(values: Mapping[str, Any]) -> list[str]:
                 "the plans are written by this LLM"
             )
     return problems
-
-
-_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
-
-
-def read_env_file(path: str | Path) -> dict[str, str]:
-    """Read a systemd EnvironmentFile / dotenv: KEY=VALUE lines, # comments, quotes.
-
-    Raises ConfigError naming the file and line for anything else.
-    """
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"--env-file {file}: cannot read it ({exc.strerror})"]) from None
-    values: dict[str, str] = {}
-    problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("#", ";")):
-            continue
-        match = _ENV_LINE.match(stripped)
-        if not match:
-            problems.append(f"{file}:{number}: expected KEY=VALUE")
-            continue
-        key, value = match.group(1), match.group(2).strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-            if match.group(2).strip()[0] == '"':
-                value = value.replace('\\"', '"').replace("\\\\", "\\")
-        values[key] = value
-    if problems:
-        raise ConfigError(problems)
-    return values
-

@@ -16,13 +16,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mwai.cli.common import database_bytes, format_bytes, print_json
+from mwai import advice
+from mwai.cli.common import database_bytes, format_bytes, gather_sources, print_json
 from mwai.cli.parser import add_ops_command, flag
 from mwai.cli.probes import check_connections
 from mwai.errors import EXIT_OK, EXIT_PROBLEM, ConfigError, StoreError
 from mwai.queue.schema import SCHEMA_VERSION
 from mwai.queue.store import Store
-from mwai.settings import SETTINGS_BY_NAME, Settings, read_env_file
+from mwai.settings import SETTINGS_BY_NAME, Settings
 
 _URL_SETTINGS = ("JIRA_BASE_URL", "GITHUB_API_URL", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL",
                  "MWAI_ALERT_WEBHOOK_URL", "MWAI_ALERT_SLACK_WEBHOOK_URL")
@@ -77,19 +78,13 @@ async def check_database(path: str) -> tuple[bool, str]:
                   f"{format_bytes(database_bytes(path))}")
 
 
-def _raw_source(args: argparse.Namespace) -> dict[str, str]:
-    source = dict(os.environ)
-    if getattr(args, "env_file", None):
-        source.update(read_env_file(args.env_file))
-    if getattr(args, "db", None):
-        source["MWAI_DB"] = args.db
-    return source
-
-
 def _cmd_check(args: argparse.Namespace) -> int:
-    source = _raw_source(args)
-    problems: list[str] = []
-    warnings: list[str] = []
+    sourced = gather_sources(args)
+    source = sourced.values
+    # The example file's placeholders first: a service started with them accepts
+    # webhooks signed with a secret published in this repository.
+    problems: list[str] = advice.placeholders(source)
+    warnings: list[str] = sourced.notes + advice.unknown_names(sourced.given)
     settings: Settings | None = None
     try:
         settings = Settings.from_env(source, check_required=True)
@@ -99,8 +94,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         with contextlib.suppress(ConfigError):
             settings = Settings.from_env(source, check_required=False)
     if settings is not None:
-        more, warnings = extra_problems(settings)
+        more, more_warnings = extra_problems(settings)
         problems += more
+        warnings += more_warnings
+        lease_lost = settings.lease_s <= settings.heartbeat_s  # a problem already
+        warnings += [note for note in advice.unsafe_combinations(settings)
+                     if not (lease_lost and note.startswith("MWAI_LEASE_S"))]
     db_path = settings.db if settings else source.get("MWAI_DB",
                                                       SETTINGS_BY_NAME["MWAI_DB"].default)
     db_ok, db_line = run_async_value(check_database(db_path))

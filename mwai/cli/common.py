@@ -18,35 +18,56 @@ import os
 import re
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
 import orjson
 
+from mwai import advice, sources
 from mwai.errors import UsageError
 from mwai.model import FINISHED, ProcessRow
 from mwai.queue.store import Store
 from mwai.queue.writes import pid_alive
-from mwai.settings import Settings, read_env_file
+from mwai.settings import SETTINGS, Settings
 
 
 def load_settings(args: argparse.Namespace, overrides: Mapping[str, Any] | None = None,
                   require_secret: bool = False,
-                  environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment, --env-file and command-line overrides.
+                  environ: Mapping[str, str] | None = None,
+                  used: Collection[str] | None = None,
+                  report: Callable[[str], None] | None = None) -> Settings:
+    """Settings from the env file, the environment and the command line, the later
+    winning (mwai/sources.py); warnings (misspelt names, unsafe combinations, bad
+    values of settings outside ``used``) go to ``report`` (default: stderr).
 
     ``require_secret=True`` for commands that run the service: every setting the
     chosen processor needs is then required (the webhook secret first of all).
     """
-    source = dict(os.environ if environ is None else environ)
-    if getattr(args, "env_file", None):
-        source.update(read_env_file(args.env_file))
-    values = {name: str(value) for name, value in (overrides or {}).items()
-              if value is not None}
+    sourced = gather_sources(args, overrides, environ)
+    notes = sourced.notes + advice.unknown_names(sourced.given)
+    settings = Settings.from_env(sourced.values, check_required=require_secret, used=used,
+                                 notes=notes)
+    notes += advice.unsafe_combinations(settings)
+    for note in notes:
+        (report or warn)(note)
+    return settings
+
+
+def gather_sources(args: argparse.Namespace, overrides: Mapping[str, Any] | None = None,
+                   environ: Mapping[str, str] | None = None) -> sources.Sourced:
+    """Every setting's raw value and source: command-line options (``overrides``,
+    --db) over the environment over the env file."""
+    command_line = {name: str(value) for name, value in (overrides or {}).items()
+                    if value is not None}
     if getattr(args, "db", None):
-        values["MWAI_DB"] = args.db
-    return Settings.from_env(source, values, check_required=require_secret)
+        command_line["MWAI_DB"] = args.db
+    return sources.gather(os.environ if environ is None else environ,
+                          getattr(args, "env_file", None), command_line)
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"mwai: warning: {message}\n")
 
 
 def print_json(document: Any) -> None:
@@ -160,9 +181,18 @@ def json_or_text(text: Any) -> Any:
         return text
 
 
+# What the operator commands use: a bad value of any other setting is only a
+# warning for them (the service refuses it), so a typo cannot lock the operator out.
+OPS_USES = frozenset({"MWAI_DB", "MWAI_SYNCHRONOUS", "MWAI_DB_BUSY_TIMEOUT_MS",
+                      "MWAI_HEARTBEAT_S", "MWAI_LEASE_S", "MWAI_STUCK_AFTER_S",
+                      "MWAI_QUEUE_AGE_ALERT_S", "MWAI_MAX_ATTEMPTS"})
+ALERT_USES = OPS_USES | {s.name for s in SETTINGS if s.group == "alerts"}
+
+
 def ops_settings(args: argparse.Namespace) -> Settings:
     """Settings for commands that never process runs: Jira/LLM settings are not required."""
-    return load_settings(args)
+    uses = ALERT_USES if getattr(args, "command", None) == "alert" else OPS_USES
+    return load_settings(args, used=uses)
 
 
 @contextlib.asynccontextmanager

@@ -20,8 +20,9 @@ def common_parser() -> argparse.ArgumentParser:
     """Options every command accepts."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--env-file", metavar="PATH",
-                        help="read settings from a systemd-style KEY=VALUE file "
-                             "(its values win over the environment)")
+                        help="read settings from a systemd-style KEY=VALUE file (default: "
+                             "$MWAI_ENV_FILE, else /etc/mwai/mwai.env when it exists); "
+                             "the environment and command-line options win over it")
     common.add_argument("--db", metavar="PATH",
                         help="SQLite database (default: $MWAI_DB or ./mwai.sqlite3)")
     return common

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import signal
 from typing import Any
 
-from mwai import telemetry
-from mwai.cli.common import load_settings, print_json
+from mwai import advice, telemetry
+from mwai.cli.common import gather_sources, load_settings, print_json
 from mwai.cli.parser import Handler, add_command, arg, flag
-from mwai.errors import EXIT_OK, UsageError, WebhookError
-from mwai.logs import configure_logging
+from mwai.errors import EXIT_OK, ConfigError, UsageError, WebhookError
+from mwai.logs import WEB_LOGGER, configure_logging, log_levels
 from mwai.queue.store import Store
 from mwai.queue.writes import dumps
 from mwai.server.app import serve
 from mwai.server.sdnotify import Notifier
 from mwai.server.webhook import validate_issue_key
-from mwai.settings import SETTINGS
+from mwai.settings import SETTINGS, Settings
+from mwai.sources import effective_rows
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -29,11 +32,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return demo_handler(args)
     overrides = {"MWAI_LISTEN": args.listen, "MWAI_WORKERS": args.workers,
                  "MWAI_PROCESSOR": args.processor}
-    settings = load_settings(args, overrides, require_secret=True)
-    configure_logging(settings.log_format, settings.debug)
+    # Until the service handles SIGHUP (a reload), one must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    notes: list[str] = []
+    settings = load_settings(args, overrides, require_secret=True, report=notes.append)
+    # The example file's webhook secret is public: a service started with it would
+    # accept anyone's webhooks (the other placeholders only fail their calls).
+    refused = advice.placeholders({"JIRA_WEBHOOK_SECRET": settings.jira_webhook_secret})
+    if refused:
+        raise ConfigError(refused)
+    configure_logging(settings.log_format, levels=log_levels(settings))
+    log = logging.getLogger(WEB_LOGGER)
+    for note in notes:
+        log.warning("settings: %s", note)
+
+    def reload() -> Settings:
+        return load_settings(args, overrides, require_secret=True,
+                             report=lambda note: log.warning("settings: %s", note))
+
     telemetry.init_sentry(settings)
     try:
-        asyncio.run(serve(settings, notifier=Notifier.from_environ(os.environ)))
+        asyncio.run(serve(settings, notifier=Notifier.from_environ(os.environ), reload=reload))
     finally:
         telemetry.close_sentry()
     return EXIT_OK
@@ -67,6 +86,8 @@ def _cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
+    if args.effective:
+        return _effective_settings(args)
     rows = [{"name": s.name, "default": s.default, "group": s.group, "secret": s.secret,
              "help": s.help} for s in SETTINGS]
     if args.json:
@@ -85,6 +106,30 @@ def _cmd_settings(args: argparse.Namespace) -> int:
             group = row["group"]
             print(f"\n[{group}]")
         print(f"{row['name']}={row['default']}\n    {row['help']}")
+    return EXIT_OK
+
+
+def _effective_settings(args: argparse.Namespace) -> int:
+    """Each setting's value as a command would use it, where it came from, secrets
+    masked; the problems and warnings of the values follow (not fatal here)."""
+    sourced = gather_sources(args)
+    rows = effective_rows(sourced)
+    notes = sourced.notes + advice.unknown_names(sourced.given)
+    try:
+        notes += advice.unsafe_combinations(Settings.from_env(sourced.values,
+                                                              check_required=False))
+    except ConfigError as exc:
+        notes += exc.problems
+    if args.json:
+        print_json({"env_file": sourced.env_file, "settings": rows, "warnings": notes})
+        return EXIT_OK
+    print(f"# env file: {sourced.env_file or '(none)'}")
+    width = max(len(str(row["name"])) + len(str(row["value"])) for row in rows) + 2
+    for row in rows:
+        pair = f"{row['name']}={row['value']}"
+        print(f"{pair:<{width}} # {row['source']}")
+    for note in notes:
+        print(f"# warning: {note}")
     return EXIT_OK
 
 
@@ -112,7 +157,11 @@ def register(sub: Any, common: argparse.ArgumentParser,
         arg("--priority", type=int, default=0, help="higher runs first (default 0)"),
         flag("--json", "print JSON"))
     add_command(
-        sub, None, "settings", "list every setting with its default and meaning", None,
+        sub, common, "settings", "list every setting with its default and meaning",
+        "List every setting with its default and meaning; --effective shows the value each "
+        "command uses and its source (precedence: command line > environment > env file > "
+        "default), secrets masked.",
         _cmd_settings,
         flag("--json", "print JSON"),
-        flag("--markdown", "print a Markdown table"))
+        flag("--markdown", "print a Markdown table"),
+        flag("--effective", "show the effective value and source of each setting"))

@@ -21,6 +21,7 @@ import contextvars
 import email.utils
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,15 @@ def summarize_body(body: bytes, limit: int = 300) -> str:
     return text[:limit]
 
 
+def _loggable(path: str) -> str:
+    """A path for a log line: a full URL (an alert or Slack webhook, whose path is
+    its token) is cut to its origin, without any user:password."""
+    if not path.startswith("http"):
+        return path
+    parts = urllib.parse.urlsplit(path)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/..."
+
+
 class ApiClient:
     """Requests to one service's base URL, with its auth headers and retry policy."""
 
@@ -163,8 +173,8 @@ class ApiClient:
                                     max_s=self.backoff_max_s, retry_after_s=retry_after_s)
                 if delay_s > self.max_wait_s:
                     break
-                log.info("Retrying %s request", self.service, extra={
-                    "service": self.service, "method": method, "path": path,
+                log.warning("Retrying %s request", self.service, extra={
+                    "service": self.service, "method": method, "path": _loggable(path),
                     "attempt": attempt, "delay_s": round(delay_s, 3), "problem": problem})
                 await asyncio.sleep(delay_s)
             retry_after_s = None

@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 # How often the background checkpoint copies the WAL into the database (after commits).
 CHECKPOINT_INTERVAL_S = 0.5
+# Tables every mwai schema version has: how a numbered schema is known to be mwai's.
+MWAI_TABLES = frozenset({"runs", "events"})
 
 
 class Store(StoreReads):
@@ -70,6 +72,10 @@ class Store(StoreReads):
                 f"database {self.path} does not exist: start `mwai serve` once to create it, "
                 "or point --db / MWAI_DB at the right file"
             )
+        if Path(self.path).exists():
+            # Before the writer switches the file to WAL or migrates it: another
+            # program's database must be refused with not one byte changed.
+            await asyncio.to_thread(self.identify)
         if not self.readonly:
             conn = await asyncio.to_thread(self._open_writer)
             self._writer = BatchWriter(conn, self.path, self.busy_timeout_ms, writes.flush_events)
@@ -97,6 +103,31 @@ class Store(StoreReads):
                 "start `mwai serve` with this mwai once to migrate it"
             )
         return self
+
+    def identify(self) -> None:
+        """Refuse a file that is not a mwai database, through a read-only connection
+        (mode=ro: nothing is written, no -wal or -shm created for a rollback-journal
+        file). An empty file or database is fine: the writer creates the schema."""
+        try:
+            conn = sqlite3.connect(f"file:{Path(self.path).absolute()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise translate_error(exc, self.path) from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            version = int(conn.execute(Q["ops_schema_version"]).fetchone()[0])
+            tables = {row[0] for row in conn.execute(Q["table_names"])}
+        except sqlite3.Error as exc:
+            raise translate_error(exc, self.path) from None
+        finally:
+            conn.close()
+        if version > SCHEMA_VERSION:
+            raise NotMwaiDatabase(
+                f"{self.path} has schema version {version}, newer than this mwai "
+                f"({SCHEMA_VERSION}): upgrade mwai"
+            )
+        # Version 0 with tables, or a version without mwai's tables: another program's.
+        if (version == 0 and tables) or (version > 0 and not MWAI_TABLES <= tables):
+            raise not_mwai(self.path)
 
     def _uri(self) -> str:
         mode = "rwc" if self.create else "rw"

@@ -33,11 +33,14 @@ from mwai.queue.store import Store
 from mwai.runner.flow import JiraProcessor
 from mwai.server import metrics, openapi, ratelimit, sdnotify
 from mwai.server import webhook as wh
+from mwai.server.reload import LiveSettings, reload_settings
 from mwai.settings import Settings
 
 log = logging.getLogger(WEB_LOGGER)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
+# What SIGHUP may change while running (mwai/server/reload.py): thresholds, log levels.
+LIVE_KEY = web.AppKey("live_settings", LiveSettings)
 STORE_KEY = web.AppKey("store", Store)
 POOL_KEY = web.AppKey("pool", WorkerPool)
 STARTED_KEY = web.AppKey("started_monotonic", float)
@@ -255,7 +258,7 @@ async def health_detailed(request: web.Request) -> web.Response:
 async def health_report(app: web.Application) -> dict[str, Any]:
     """The service's health: the assessment of mwai.queue.health, as `mwai monitor` and
     `mwai alert` make it, with this process's worker pool as the workers."""
-    settings = app[SETTINGS_KEY]
+    settings = app[LIVE_KEY].current
     pool = app[POOL_KEY]
     now = time.time()
     database = "healthy"
@@ -327,6 +330,7 @@ def create_app(settings: Settings, processor: Processor | None = None) -> web.Ap
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings
+    app[LIVE_KEY] = LiveSettings(settings)
     app[metrics.METRICS_KEY] = metrics.Metrics()
     app[STARTED_KEY] = time.monotonic()
     limiter = ratelimit.make_limiter(settings.rate_limit_per_s, settings.rate_limit_burst)
@@ -343,7 +347,11 @@ def create_app(settings: Settings, processor: Processor | None = None) -> web.Ap
 
 
 async def _refresh_metrics(app: web.Application) -> None:
-    await app[metrics.METRICS_KEY].refresh(app[STORE_KEY], app[SETTINGS_KEY].stuck_after_s)
+    await app[metrics.METRICS_KEY].refresh(app[STORE_KEY], app[LIVE_KEY].current.stuck_after_s)
+
+
+# Paths whose successful requests are logged at DEBUG: health checks and scrapes.
+PROBE_PATHS = frozenset({"/health", "/health/detailed", "/metrics"})
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -351,8 +359,12 @@ class AccessLogger(AbstractAccessLogger):
     accepted webhook what it became (issue_key, run_id, deduplicated, coalesced...)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %s", request.method, request.path, response.status,
+        # A probe or a scrape every few seconds would drown the journal: DEBUG,
+        # unless it answered an error.
+        quiet = request.path in PROBE_PATHS and response.status < 400
+        self.logger.log(
+            logging.DEBUG if quiet else logging.INFO, "%s %s %s",
+            request.method, request.path, response.status,
             extra={
                 "method": request.method,
                 "path": request.path,
@@ -368,8 +380,10 @@ class AccessLogger(AbstractAccessLogger):
 
 async def serve(settings: Settings, processor: Processor | None = None,
                 ready: Callable[[], None] | None = None,
-                notifier: sdnotify.Notifier | None = None) -> None:
-    """Run until SIGTERM/SIGINT: listen, work, then stop in order.
+                notifier: sdnotify.Notifier | None = None,
+                reload: Callable[[], Settings] | None = None) -> None:
+    """Run until SIGTERM/SIGINT: listen, work, then stop in order. SIGHUP calls
+    ``reload`` for new settings and applies what can change live.
 
     ``notifier`` tells systemd (Type=notify) READY=1 once listening with the
     workers running, WATCHDOG=1 while workers live, STOPPING=1 at shutdown.
@@ -388,6 +402,7 @@ async def serve(settings: Settings, processor: Processor | None = None,
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_settings, app[LIVE_KEY], reload)
     try:
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port,
                            backlog=1024, reuse_address=True)
@@ -409,7 +424,7 @@ async def serve(settings: Settings, processor: Processor | None = None,
     finally:
         notifier.stopping()
         await sdnotify.stop_watchdog(watchdog)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         await runner.cleanup()
         log.info("Stopped")

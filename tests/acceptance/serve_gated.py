@@ -12,10 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from mwai.logs import configure_logging
+from mwai.logs import configure_logging, log_levels
 from mwai.queue.processor import RunContext
 from mwai.server.app import serve
 from mwai.settings import Settings
+from mwai.sources import gather
 
 GATE_POLL_S = 0.02
 
@@ -33,10 +34,15 @@ class Gated:
         return None
 
 
+def load() -> Settings:
+    """As `mwai serve` loads them: $MWAI_ENV_FILE under the environment."""
+    return Settings.from_env(gather(os.environ).values)
+
+
 def main() -> None:
-    settings = Settings.from_env(os.environ)
-    configure_logging(settings.log_format, settings.debug)
-    asyncio.run(serve(settings, processor=Gated(Path(sys.argv[1]))))
+    settings = load()
+    configure_logging(settings.log_format, levels=log_levels(settings))
+    asyncio.run(serve(settings, processor=Gated(Path(sys.argv[1])), reload=load))
 
 
 if __name__ == "__main__":

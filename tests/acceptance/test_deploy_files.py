@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from mwai.settings import SETTINGS, read_env_file
+from mwai.settings import SETTINGS
+from mwai.sources import read_env_file
 from tests.acceptance.service import Service
+from tests.acceptance.test_nginx_front import for_installed_nginx
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -99,24 +101,29 @@ def test_unit_settings_users_rely_on() -> None:
 
 
 @pytest.fixture(scope="module")
-def log_lines(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """Real JSON lines of `mwai serve`: a request, a run that completes, one that fails."""
+def raw_log_lines(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The exact lines `mwai serve` printed (journald's MESSAGE): a request, a run that
+    completes, one that fails, one for PROJ-42 (the docs' example issue)."""
     tmp_path = tmp_path_factory.mktemp("serve")
     service = Service(tmp_path, processor="failing", MWAI_WORKERS="1").start()
     try:
-        assert service.post_webhook({"event_type": "issue_assigned", "issue_key": "OK-1"},
-                                    headers={"X-Request-Id": "req-ok-1"})[0] == 200
-        assert service.post_webhook({"event_type": "issue_assigned", "issue_key": "FAIL-1"},
-                                    headers={"X-Request-Id": "req-fail-1"})[0] == 200
+        for key in ("OK-1", "FAIL-1", "PROJ-42"):
+            assert service.post_webhook({"event_type": "issue_assigned", "issue_key": key},
+                                        headers={"X-Request-Id": f"req-{key.lower()}"}
+                                        )[0] == 200
         deadline = time.monotonic() + 20
         while '"Run failed"' not in service.output() and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         assert service.stop() == 0
-    lines = [json.loads(line) for line in service.output().splitlines()
-             if line.startswith("{")]
+    lines = [line for line in service.output().splitlines() if line.startswith("{")]
     assert lines, service.output()
     return lines
+
+
+@pytest.fixture(scope="module")
+def log_lines(raw_log_lines: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in raw_log_lines]
 
 
 def fields_in(lines: list[dict[str, Any]], **where: Any) -> set[str]:
@@ -131,7 +138,8 @@ def test_log_lines_carry_the_documented_fields(log_lines: list[dict[str, Any]]) 
     assert {"run_id", "issue_key", "action", "worker", "event"} <= set(failed[0])
     accepted = [line for line in log_lines if line.get("path") == "/webhook/jira"
                 and line.get("status") == 200]
-    assert {line["request_id"] for line in accepted} == {"req-ok-1", "req-fail-1"}
+    assert {line["request_id"] for line in accepted} == {"req-ok-1", "req-fail-1",
+                                                         "req-proj-42"}
     assert all({"issue_key", "run_id", "coalesced"} <= set(line) for line in accepted)
 
 
@@ -173,12 +181,15 @@ def test_vector_config_parses_and_reads_fields_mwai_writes(
 @pytest.mark.parametrize("name", ["amazon-cloudwatch-agent.json",
                                   "amazon-cloudwatch-agent-files.json"])
 def test_cloudwatch_config_parses_and_filters_on_real_fields(
-        name: str, log_lines: list[dict[str, Any]]) -> None:
+        name: str, log_lines: list[dict[str, Any]], raw_log_lines: list[str]) -> None:
     config = json.loads((DEPLOY / "cloudwatch" / name).read_text())
     collected = config["logs"]["logs_collected"]
     entries = (collected.get("journald") or collected.get("files"))["collect_list"]
     assert entries
-    raw_lines = [json.dumps(line) for line in log_lines]  # json.dumps: same ", " / ": "
+    # The filter reads the bytes mwai printed, never a re-serialisation of them.
+    errors = [raw for raw, line in zip(raw_log_lines, log_lines, strict=True)
+              if line["level"] in ("ERROR", "CRITICAL")]
+    assert errors
     for entry in entries:
         assert entry["log_group_name"].startswith("/mwai/")
         if "units" in entry:
@@ -186,8 +197,22 @@ def test_cloudwatch_config_parses_and_filters_on_real_fields(
         for rule in entry.get("filters", []):
             for field in re.findall(r'"(\w+)":', rule["expression"]):
                 assert field in fields_in(log_lines), field
-            matching = [line for line in raw_lines if re.search(rule["expression"], line)]
-            assert matching and all('"level": "ERROR"' in line for line in matching)
+            matching = [raw for raw in raw_log_lines if re.search(rule["expression"], raw)]
+            assert matching == errors, rule["expression"]
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_every_journalctl_grep_in_the_docs_matches_what_mwai_prints(
+        raw_log_lines: list[str]) -> None:
+    """`journalctl -g PATTERN` matches MESSAGE, the line as printed (PCRE; these
+    patterns mean the same in Python's re)."""
+    patterns = [(doc.name, pattern) for doc in DOCS
+                for pattern in re.findall(r"journalctl [^\n`]*?-g '([^']+)'", doc.read_text())]
+    assert patterns
+    for doc, pattern in patterns:
+        assert any(re.search(pattern, raw) for raw in raw_log_lines), (doc, pattern)
 
 
 # ------------------------------------------------------------------- nginx
@@ -201,7 +226,8 @@ def test_nginx_accepts_the_site_file(tmp_path: Path) -> None:
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=localhost", "-keyout", str(tmp_path / "key.pem"),
                     "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
-    site = (DEPLOY / "nginx" / "mwai.conf").read_text()
+    shipped = (DEPLOY / "nginx" / "mwai.conf").read_text()
+    site = for_installed_nginx(shipped)
     site = site.replace("/etc/ssl/mwai/fullchain.pem", str(tmp_path / "cert.pem"))
     site = site.replace("/etc/ssl/mwai/privkey.pem", str(tmp_path / "key.pem"))
     (tmp_path / "mwai.conf").write_text(site)
@@ -222,8 +248,9 @@ http {{
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
     for required in ("rate=5r/s", "burst=20", "limit_req_status 429",
-                     "client_max_body_size 256k", "deny all"):
-        assert required in site, required
+                     "client_max_body_size 256k", "deny all", "error_page 413",
+                     "error_page 429"):
+        assert required in shipped, required
 
 
 # ------------------------------------------------------------- env example

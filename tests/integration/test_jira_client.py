@@ -319,3 +319,15 @@ async def test_rule_payloads_are_accepted_by_the_mwai_webhook(
         assert [d.status for d in fake.webhook_deliveries] == [200]
         await wait_for(lambda: db_rows(settings.db, "SELECT issue_key, status FROM runs") == [
             (key, "completed")], what="the run of the rule's webhook")
+
+
+async def test_a_retry_is_a_warning_line_naming_the_service(
+        fake: FakeJira, client: JiraClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 19: a retried call is WARNING (`journalctl -p warning` shows it)."""
+    key = fake.create_issue()
+    fake.fail_next(1, status=503)
+    with caplog.at_level("INFO", logger="mwai.http"):
+        assert (await client.get_issue(key)).key == key
+    retries = [r for r in caplog.records if r.name == "mwai.http"]
+    assert [(r.levelname, r.getMessage()) for r in retries] == [
+        ("WARNING", "Retrying jira request")], retries

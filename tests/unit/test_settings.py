@@ -11,7 +11,8 @@ from mwai.__main__ import COMMAND_GROUPS
 from mwai.cli.common import load_settings
 from mwai.cli.main import build_parser
 from mwai.errors import ConfigError
-from mwai.settings import SETTINGS, Settings, read_env_file
+from mwai.settings import SETTINGS, Settings
+from mwai.sources import read_env_file
 
 
 def test_every_field_has_exactly_one_documented_row() -> None:
@@ -98,32 +99,34 @@ def test_env_file_systemd_style(tmp_path: Path) -> None:
                                    "MWAI_DB": "/var/lib/mwai/mwai.sqlite3", "EMPTY": ""}
 
 
-def test_env_file_values_win_over_the_environment_and_options_over_both(
+def test_command_line_wins_over_the_environment_which_wins_over_the_env_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--env-file`'s help: "its values win over the environment"; --db wins over both."""
+    """Issue 19: the documented precedence is command line > environment > env file
+    (`MWAI_WORKERS=2 mwai serve --env-file ...` runs 2 workers). It replaces the old
+    rule ("the env file's values win over the environment")."""
     monkeypatch.setenv("JIRA_WEBHOOK_SECRET", "from-the-environment")
     monkeypatch.setenv("MWAI_WORKERS", "2")
     monkeypatch.setenv("MWAI_DB", str(tmp_path / "environment.sqlite3"))
-    monkeypatch.setenv("MWAI_LEASE_S", "7")  # only in the environment: still applies
+    monkeypatch.delenv("MWAI_LEASE_S", raising=False)
+    monkeypatch.delenv("MWAI_ENV_FILE", raising=False)
     path = tmp_path / "mwai.env"
     path.write_text('JIRA_WEBHOOK_SECRET="from-the-file"\nMWAI_WORKERS=3\n'
-                    f"MWAI_DB={tmp_path / 'file.sqlite3'}\n")
+                    f"MWAI_DB={tmp_path / 'file.sqlite3'}\nMWAI_LEASE_S=70\n")
     parser = build_parser(COMMAND_GROUPS)
 
     settings = load_settings(parser.parse_args(["runs", "--env-file", str(path)]))
-    assert settings.jira_webhook_secret == "from-the-file"
-    assert settings.workers == 3
-    assert settings.db == str(tmp_path / "file.sqlite3")
-    assert settings.lease_s == 7.0
+    assert settings.jira_webhook_secret == "from-the-environment"
+    assert settings.workers == 2
+    assert settings.db == str(tmp_path / "environment.sqlite3")
+    assert settings.lease_s == 70.0  # only in the env file: still applies
 
-    without_file = load_settings(parser.parse_args(["runs"]))
-    assert (without_file.jira_webhook_secret, without_file.workers) == (
-        "from-the-environment", 2)
+    monkeypatch.setenv("MWAI_ENV_FILE", str(path))  # the same file, named by the variable
+    assert load_settings(parser.parse_args(["runs"])).lease_s == 70.0
 
-    option = load_settings(parser.parse_args(["runs", "--env-file", str(path), "--db",
-                                              str(tmp_path / "option.sqlite3")]))
-    assert option.db == str(tmp_path / "option.sqlite3")
-    assert option.jira_webhook_secret == "from-the-file"
+    option = load_settings(parser.parse_args(["serve", "--env-file", str(path), "--db",
+                                              str(tmp_path / "option.sqlite3"),
+                                              "--workers", "5"]), {"MWAI_WORKERS": 5})
+    assert (option.db, option.workers) == (str(tmp_path / "option.sqlite3"), 5)
 
 
 def test_env_file_errors_name_the_line(tmp_path: Path) -> None:

@@ -153,3 +153,8 @@ PRAGMA wal_checkpoint(TRUNCATE);
 
 -- name: ops_schema_version
 PRAGMA user_version;
+
+-- What a database holds, read before anything writes to it (Store.identify):
+-- another program's file must be recognised without changing a byte of it.
+-- name: table_names
+SELECT name FROM sqlite_master WHERE type = 'table';
