@@ -172,44 +172,29 @@ SETTINGS: tuple[Setting, ...] = (
       "in one run.", "int", group="agent", minimum=1),
     S("MWAI_PROMPT_MAX_CHARS", "60000", "Largest prompt sent to the LLM or the agent (ticket "
       "text is cut to fit).", "int", group="agent", minimum=1000),
-    # checks and sandbox
-    S("MWAI_CHECKS", "", "Commands that prove a change (single-repo setups; the repos file has "
-      "a checks list per repository), separated by ';;', e.g. 'pytest -q;; ruff check .'. "
-      "Each runs with /bin/sh in the worktree, sandboxed, without network. Empty: detected "
-      "from the repository (package.json scripts, pytest/ruff/tox, go test, cargo test, make "
-      "test); 'none': no checks.", group="checks"),
-    S("MWAI_SETUP", "", "Commands run before the checks (e.g. dependency installation), "
-      "separated by ';;'; sandboxed, with network.", group="checks"),
-    S("MWAI_MAX_FIX_ATTEMPTS", "3", "When a check fails, how many times its output goes back "
-      "to the agent to fix the change before the sub-task is Blocked.", "int",
-      group="checks", minimum=0),
-    S("MWAI_CHECK_TIMEOUT_S", "900", "Time limit of one check or setup command.", "float",
-      group="checks", minimum=1),
-    S("MWAI_CHECK_OUTPUT_TAIL_BYTES", "4000", "End of a failing check's output kept for the "
-      "agent, the events, the pull request and the Jira comment.", "int", group="checks",
-      minimum=200),
-    S("MWAI_CHECKS_NETWORK", "false", "true lets the checks use the network (setup commands "
-      "and the agent always have it).", "bool", group="checks"),
-    S("MWAI_SANDBOX", "bwrap", "Confinement of the agent and the checks: 'bwrap' (bubblewrap: "
-      "read-only system, private /tmp and HOME, no view of mwai's files, new PID namespace, "
-      "limits) or 'off' (unconfined; logged as a WARNING).", "choice", group="checks",
+    # checks and sandbox (docs/security.md)
+    S("MWAI_CHECKS", "", "Commands proving a change, separated by ';;' (the repos file has a "
+      "checks list per repository). Empty: detected (README); 'none': no checks.", group="checks"),
+    S("MWAI_SETUP", "", "Commands run before the checks, with network, separated by ';;'.",
+      group="checks"),
+    S("MWAI_MAX_FIX_ATTEMPTS", "3", "Times a failed check's output goes back to the agent before "
+      "the sub-task is Blocked.", "int", group="checks", minimum=0),
+    S("MWAI_CHECK_TIMEOUT_S", "900", "Time limit of a check.", "float", group="checks", minimum=1),
+    S("MWAI_CHECKS_NETWORK", "false", "true: checks may use the network.", "bool", group="checks"),
+    S("MWAI_SANDBOX", "bwrap", "Confinement of the agent and the checks: 'bwrap' (bubblewrap) "
+      "or 'off' (unconfined, logged as a WARNING).", "choice", group="checks",
       choices=("bwrap", "off")),
-    S("MWAI_SANDBOX_HIDE", "/etc/mwai", "Comma-separated directories the sandbox replaces by "
-      "empty ones besides the database's and work directory, HOME, /root, /home and /run "
-      "(put the env file's directory here).", "csv", group="checks"),
-    S("MWAI_SANDBOX_UID", "65534", "uid (and gid) the sandboxed commands run as when mwai runs "
-      "as root.", "int", group="checks", minimum=1),
-    S("MWAI_SANDBOX_MEMORY_BYTES", "8589934592", "Address space of one sandboxed process "
-      "(RLIMIT_AS; 0: no limit).", "int", group="checks", minimum=0),
-    S("MWAI_SANDBOX_MAX_PROCESSES", "1024", "Processes of the sandbox's uid (RLIMIT_NPROC; "
-      "0: no limit).", "int", group="checks", minimum=0),
-    S("MWAI_SANDBOX_CPU_S", "3600", "CPU time of one sandboxed process (RLIMIT_CPU; 0: no "
+    S("MWAI_SANDBOX_HIDE", "/etc/mwai", "Directories hidden from the sandbox besides mwai's "
+      "database and work directories, HOME, /root, /home, /run (comma-separated).", "csv",
+      group="checks"),
+    S("MWAI_SANDBOX_MEMORY_BYTES", "8589934592", "Address space of a sandboxed process (0: no "
       "limit).", "int", group="checks", minimum=0),
-    S("MWAI_SANDBOX_FILE_BYTES", "1073741824", "Largest file a sandboxed process may write "
-      "(RLIMIT_FSIZE; 0: no limit).", "int", group="checks", minimum=0),
-    S("MWAI_SANDBOX_MAX_OUTPUT_BYTES", "104857600", "A sandboxed command that prints more "
-      "than this (stdout and stderr together) is stopped.", "int", group="checks",
-      minimum=1024),
+    S("MWAI_SANDBOX_MAX_PROCESSES", "1024", "Processes of the sandbox's uid (0: no limit).",
+      "int", group="checks", minimum=0),
+    S("MWAI_SANDBOX_CPU_S", "3600", "CPU time of a sandboxed process (0: no limit).", "int",
+      group="checks", minimum=0),
+    S("MWAI_SANDBOX_MAX_OUTPUT_BYTES", "104857600", "A sandboxed command printing more is "
+      "stopped.", "int", group="checks", minimum=1024),
     # observability
     S("SENTRY_DSN", "", "Sentry DSN; empty disables Sentry.", group="observability",
       secret=True),
@@ -370,15 +355,12 @@ class Settings:
     setup: str
     max_fix_attempts: int
     check_timeout_s: float
-    check_output_tail_bytes: int
     checks_network: bool
     sandbox: str
     sandbox_hide: tuple[str, ...]
-    sandbox_uid: int
     sandbox_memory_bytes: int
     sandbox_max_processes: int
     sandbox_cpu_s: int
-    sandbox_file_bytes: int
     sandbox_max_output_bytes: int
     sentry_dsn: str
     sentry_environment: str

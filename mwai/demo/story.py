@@ -78,6 +78,11 @@ def demo_agent_command(mode: str | None = None) -> str:
     return shlex.join(command)
 
 
+def sample_checks_command() -> str:
+    """The sample repository's tests, with the pytest of mwai's own environment."""
+    return shlex.join([sys.executable, "-m", "pytest", "-q"])
+
+
 class DemoStack:
     """Fakes + sample origin + mwai's app on 127.0.0.1, under one directory."""
 
@@ -141,6 +146,7 @@ class DemoStack:
             openai_base_url=self.llm.openai_base_url,
             agent_command=demo_agent_command(),
             agent_timeout_s=60.0,
+            checks=sample_checks_command(),
             http_retries=2,
         )
         return dataclasses.replace(base, **self.settings_changes)

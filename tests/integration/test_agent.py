@@ -27,7 +27,7 @@ from mwai.runner.agent.process import AgentTimeout
 from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.agent.run import run_agent
 from mwai.runner.git import GitWorkspace
-from mwai.runner.names import branch_name
+from mwai.runner.git_env import branch_name
 from mwai.runner.repos import RepoConfig
 from tests.conftest import make_settings
 

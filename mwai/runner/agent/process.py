@@ -13,8 +13,8 @@ import contextlib
 import os
 import signal
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mwai.errors import PermanentError

@@ -43,6 +43,8 @@ SANDBOX_HOME = "/home/sandbox"
 _NEVER_HIDDEN = {"/", "/usr", "/bin", "/lib", "/lib64", "/etc", "/sbin", "/proc", "/dev"}
 _ALWAYS_HIDDEN = ("/root", "/home", "/run")
 PROBE_TIMEOUT_S = 10.0
+NOBODY_UID = 65534  # the sandboxed commands' uid (and gid) when mwai runs as root
+FILE_MAX_BYTES = 1 << 30  # largest file a sandboxed process may write (RLIMIT_FSIZE)
 FIX_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) and allow user "
             "namespaces (sysctl kernel.unprivileged_userns_clone=1) when mwai does not run as "
             "root; or set MWAI_SANDBOX=off to run the agent unconfined (not recommended)")
@@ -88,8 +90,8 @@ class SandboxConfig:
                                    if p and os.path.abspath(p) not in _NEVER_HIDDEN))
         limits = Limits(memory_bytes=settings.sandbox_memory_bytes,
                         max_processes=settings.sandbox_max_processes,
-                        cpu_s=settings.sandbox_cpu_s, file_bytes=settings.sandbox_file_bytes)
-        return cls(mode=settings.sandbox, hide=hide, limits=limits, uid=settings.sandbox_uid,
+                        cpu_s=settings.sandbox_cpu_s, file_bytes=FILE_MAX_BYTES)
+        return cls(mode=settings.sandbox, hide=hide, limits=limits, uid=NOBODY_UID,
                    max_output_bytes=settings.sandbox_max_output_bytes)
 
     @property
