@@ -43,7 +43,7 @@ from mwai.runner.planner import PLAN_MARKER, find_latest_plan, format_plan_comme
 from mwai.runner.repos import RepoConfig, RepoSources, resolve_repo
 from mwai.runner.router import Action, Decision, RoutingRules, approval, route, same_status
 from mwai.runner.updates import IssueUpdates, UpdatesConfig
-from mwai.runner.verify import report
+from mwai.runner.verify import report, sandbox
 from mwai.runner.verify.loop import ChecksConfig, verify_change
 from mwai.scrub import scrub
 from mwai.settings import Settings
@@ -118,6 +118,7 @@ class JiraProcessor:
             self._github = self._github or GitHubClient(GitHubConfig.of(settings), session,
                                                         observer)
             self._git = self._git or GitWorkspace(settings.work_dir, settings.gh_token)
+            sandbox.Sandbox(sandbox.SandboxConfig.of(settings)).announce()
             removed = await self._git.cleanup_stale()
             if removed:
                 log.info("Removed stale worktrees", extra={"removed": [str(p) for p in removed]})
@@ -387,8 +388,7 @@ class JiraProcessor:
                                      branch=branch, files=await self.git.changed_files(worktree))
         finally:
             if keep:
-                log.info("Kept the worktree of a change whose checks fail",
-                         extra={"path": str(worktree.path)})
+                log.info("Kept the worktree for inspection", extra={"path": str(worktree.path)})
             else:
                 try:
                     await self.git.remove(worktree)

@@ -78,6 +78,7 @@ class SandboxConfig:
     limits: Limits
     uid: int  # the uid of the confined processes when mwai runs as root
     max_output_bytes: int  # a command printing more is stopped
+    tool_path: str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"  # bwrap, prlimit, setpriv
 
     @classmethod
     def of(cls, settings: Settings) -> SandboxConfig:
@@ -146,7 +147,7 @@ class Sandbox:
     def tools(self) -> dict[str, str]:
         """Absolute paths of bwrap, prlimit and setpriv; SandboxUnavailable when missing."""
         if self._tools is None:
-            found = {name: shutil.which(name, path="/usr/local/bin:/usr/bin:/bin:/usr/sbin")
+            found = {name: shutil.which(name, path=self.config.tool_path)
                      for name in ("bwrap", "prlimit", "setpriv")}
             missing = sorted(name for name, path in found.items() if not path)
             if missing:
@@ -241,6 +242,14 @@ class Sandbox:
             why = done.stderr.decode("utf-8", "replace").strip()[-300:]
             return f"bubblewrap cannot start ({why or f'exit {done.returncode}'}): {FIX_HINT}"
         return ""
+
+    def announce(self) -> None:
+        """At service start: a WARNING when unconfined, an ERROR when bwrap cannot start."""
+        if not self.config.enabled:
+            log.warning("MWAI_SANDBOX=off: the agent and the checks run unconfined, with "
+                        "mwai's user and view of its files")
+        elif problem := self.problem():
+            log.error("No agent will run: %s", problem)
 
     def require(self) -> None:
         """Raise SandboxUnavailable (saying how to fix it) when bwrap cannot start."""
