@@ -175,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         dump = Path(args.dump_file) if args.dump_file else worktree / "agent-env.json"
         found = dump_environment(args.read_parent_env)
         dump.write_text(json.dumps(found, indent=1, sort_keys=True), encoding="utf-8")
+    if mode == "buggy" and (worktree / "sample" / "greet.py").exists() \
+            and FIX_REQUEST not in task:
+        mode = "write"  # greet() came with an earlier sub-task: a plain change this time
     if mode in ("buggy", "broken"):
         fixing = mode == "buggy" and FIX_REQUEST in task
         changed = write_greet(worktree, fixed=fixing)

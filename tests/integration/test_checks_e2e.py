@@ -20,8 +20,10 @@ import aiohttp
 import pytest
 
 from mwai.__main__ import main
-from mwai.demo.sample_repo import git_branches, git_show
+from mwai.demo.sample_repo import git_branches, git_show, make_sample_origin
 from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, DemoStack, demo_agent_command
+from mwai.runner.git import GitWorkspace
+from mwai.runner.repos import RepoConfig
 
 ONE_SUBTASK_PLAN: dict[str, Any] = {
     **DEMO_PLAN,
@@ -90,14 +92,11 @@ async def test_a_change_that_passes_at_once_is_pushed_with_only_its_files(
     [pr] = stack.github.pulls(GITHUB_REPO)
     body = pr["body"]
     assert "| attempt | check | command | result | duration |" in body
-    assert re.search(r"\| 1 \| .*pytest.* \| passed \|", body), body
+    assert re.search(r"\| 1 \| .*sample_tests.* \| passed \|", body), body
     assert "Checks (configured) passed." in body
     assert f"- `A docs/changes/{key}.md`" in body and "- `M CHANGELOG.md`" in body
-    # pytest left __pycache__ and .pytest_cache in a repository without .gitignore
     branch = next(b for b in git_branches(stack.origin) if b.startswith("ai/"))
-    tree = git_show(stack.origin, branch, "")
-    assert ".pytest_cache" not in tree and "__pycache__" not in git_show(
-        stack.origin, branch, "tests/")
+    assert "__pycache__" not in git_show(stack.origin, branch, "tests/")
     comment = stack.jira.comments_of(key)[-1]
     assert "Checks (configured) passed." in comment and "passed" in comment
     assert await metric(stack, 'mwai_checks_total{kind="check",outcome="passed"}') == 1
@@ -111,14 +110,14 @@ async def test_a_change_fixed_on_the_second_attempt(make_stack: StackFactory) ->
     branch = next(b for b in git_branches(stack.origin) if b.startswith("ai/"))
     assert 'f"Hello, {name}!"' in git_show(stack.origin, branch, "sample/greet.py")
     [pr] = stack.github.pulls(GITHUB_REPO)
-    assert re.search(r"\| 1 \| .*pytest.* \| failed \(exit 1\) \|", pr["body"]), pr["body"]
-    assert re.search(r"\| 2 \| .*pytest.* \| passed \|", pr["body"])
+    assert re.search(r"\| 1 \| .*sample_tests.* \| failed \(exit 1\) \|", pr["body"]), pr["body"]
+    assert re.search(r"\| 2 \| .*sample_tests.* \| passed \|", pr["body"])
     assert "passed after 1 fix attempt(s)" in stack.jira.comments_of(key)[-1]
     shown = await show(stack, await execute_run_id(stack, key))
     assert "Fix attempt 1 of 3" in shown
     table = shown.split("\nChecks\n", 1)[1]
-    assert re.search(r"1\s+\S.*pytest\s+failed \(exit 1\)", table), table
-    assert re.search(r"2\s+\S.*pytest\s+passed", table), table
+    assert re.search(r"1\s+\S.*sample_tests\s+failed \(exit 1\)", table), table
+    assert re.search(r"2\s+\S.*sample_tests\s+passed", table), table
     assert await metric(stack, "mwai_fix_attempts_total") == 1
     assert await metric(stack, 'mwai_checks_total{kind="check",outcome="failed"}') == 1
 
@@ -134,8 +133,27 @@ async def test_a_change_that_never_passes_is_blocked_and_not_pushed(
     assert stack.github.pulls(GITHUB_REPO) == []
     comment = stack.jira.comments_of(key)[-1]
     assert "still fails after 2 attempt(s)" in comment
-    assert "AssertionError" in comment and "test_greet" in comment
+    assert "AssertionError" in comment and "FAILED tests/test_greet.py::test_greet" in comment
     run_id = await execute_run_id(stack, key)
     kept = stack.root / "work" / "worktrees" / f"run-{run_id}"
     assert (kept / "sample" / "greet.py").is_file()  # kept for inspection
     assert await metric(stack, 'mwai_checks_total{kind="check",outcome="failed"}') == 2
+
+
+async def test_only_the_change_is_committed_without_a_gitignore(tmp_path: Path) -> None:
+    origin = make_sample_origin(tmp_path / "origin.git")
+    ws = GitWorkspace(tmp_path / "work")
+    wt = await ws.prepare(RepoConfig(str(origin), "main", "acme/sample"), "ai/x", run_id=1)
+    assert not (wt.path / ".gitignore").exists()
+    (wt.path / "sample" / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    junk = ["sample/__pycache__/calc.cpython-311.pyc", "node_modules/left/index.js",
+            ".pytest_cache/v/cache/nodeids", ".coverage", "htmlcov/index.html",
+            "sample/.calc.py.swp", "sample/calc.py~", "build/lib/x.py", "dist/x.whl",
+            "sample.egg-info/PKG-INFO", ".mypy_cache/3.11/x.json", "target/debug/x"]
+    for name in junk:
+        (wt.path / name).parent.mkdir(parents=True, exist_ok=True)
+        (wt.path / name).write_text("junk")
+    (wt.path / "docs").mkdir()
+    (wt.path / "docs" / "new.md").write_text("a new source file\n")
+    assert await ws.commit_all(wt, "PROJ-2: change\n")
+    assert await ws.changed_files(wt) == ["A docs/new.md", "M sample/calc.py"]

@@ -18,6 +18,7 @@ Each command runs with /bin/sh in the worktree, sandboxed (mwai.runner.verify.sa
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ def split_commands(raw: str) -> tuple[str, ...] | None:
 def check_name(command: str) -> str:
     """A short readable name: the first words of the command."""
     words = command.split()
-    if words[:2] == ["python", "-m"] or words[:2] == ["python3", "-m"]:
+    if len(words) > 2 and words[1] == "-m" and os.path.basename(words[0]).startswith("python"):
         words = words[2:]
     return " ".join(words[:3])[:40] or "check"
 
