@@ -31,8 +31,11 @@ def _time_launches(argv: list[str], env: dict[str, str], count: int, sandbox: Sa
         if sandbox is None:
             subprocess.run(argv, cwd=cwd, env=env, check=True)
         else:
-            with sandbox.lend(cwd):
+            sandbox.hand_over(cwd)
+            try:
                 subprocess.run(argv, cwd=cwd, env=env, check=True)
+            finally:
+                sandbox.take_back(cwd)
         times.append((time.perf_counter() - started) * 1000)
     return times
 

@@ -30,6 +30,8 @@ import pytest
 
 from mwai.demo.sample_repo import git_branches, git_show
 from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, DemoStack, demo_agent_command
+from mwai.runner.verify.sandbox import Sandbox, SandboxConfig
+from tests.conftest import make_settings
 
 ONE_SUBTASK_PLAN: dict[str, Any] = {
     **DEMO_PLAN,
@@ -52,6 +54,8 @@ async def make_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     stacks: list[DemoStack] = []
 
     async def make(**changes: Any) -> DemoStack:
+        # These agents attack the machine: refuse to run them unless bwrap works here.
+        assert Sandbox(SandboxConfig.of(make_settings(tmp_path))).problem() is None
         stack = DemoStack(tmp_path / f"stack{len(stacks)}", plan=ONE_SUBTASK_PLAN,
                           sandbox="bwrap", **{**SMALL_LIMITS, **changes})
         stacks.append(stack)
@@ -59,6 +63,7 @@ async def make_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     yield make
     for stack in stacks:
+        assert stack.settings is not None and stack.settings.sandbox == "bwrap"
         await stack.stop()
 
 
@@ -131,7 +136,7 @@ echo '== proc1'; cat /proc/1/environ 2>&1 | tr '\\0' '\\n' | grep -c HOSTILE
 echo '== ls root'; ls -A /root 2>&1
 echo '== ls work'; ls -A {shlex.quote(str(root / "work"))} 2>&1
 echo '== write'; echo pwned > {shlex.quote(str(outside))} 2>&1; echo pwned > /usr/pwned 2>&1
-echo '== kill'; kill -9 {os.getpid()} 2>&1; kill -9 -1 2>&1; echo "uid=$(id -u)"
+echo '== kill'; kill -9 {os.getpid()} 2>&1; kill -9 $PPID 2>&1; echo "uid=$(id -u)"
 """
     stack = await make_stack(agent_command=agent_script(tmp_path, body),
                              sandbox_hide=(str(env_dir),))
@@ -158,7 +163,9 @@ echo '== kill'; kill -9 {os.getpid()} 2>&1; kill -9 -1 2>&1; echo "uid=$(id -u)"
 
 async def test_fork_bomb_and_huge_allocation_end_blocked(
         make_stack: StackFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Never as root: should the sandbox fail open, the test fails instead of the machine.
     body = f"""
+[ "$(id -u)" = 0 ] && {{ echo "unconfined: running as root"; exit 9; }}
 bomb() {{ bomb | bomb & }}
 bomb 2>/dev/null
 {shlex.quote(sys.executable)} -c 'bytearray(10 * 2**30)' 2>&1 | tail -1
@@ -248,4 +255,26 @@ async def test_checks_run_without_network_and_a_failing_check_blocks(
     assert "still fails" in comment and "python" in comment
     assert any(e in comment for e in ("Network is unreachable", "Connection refused"))
     assert git_branches(stack.origin) == ["main"]  # nothing pushed
+    await assert_serving_and_clean(stack, caplog)
+
+
+async def test_a_hostile_check_command_is_contained_and_its_output_clean(
+        make_stack: StackFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    root = tmp_path / "stack0"
+    check = f"""echo "== db"; cat {shlex.quote(str(root / "mwai.sqlite3"))} 2>&1 | head -c 200
+echo "== proc"; cat /proc/{os.getpid()}/environ 2>&1 | tr '\\0' '\\n' | head -c 200
+echo "== kill"; kill -9 {os.getpid()} 2>&1
+echo "== write"; echo x > /usr/pwned-by-check 2>&1
+echo "== uid=$(id -u)"
+exit 1"""
+    stack = await make_stack(agent_command=demo_agent_command(), checks=check)
+    key = await run_subtask(stack)
+    assert stack.jira.issue(key).status == "Blocked"
+    comment = last_comment(stack, key)
+    assert "still fails" in comment and "No such file or directory" in comment
+    assert MARKER not in comment and "SQLite format" not in comment
+    assert "Read-only file system" in comment and not Path("/usr/pwned-by-check").exists()
+    assert f"== uid={65534 if os.geteuid() == 0 else os.geteuid()}" in comment
+    assert git_branches(stack.origin) == ["main"]
     await assert_serving_and_clean(stack, caplog)

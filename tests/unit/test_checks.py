@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from mwai.cli.check import extra_problems
 from mwai.errors import ConfigError, PermanentError
 from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.run import run_agent
+from mwai.runner.flow import JiraProcessor
 from mwai.runner.repos import RepoSources, load_repos
 from mwai.runner.verify.checks import detect_checks, plan_checks, split_commands
 from mwai.runner.verify.sandbox import Sandbox, SandboxConfig, SandboxUnavailable
@@ -98,3 +100,23 @@ def test_the_sandbox_hides_mwai_files_and_never_the_system(tmp_path: Path) -> No
     assert str(tmp_path / "work") in hide and str(tmp_path) in hide  # work dir, db dir
     assert "/etc/mwai" in hide and "/root" in hide and "/run" in hide
     assert "/" not in hide and "/usr" not in hide
+
+
+def test_mwai_check_reports_an_unconfined_agent(tmp_path: Path) -> None:
+    jira = make_settings(tmp_path, processor="jira")
+    assert not [w for w in extra_problems(jira)[1] if "MWAI_SANDBOX" in w]
+    problems, warnings = extra_problems(dataclasses.replace(jira, sandbox="off"))
+    assert any(w.startswith("MWAI_SANDBOX=off: the agent and the checks run unconfined")
+               for w in warnings)
+    assert not [p for p in problems if "MWAI_SANDBOX" in p]
+
+
+async def test_the_service_start_warns_when_the_sandbox_is_off(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for mode, expected in (("off", ["MWAI_SANDBOX=off"]), ("bwrap", [])):
+        caplog.clear()
+        processor = JiraProcessor(make_settings(tmp_path, processor="jira", sandbox=mode))
+        await processor.start()
+        await processor.close()
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert [w.split(":")[0] for w in warned if "MWAI_SANDBOX" in w] == expected

@@ -68,7 +68,7 @@ async def run_agent(
             return await run_command(config, argv, worktree, prompt, env, kill_grace_s)
         # The agent keeps the network: it must reach its model API.
         confined = sandbox.wrap(argv, cwd=worktree, network=True, readable=[task_dir])
-        with sandbox.lend(worktree, task_dir):
+        async with sandbox.lend(worktree, task_dir):
             return await run_command(config, confined, worktree, prompt,
                                      sandbox.environment(env), kill_grace_s,
                                      sandbox.config.max_output_bytes)

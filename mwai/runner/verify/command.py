@@ -74,7 +74,7 @@ async def run_check(sandbox: Sandbox, check: Check, worktree: Path, attempt: int
     argv = sandbox.wrap([SHELL, "-c", check.command], cwd=worktree, network=limits.network)
     started = time.monotonic()
     capture = BoundedCapture(limits.tail_bytes * 2)
-    with sandbox.lend(worktree):
+    async with sandbox.lend(worktree):
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=worktree, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -20,13 +20,14 @@ run code it just wrote, so both run confined (MWAI_SANDBOX=bwrap, the default):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,19 +207,29 @@ class Sandbox:
                           "GIT_CONFIG_VALUE_0": "*"})
         return inner
 
-    @contextmanager
-    def lend(self, *paths: Path) -> Iterator[None]:
-        """Hand ``paths`` to the sandbox's uid for the time of a command (root only)."""
-        if not self.config.drops_root:
-            yield
-            return
-        for path in paths:
-            _chown_tree(path, self.config.uid)
+    def hand_over(self, *paths: Path) -> None:
+        """Give ``paths`` to the sandbox's uid (when mwai is root; else nothing to do)."""
+        if self.config.drops_root:
+            for path in paths:
+                _chown_tree(path, self.config.uid)
+
+    def take_back(self, *paths: Path) -> None:
+        """Give ``paths`` back to mwai (symlinks are not followed)."""
+        if self.config.drops_root:
+            for path in paths:
+                _chown_tree(path, os.geteuid(), os.getegid())
+
+    @asynccontextmanager
+    async def lend(self, *paths: Path) -> AsyncIterator[None]:
+        """``paths`` belong to the sandbox's uid for the time of a command (root only).
+
+        In a thread: a worktree with node_modules holds many files.
+        """
+        await asyncio.to_thread(self.hand_over, *paths)
         try:
             yield
         finally:
-            for path in paths:
-                _chown_tree(path, os.geteuid(), os.getegid())
+            await asyncio.to_thread(self.take_back, *paths)
 
     def problem(self) -> str | None:
         """Why confined commands cannot start here (None: they can); probed once."""
