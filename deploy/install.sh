@@ -25,6 +25,11 @@ fi
     exit 2
 }
 
+# 0. bubblewrap: the sandbox of the agent and the checks (MWAI_SANDBOX=bwrap).
+if ! command -v bwrap >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap
+fi
+
 # 1. A system user without login; git and the agent use $HOME=/var/lib/mwai.
 if ! id -u mwai >/dev/null 2>&1; then
     useradd --system --home-dir "$STATE_DIR" --no-create-home --shell /usr/sbin/nologin mwai

@@ -177,6 +177,29 @@ SETTINGS: tuple[Setting, ...] = (
       "in one run.", "int", group="agent", minimum=1),
     S("MWAI_PROMPT_MAX_CHARS", "60000", "Largest prompt sent to the LLM or the agent (ticket "
       "text is cut to fit).", "int", group="agent", minimum=1000),
+    # checks and sandbox (docs/security.md)
+    S("MWAI_CHECKS", "", "Commands proving a change, separated by ';;' (the repos file has a "
+      "checks list per repository). Empty: detected (README); 'none': no checks.", group="checks"),
+    S("MWAI_SETUP", "", "Commands run before the checks, with network, separated by ';;'.",
+      group="checks"),
+    S("MWAI_MAX_FIX_ATTEMPTS", "3", "Times a failed check's output goes back to the agent before "
+      "the sub-task is Blocked.", "int", group="checks", minimum=0),
+    S("MWAI_CHECK_TIMEOUT_S", "900", "Time limit of a check.", "float", group="checks", minimum=1),
+    S("MWAI_CHECKS_NETWORK", "false", "true: checks may use the network.", "bool", group="checks"),
+    S("MWAI_SANDBOX", "bwrap", "Confinement of the agent and the checks: 'bwrap' (bubblewrap) "
+      "or 'off' (unconfined, logged as a WARNING).", "choice", group="checks",
+      choices=("bwrap", "off")),
+    S("MWAI_SANDBOX_HIDE", "/etc/mwai", "Directories hidden from the sandbox besides mwai's "
+      "database and work directories, HOME, /root, /home, /run (comma-separated).", "csv",
+      group="checks"),
+    S("MWAI_SANDBOX_MEMORY_BYTES", "8589934592", "Address space of a sandboxed process (0: no "
+      "limit).", "int", group="checks", minimum=0),
+    S("MWAI_SANDBOX_MAX_PROCESSES", "1024", "Processes of the sandbox's uid (0: no limit).",
+      "int", group="checks", minimum=0),
+    S("MWAI_SANDBOX_CPU_S", "3600", "CPU time of a sandboxed process (0: no limit).", "int",
+      group="checks", minimum=0),
+    S("MWAI_SANDBOX_MAX_OUTPUT_BYTES", "104857600", "A sandboxed command printing more is "
+      "stopped.", "int", group="checks", minimum=1024),
     # observability
     S("SENTRY_DSN", "", "Sentry DSN; empty disables Sentry.", group="observability",
       secret=True),
@@ -351,6 +374,17 @@ class Settings:
     agent_max_output_bytes: int
     agent_max_change_bytes: int
     prompt_max_chars: int
+    checks: str
+    setup: str
+    max_fix_attempts: int
+    check_timeout_s: float
+    checks_network: bool
+    sandbox: str
+    sandbox_hide: tuple[str, ...]
+    sandbox_memory_bytes: int
+    sandbox_max_processes: int
+    sandbox_cpu_s: int
+    sandbox_max_output_bytes: int
     sentry_dsn: str
     sentry_environment: str
     sentry_traces_sample_rate: float

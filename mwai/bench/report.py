@@ -58,6 +58,14 @@ def _rows(document: dict[str, Any]) -> Iterator[tuple[str, list[tuple[str, ...]]
         rows.append((_fmt(part["ready_empty_s"], "s"), _fmt(part["rss_idle_mb"], "MB"),
                      _fmt(part["rss_load_mb"], "MB")))
         yield "Footprint", rows
+    if "sandbox" in sections and sections["sandbox"].get("available"):
+        part = sections["sandbox"]
+        rows = [("launch of /bin/true", "p50 ms", "p99 ms", "max ms")]
+        for name in ("plain", "sandboxed"):
+            rows.append((name, _fmt(part[name]["p50_ms"]), _fmt(part[name]["p99_ms"]),
+                         _fmt(part[name]["max_ms"])))
+        yield (f"Sandbox start ({part['launches']} launches; overhead p50 "
+               f"{_fmt(part['overhead_p50_ms'], 'ms')})"), rows
     if "scale" in sections:
         rows = [("runs", "events", "db MB", "ready s", "/health/detailed p50 ms", "p99 ms",
                  "mwai stats --since 7d s", "mwai runs --status failed s")]

@@ -33,6 +33,7 @@ import orjson
 
 from mwai.bench import fixtures
 from mwai.bench import loadgen as lg
+from mwai.bench import sandbox as bench_sandbox
 from mwai.bench.service import (
     Child,
     RssSampler,
@@ -44,7 +45,7 @@ from mwai.bench.service import (
     start_serve,
 )
 
-SECTIONS = ("intake", "pickup", "throughput", "footprint", "scale")
+SECTIONS = ("intake", "pickup", "throughput", "footprint", "scale", "sandbox")
 CONCURRENCIES = (1, 8, 32)
 
 
@@ -63,6 +64,7 @@ class Sizes:
     health_s: float
     prune_concurrency: int
     prune_limit_s: float
+    sandbox_launches: int = 200
 
 
 FULL = Sizes(intake_s=10, warmup_s=2, pickup_count=300, pickup_gap_s=0.02, queue_runs=100_000,
@@ -70,7 +72,7 @@ FULL = Sizes(intake_s=10, warmup_s=2, pickup_count=300, pickup_gap_s=0.02, queue
              health_s=5, prune_concurrency=8, prune_limit_s=90)
 QUICK = Sizes(intake_s=1, warmup_s=0, pickup_count=20, pickup_gap_s=0.01, queue_runs=2_000,
               throughput_s=1.5, footprint_s=1, scale_runs=(2_000,), health_s=1,
-              prune_concurrency=8, prune_limit_s=20)
+              prune_concurrency=8, prune_limit_s=20, sandbox_launches=20)
 
 
 class Bench:
@@ -337,6 +339,11 @@ class Bench:
                 "prune": command,
                 "intake": intake.as_dict() if command["available"] else None,
                 "baseline_intake": None if command["available"] else intake.as_dict()}
+
+    def sandbox(self) -> dict[str, Any]:
+        result = bench_sandbox.measure(self.root, self.sizes.sandbox_launches)
+        result["errors"] = 0 if result["available"] else 1
+        return result
 
     def run(self, only: Sequence[str]) -> dict[str, Any]:
         results: dict[str, Any] = {}

@@ -111,6 +111,8 @@ TARGETS = (
            _path("sections", "footprint", "ready_empty_s")),
     Target("ready_largest", "start -> ready at the largest size", "s", "<", 2,
            _largest("ready_s")),
+    Target("sandbox_overhead", "sandbox start overhead per launch (p50)", "ms", "<=", 50,
+           _path("sections", "sandbox", "overhead_p50_ms")),
 )
 
 

@@ -23,6 +23,7 @@ from mwai.cli.probes import check_connections
 from mwai.errors import EXIT_OK, EXIT_PROBLEM, ConfigError, StoreError
 from mwai.queue.schema import SCHEMA_VERSION
 from mwai.queue.store import Store
+from mwai.runner.verify.sandbox import Sandbox, SandboxConfig
 from mwai.settings import SETTINGS_BY_NAME, Settings
 
 _URL_SETTINGS = ("JIRA_BASE_URL", "GITHUB_API_URL", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL",
@@ -50,6 +51,13 @@ def extra_problems(settings: Settings) -> tuple[list[str], list[str]]:
         program = settings.agent_command.split()[0]
         if shutil.which(program) is None:
             problems.append(f"MWAI_AGENT_COMMAND: {program!r} is not found on PATH")
+    if settings.processor == "jira":
+        sandbox = Sandbox(SandboxConfig.of(settings))
+        if not sandbox.config.enabled:
+            warnings.append("MWAI_SANDBOX=off: the agent and the checks run unconfined, with "
+                            "mwai's user and view of its files (docs/security.md)")
+        elif problem := sandbox.problem():
+            problems.append(f"MWAI_SANDBOX=bwrap: {problem}")
     if settings.lease_s <= settings.heartbeat_s:
         problems.append(f"MWAI_LEASE_S={settings.lease_s:g} must be longer than "
                         f"MWAI_HEARTBEAT_S={settings.heartbeat_s:g}, or live runs lose "

@@ -39,6 +39,7 @@ from mwai.errors import EXIT_OK, UsageError
 from mwai.model import FINISHED, STATUSES, ErrorCount
 from mwai.queue.health import HealthRules, Workers, assess
 from mwai.queue.store import Store
+from mwai.runner.verify import report
 from mwai.settings import Settings
 
 # ------------------------------------------------------------------ mwai runs
@@ -138,6 +139,18 @@ def print_event(event: Mapping[str, Any]) -> None:
     print(f"{line}  {meta}" if meta else line, flush=True)
 
 
+def print_checks(events: Iterable[Mapping[str, Any]]) -> None:
+    """The table of the check commands the run's events recorded (nothing when none ran)."""
+    rows = []
+    for event in events:
+        meta = json_or_text(event["meta_json"])
+        if isinstance(meta, dict) and "check" in meta and "exit_code" in meta:
+            rows.append({**meta, "result": str(event["message"]).partition(": ")[2]})
+    if rows:
+        print("Checks")
+        print("\n".join("  " + line for line in report.text_table(rows).splitlines()))
+
+
 def run_document(run: Mapping[str, Any], events: Iterable[Mapping[str, Any]],
                  now: float) -> dict[str, Any]:
     document = run_row(run, now)
@@ -174,6 +187,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 print_run(run, time.time())
                 for event in events:
                     print_event(event)
+                print_checks(events)
             if args.follow and run["status"] not in FINISHED:
                 last_id = int(events[-1]["id"]) if events else 0
                 run, more = await follow_events(store, run_id, last_id, 0.5, not args.json)

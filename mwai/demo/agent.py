@@ -15,6 +15,9 @@ tests):
 - ``hang``: sleep forever (``--spawn-child``: after starting a child that also
   sleeps; ``--pid-file`` receives both pids)
 - ``flood``: print ``--flood-bytes`` of noise, then do ``write``
+- ``buggy``: add ``greet()`` to the sample project with a bug its new test catches;
+  when the task says a check failed (the fix loop), fix it
+- ``broken``: like ``buggy`` but never fixes it (the checks never pass)
 - ``dump-env``: write the environment as JSON to ``--dump-file`` (default
   ``agent-env.json`` in the worktree), then do ``write``; with
   ``--read-parent-env`` also what it can read of mwai's own environment through
@@ -33,7 +36,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-MODES = ("write", "nothing", "fail", "hang", "flood", "dump-env")
+MODES = ("write", "nothing", "fail", "hang", "flood", "dump-env", "buggy", "broken")
+FIX_REQUEST = "failed a check"  # in the task when mwai's fix loop sends a check's output
+GREET_TEST = ("from sample.greet import greet\n\n\n"
+              "def test_greet() -> None:\n    assert greet(\"Ada\") == \"Hello, Ada!\"\n")
 _MARKER = re.compile(r"\[demo-agent:([a-z-]+)\]")
 _HEADING = re.compile(r"^# Sub-task ([^:\s]+): ?(.*)$", re.MULTILINE)
 
@@ -78,6 +84,16 @@ def write_change(worktree: Path, key: str, summary: str, task: str) -> list[str]
     with changelog.open("a", encoding="utf-8") as out:
         out.write(f"- {key}: {summary}\n")
     return [str(note.relative_to(worktree)), "CHANGELOG.md"]
+
+
+def write_greet(worktree: Path, fixed: bool) -> list[str]:
+    """sample/greet.py and its test; the first version forgets the comma and the "!"."""
+    text = 'f"Hello, {name}!"' if fixed else 'f"Hello {name}"'
+    (worktree / "sample" / "greet.py").write_text(
+        f'"""Greetings."""\n\n\ndef greet(name: str) -> str:\n    return {text}\n',
+        encoding="utf-8")
+    (worktree / "tests" / "test_greet.py").write_text(GREET_TEST, encoding="utf-8")
+    return ["sample/greet.py", "tests/test_greet.py"]
 
 
 def _feedback(task: str) -> str:
@@ -159,6 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         dump = Path(args.dump_file) if args.dump_file else worktree / "agent-env.json"
         found = dump_environment(args.read_parent_env)
         dump.write_text(json.dumps(found, indent=1, sort_keys=True), encoding="utf-8")
+    if mode == "buggy" and (worktree / "sample" / "greet.py").exists() \
+            and FIX_REQUEST not in task:
+        mode = "write"  # greet() came with an earlier sub-task: a plain change this time
+    if mode in ("buggy", "broken"):
+        fixing = mode == "buggy" and FIX_REQUEST in task
+        changed = write_greet(worktree, fixed=fixing)
+        if not fixing:
+            changed += write_change(worktree, key, summary, task)
+        what = "fixed greet() after the failed check" if fixing else "added greet()"
+        print_result(f"{key}: {what} in {', '.join(changed)}.", task, started)
+        return 0
     changed = write_change(worktree, key, summary, task)
     print_result(f"{key}: recorded the change in {', '.join(changed)}.", task, started)
     return 0

@@ -78,6 +78,11 @@ def demo_agent_command(mode: str | None = None) -> str:
     return shlex.join(command)
 
 
+def sample_checks_command() -> str:
+    """The sample repository's tests (mwai.demo.sample_tests: no pytest needed)."""
+    return shlex.join([sys.executable, "-m", "mwai.demo.sample_tests"])
+
+
 class DemoStack:
     """Fakes + sample origin + mwai's app on 127.0.0.1, under one directory."""
 
@@ -141,6 +146,7 @@ class DemoStack:
             openai_base_url=self.llm.openai_base_url,
             agent_command=demo_agent_command(),
             agent_timeout_s=60.0,
+            checks=sample_checks_command(),
             http_retries=2,
         )
         return dataclasses.replace(base, **self.settings_changes)
@@ -210,7 +216,8 @@ class Timeline:
     SKIPPED = {"Run claimed", "Webhook received", "Run enqueued",
                "Duplicate trigger coalesced into queued run"}
     SHOWN_META = ("reason", "key", "issue_key", "status", "comment_id", "commit", "pr_url",
-                  "queued_run_id", "waiting", "error", "duplicates")
+                  "queued_run_id", "waiting", "error", "duplicates", "attempt")
+    FAILED_CHECK_LINES = 10  # of a failed check's output, as the agent gets it
 
     def __init__(self, stack: DemoStack, write: Callable[[str], None]) -> None:
         self.stack = stack
@@ -236,6 +243,9 @@ class Timeline:
                                 if isinstance(meta, dict) and meta.get(name) not in (None, ""))
             line = f"{self._clock()}  run {row.run_id:<3} {row.issue_key:<9} {message}"
             self.write(line + (f"  ({details})" if details else ""))
+            if isinstance(meta, dict) and meta.get("exit_code") and meta.get("output_tail"):
+                tail = str(meta["output_tail"]).strip().splitlines()[-self.FAILED_CHECK_LINES:]
+                self.write(_indent("\n".join(tail), 12))
 
 
 def _short(value: Any, limit: int = 90) -> str:
@@ -311,7 +321,11 @@ async def summarize(stack: DemoStack, parent: str) -> dict[str, Any]:
                           f"{len(mwai_commits)}: {mwai_commits}")
     if pr.get("draft"):
         raise StoryFailed(f"pull request {pr['html_url']} is still a draft")
-    return {"parent": parent, "subtasks": subtasks, "pr_url": pr["html_url"],
+    checks = str(pr.get("body") or "").partition("\nChecks (")
+    fixed = [f"{key}: {line}" for key in subtasks for c in stack.jira.comments_of(key)
+             for line in c.splitlines() if line.startswith("Checks (")]
+    return {"checks": ("Checks (" + checks[2]).strip() if checks[1] else "(none)",
+            "fix_loop": fixed, "parent": parent, "subtasks": subtasks, "pr_url": pr["html_url"],
             "branch": branch, "commits": commits, "db": str(stack.db_path)}
 
 
@@ -322,7 +336,8 @@ def _indent(text: str, spaces: int) -> str:
 async def run_demo(root: Path, write: Callable[[str], None], timeout_s: float) -> int:
     write(f"mwai demo: fakes of Jira, GitHub and the LLM on 127.0.0.1; work in {root}")
     try:
-        async with DemoStack(root) as stack:
+        # The demo agent's first change breaks the sample's tests; the fix loop mends it.
+        async with DemoStack(root, agent_command=demo_agent_command("buggy")) as stack:
             write(f"mwai is listening on {stack.url} (database {stack.db_path})")
             try:
                 result = await play_story(stack, write, timeout_s)
@@ -335,7 +350,11 @@ async def run_demo(root: Path, write: Callable[[str], None], timeout_s: float) -
         write(f"\nDEMO FAILED: {type(exc).__name__}: {exc}")
         return 1
     write("\n== The story completed")
-    write(f"Pull request: {result['pr_url']} (ready for review)")
+    write("Checks of each sub-task (from its Jira comment):")
+    for line in result["fix_loop"]:
+        write(f"    {line}")
+    write(f"Pull request: {result['pr_url']} (ready for review); its checks:")
+    write(_indent(result["checks"], 4))
     write(f"Branch {result['branch']} in {root / 'origin.git'}:")
     for subject in result["commits"]:
         write(f"    {subject}")

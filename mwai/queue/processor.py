@@ -32,6 +32,10 @@ class RunObserver(Protocol):
 
     def run_finished(self, run: ClaimedRun, outcome: str, duration_s: float) -> None: ...
 
+    def check_finished(self, kind: str, passed: bool) -> None: ...
+
+    def fix_attempted(self) -> None: ...
+
 
 @dataclass
 class RunContext:
@@ -70,6 +74,16 @@ class RunContext:
     def take_notes(self) -> list[Event]:
         pending, self.notes = self.notes, []
         return pending
+
+    def count_check(self, kind: str, passed: bool) -> None:
+        """A check (or setup) command of this run finished (the metrics count it)."""
+        if self.observer is not None:
+            self.observer.check_finished(kind, passed)
+
+    def count_fix_attempt(self) -> None:
+        """A failed check's output went back to the agent (the metrics count it)."""
+        if self.observer is not None:
+            self.observer.fix_attempted()
 
     async def record(self, **fields: Any) -> None:
         """Record what the run produced on the run row (action, branch, pr_url, cost...)."""

@@ -37,12 +37,14 @@ from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.output import AgentResult
 from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.git import GitWorkspace, Worktree
+from mwai.runner.git_env import branch_name
 from mwai.runner.journal import RunJournal
-from mwai.runner.names import branch_name
 from mwai.runner.planner import PLAN_MARKER, find_latest_plan, format_plan_comment, write_plan
 from mwai.runner.repos import RepoConfig, RepoSources, resolve_repo
 from mwai.runner.router import Action, Decision, RoutingRules, approval, route, same_status
 from mwai.runner.updates import IssueUpdates, UpdatesConfig
+from mwai.runner.verify import report, sandbox
+from mwai.runner.verify.loop import ChecksConfig, verify_change
 from mwai.scrub import scrub
 from mwai.settings import Settings
 
@@ -116,6 +118,7 @@ class JiraProcessor:
             self._github = self._github or GitHubClient(GitHubConfig.of(settings), session,
                                                         observer)
             self._git = self._git or GitWorkspace(settings.work_dir, settings.gh_token)
+            sandbox.Sandbox(sandbox.SandboxConfig.of(settings)).announce()
             removed = await self._git.cleanup_stale()
             if removed:
                 log.info("Removed stale worktrees", extra={"removed": [str(p) for p in removed]})
@@ -332,7 +335,7 @@ class JiraProcessor:
                 if pushed is None:
                     return
             agent = run.result("agent") or {}
-            pr = await self._open_pr(run, parent, repo, branch)
+            pr = await self._open_pr(run, parent, repo, branch, pushed, agent)
             await ctx.record(pr_url=pr["pr_url"])
             updates = self.updates
             await updates.comment(run, sub.key, self._result_text(branch, pr, pushed, agent),
@@ -349,23 +352,28 @@ class JiraProcessor:
         run.step = "prepare the worktree"
         self.git.use_token(await self.github.token())
         worktree = await self.git.prepare(repo, branch, run.id)
+        keep = False
         try:
             sha = await self._pushed_by_this_run(worktree, run.ids)
             if sha is not None:
                 return await run.journal("push", f"Commit {sha[:12]} already on origin",
                                          commit=sha, branch=branch, found=True)
-            run.step = "run the agent"
-            result = await self._run_agent(AgentConfig.of(self.settings), worktree.path, prompt,
-                                           self._llm)
-            run.usage.add(result.cost_usd, result.input_tokens, result.output_tokens)
-            secrets = self.settings.secret_values()
+            run.step = "run the agent, then the checks"
+            verified = await verify_change(
+                lambda text: self._run_agent(AgentConfig.of(self.settings), worktree.path,
+                                             text, self._llm),
+                prompt, worktree.path, ChecksConfig.of(self.settings, repo),
+                self.settings.secret_values(), run.ctx)
+            for each in verified.agents:
+                run.usage.add(each.cost_usd, each.input_tokens, each.output_tokens)
+            result = verified.agent
             await run.journal("agent", f"Agent finished (exit {result.exit_code})",
-                              exit_code=result.exit_code, duration_s=round(result.duration_s, 3),
-                              summary=scrub(result.summary[:SUMMARY_MAX_CHARS], secrets),
-                              output_tail=scrub(result.output[-2000:], secrets),
-                              cost_usd=result.cost_usd,
-                              input_tokens=result.input_tokens,
-                              output_tokens=result.output_tokens)
+                              **report.journal_fields(verified, self.settings.secret_values()))
+            if result.exit_code == 0 and not verified.passed:
+                keep = True  # for inspection; removed with the other stale worktrees
+                await self._blocked(run, sub, result, comments, report.blocked_text(
+                    sub.key, verified, self.settings.jira_status_in_progress))
+                return None
             sha = None
             if result.exit_code == 0:
                 run.step = "commit"
@@ -377,13 +385,16 @@ class JiraProcessor:
             run.step = "push"
             await self.git.push(worktree)
             return await run.journal("push", f"Pushed {sha[:12]} to {branch}", commit=sha,
-                                     branch=branch)
+                                     branch=branch, files=await self.git.changed_files(worktree))
         finally:
-            try:
-                await self.git.remove(worktree)
-            except Exception as exc:
-                log.warning("Could not remove the worktree", extra={
-                    "path": str(worktree.path), "error": str(exc)})
+            if keep:
+                log.info("Kept the worktree for inspection", extra={"path": str(worktree.path)})
+            else:
+                try:
+                    await self.git.remove(worktree)
+                except Exception as exc:
+                    log.warning("Could not remove the worktree", extra={
+                        "path": str(worktree.path), "error": str(exc)})
 
     async def _pushed_by_this_run(self, worktree: Worktree, run_ids: list[int]) -> str | None:
         """The commit an earlier attempt of this run pushed (found by its trailer)."""
@@ -393,7 +404,7 @@ class JiraProcessor:
         return await self.git.find_commit(worktree, f"^{RUN_TRAILER}: ({ids})$")
 
     async def _blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
-                       comments: list[Comment]) -> None:
+                       comments: list[Comment], checks_failed: str = "") -> None:
         settings = self.settings
         last = (result.summary or result.output[-SUMMARY_MAX_CHARS:]).strip() or "(no output)"
         why = ("the agent finished without changing any file" if result.exit_code == 0
@@ -402,13 +413,14 @@ class JiraProcessor:
                 f"The agent's last message:\n{last[:SUMMARY_MAX_CHARS]}\n\n"
                 f"Add what is missing in a comment, then move {sub.key} back to "
                 f"{settings.jira_status_in_progress} and assign it to the AI account.")
+        text = scrub(checks_failed or text, settings.secret_values())
         updates = self.updates
         await updates.comment(run, sub.key, text, "blocked_comment", comments)
         await updates.transition(run, sub.key, settings.jira_status_blocked, "blocked_transition")
         await updates.assign(run, sub.key, settings.jira_human_account_id, "blocked_assign")
 
-    async def _open_pr(self, run: RunJournal, parent: Issue, repo: RepoConfig,
-                       branch: str) -> dict[str, Any]:
+    async def _open_pr(self, run: RunJournal, parent: Issue, repo: RepoConfig, branch: str,
+                       pushed: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any]:
         async def open_pr() -> dict[str, Any]:
             siblings = await self.jira.list_subtasks(parent.key)
             body = "\n".join([
@@ -416,6 +428,10 @@ class JiraProcessor:
                 "Sub-tasks (one commit each, by mwai):",
                 *[f"- {s.key}: {s.summary}" for s in siblings],
                 "", "Opened as a draft; marked ready when every sub-task is Done in Jira.",
+                "", f"Files changed by the last sub-task ({run.ctx.run.issue_key}):",
+                *[f"- `{f}`" for f in pushed.get("files", [])], "",
+                str(agent.get("checks_summary", "")), report.markdown_table(agent.get("checks",
+                                                                                       [])),
             ])
             pr, created = await self.github.open_or_update_pr(
                 repo.github_repo, branch, repo.base_branch, f"{parent.key}: {parent.summary}",
@@ -434,6 +450,8 @@ class JiraProcessor:
         ]
         if agent.get("summary"):
             lines += ["Agent summary:", str(agent["summary"])]
+        if agent.get("checks_summary"):
+            lines += [str(agent["checks_summary"]), report.text_table(agent.get("checks", []))]
         if agent.get("duration_s") is not None:
             lines.append(f"Duration: {float(agent['duration_s']):.1f} s")
         if agent.get("input_tokens") is not None or agent.get("output_tokens") is not None:

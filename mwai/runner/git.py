@@ -24,8 +24,7 @@ from typing import Any
 
 from mwai.errors import PermanentError, TransientError
 from mwai.logs import GIT_LOGGER
-from mwai.runner.git_env import basic_credential, git_environment
-from mwai.runner.names import mirror_name
+from mwai.runner.git_env import basic_credential, git_environment, mirror_name
 from mwai.runner.repos import RepoConfig, is_safe_branch, is_safe_url
 from mwai.scrub import Scrubber
 
@@ -33,6 +32,14 @@ log = logging.getLogger(GIT_LOGGER)
 
 LOCAL_TIMEOUT_S = 120.0
 NETWORK_TIMEOUT_S = 600.0
+# Never committed, even in a repository without a .gitignore: what the agent, the setup
+# and the checks leave behind that is not source (untracked files only; tracked stay).
+JUNK_PATTERNS = (
+    "__pycache__/", "*.py[cod]", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".tox/",
+    ".nox/", ".coverage", ".coverage.*", "coverage.xml", "htmlcov/", "coverage/",
+    ".nyc_output/", "node_modules/", ".next/", ".cache/", "dist/", "build/", "target/",
+    "*.egg-info/", ".eggs/", ".venv/", "*.swp", "*.swo", "*~", ".#*", ".DS_Store",
+)
 STDERR_KEPT_CHARS = 2000
 
 # Lower-case fragments of git/curl/ssh messages that mean "try again later".
@@ -286,7 +293,9 @@ class GitWorkspace:
         When the agent committed by itself, its commits count as the change.
         """
         self._check_worktree(wt)
-        await self._git(["add", "--all"], wt.path)
+        exclude = self.work_dir / "commit-exclude"  # hidden from the sandbox with work_dir
+        exclude.write_text("\n".join(JUNK_PATTERNS) + "\n", encoding="utf-8")
+        await self._git(["-c", f"core.excludesFile={exclude}", "add", "--all"], wt.path)
         staged = await self._git(["diff", "--cached", "--quiet"], wt.path, check=False)
         if staged.returncode == 0:
             head = await self.head(wt)
@@ -299,6 +308,14 @@ class GitWorkspace:
             stdin=message.encode("utf-8"),
         )
         return await self.head(wt)
+
+    async def changed_files(self, wt: Worktree) -> list[str]:
+        """``STATUS path`` of each file the run's commits changed since it started."""
+        if not wt.start_commit:
+            return []
+        out = await self._git(["diff", "--name-status", "--no-renames", wt.start_commit,
+                               "HEAD", "--"], wt.path)
+        return [" ".join(line.split("\t", 1)) for line in out.stdout.splitlines() if line]
 
     def _check_worktree(self, wt: Worktree) -> None:
         """Refuse to commit when the agent deleted the worktree or re-pointed its .git.

@@ -1,13 +1,47 @@
-"""What one git command runs with: its environment and its credentials.
+"""What mwai gives git: the names it makes (a run's branch, a mirror's directory) and
+the environment and credentials of one command.
 
-Nothing of the service's environment reaches git but PATH, HOME, TMPDIR (and the
-ssh agent's socket); the push token travels only as a per-command config entry.
+Names are made from text mwai does not control (ticket summaries, repository
+URLs), so they keep only a safe alphabet: the result can go on a git command line
+or into a file path whatever the ticket or the URL says. Nothing of the service's
+environment reaches git but PATH, HOME, TMPDIR (and the ssh agent's socket); the
+push token travels only as a per-command config entry.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
+import unicodedata
 from collections.abc import Mapping
+
+SLUG_MAX_CHARS = 40
+
+
+def _slug(text: str, max_chars: int) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:max_chars].strip("-")
+
+
+def branch_name(parent_key: str, parent_summary: str) -> str:
+    """``ai/<PARENT-KEY>-<slug>``: a valid, safe ref whatever the ticket says.
+
+    Only ``[A-Za-z0-9-]`` survive in the key and ``[a-z0-9-]`` in the slug, so
+    no "..", "@{", "~^:?*[\\", spaces, control characters or ".lock" can appear.
+    """
+    key = re.sub(r"[^A-Za-z0-9]+", "-", parent_key).strip("-")[:32].strip("-").upper()
+    slug = _slug(parent_summary, SLUG_MAX_CHARS) or "work"
+    return f"ai/{key or 'ISSUE'}-{slug}"
+
+
+def mirror_name(url: str) -> str:
+    """A file name for the mirror of ``url``: readable part + hash of the whole URL."""
+    last = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1].removesuffix(".git")
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return f"{_slug(last, 40) or 'repo'}-{digest}.git"
+
 
 AUTHOR_NAME = "mwai"
 AUTHOR_EMAIL = "mwai@localhost"

@@ -7,6 +7,8 @@ map Jira project keys to repositories in a TOML file (MWAI_REPOS_FILE)::
     repo_url = "https://github.com/acme/app.git"
     base_branch = "main"          # optional, default BASE_BRANCH
     github_repo = "acme/app"      # optional when repo_url is a github.com URL
+    checks = ["pytest -q", "ruff check ."]   # optional; default MWAI_CHECKS or detected
+    setup = ["pip install -e ."]             # optional; default MWAI_SETUP
 
 The file is read on every call so an edit takes effect without a restart.
 """
@@ -27,7 +29,7 @@ _GITHUB_URL = re.compile(
     r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
     r"([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?/?$"
 )
-_PROJECT_KEYS = {"repo_url", "base_branch", "github_repo"}
+_PROJECT_KEYS = {"repo_url", "base_branch", "github_repo", "checks", "setup"}
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
 
@@ -51,6 +53,8 @@ class RepoConfig:
     url: str
     base_branch: str
     github_repo: str  # owner/name
+    checks: tuple[str, ...] | None = None  # None: MWAI_CHECKS, else detected
+    setup: tuple[str, ...] | None = None  # None: MWAI_SETUP
 
 
 def github_repo_from_url(url: str) -> str:
@@ -136,9 +140,22 @@ def _parse_project(
             f'{name}: github_repo is missing or not "owner/name" (got {github!r}); '
             'add github_repo = "owner/name"'
         )
+    commands = {name: _commands(name, table.get(name), problems) for name in ("checks", "setup")}
     if len(problems) > before:
         return None
-    return RepoConfig(url=url.strip(), base_branch=base.strip(), github_repo=str(github))
+    return RepoConfig(url=url.strip(), base_branch=base.strip(), github_repo=str(github),
+                      checks=commands["checks"], setup=commands["setup"])
+
+
+def _commands(name: str, value: Any, problems: list[str]) -> tuple[str, ...] | None:
+    """A ``checks`` / ``setup`` list of shell commands (None when absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(c, str) and c.strip() for c in value):
+        problems.append(f'{name} must be a list of commands, e.g. {name} = ["make test"] '
+                        f"(got {value!r})")
+        return None
+    return tuple(c.strip() for c in value)
 
 
 def resolve_repo(sources: RepoSources, project_key: str) -> RepoConfig:

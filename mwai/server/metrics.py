@@ -100,6 +100,11 @@ class Metrics:
                                   "in US dollars.", ["action"], registry=r)
         self.agent_tokens = Counter("mwai_agent_tokens", "LLM tokens reported by runs.",
                                     ["action", "kind"], registry=r)
+        self.checks_run = Counter("mwai_checks", "Check and setup commands run after the "
+                                  "agent's changes, by kind (check, setup) and outcome (passed, "
+                                  "failed).", ["kind", "outcome"], registry=r)
+        self.fix_attempts = Counter("mwai_fix_attempts", "Times a failed check's output went "
+                                    "back to the agent (the fix loop).", registry=r)
         self.last_success = Gauge("mwai_last_success_timestamp_seconds", "Unix time of the "
                                   "last completed run (0: none since start).", registry=r)
         self._actions: dict[int, str] = {}
@@ -143,6 +148,12 @@ class Metrics:
                 self.agent_cost.labels(action).inc(delta)
             else:
                 self.agent_tokens.labels(action, name.removesuffix("_tokens")).inc(delta)
+
+    def check_finished(self, kind: str, passed: bool) -> None:
+        self.checks_run.labels(kind, "passed" if passed else "failed").inc()
+
+    def fix_attempted(self) -> None:
+        self.fix_attempts.inc()
 
     def run_enqueued(self, result: EnqueueResult, source: str) -> None:
         if not result.deduplicated and not result.coalesced:

@@ -26,6 +26,12 @@ def test_mwai_demo_plays_the_whole_story(tmp_path: Path) -> None:
     assert "DEMO-2: Add a greet() helper" in output
     assert "DEMO-3: Document greet() in the README" in output
     assert f"Database: {work / 'mwai.sqlite3'}" in output
+    # The fix loop: the demo agent's first change fails the sample's tests, the fix passes.
+    assert "DEMO-2    Check mwai.demo.sample_tests: failed (exit 1)" in output
+    assert "FAILED tests/test_greet.py::test_greet" in output and "AssertionError" in output
+    assert "Fix attempt 1 of 3" in output
+    assert "DEMO-2: Checks (configured) passed after 1 fix attempt(s)." in output
+    assert "| 1 | mwai.demo.sample_tests |" in output
     assert (work / "mwai.sqlite3").is_file()
     assert "Traceback" not in output
 

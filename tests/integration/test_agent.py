@@ -27,7 +27,7 @@ from mwai.runner.agent.process import AgentTimeout
 from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.agent.run import run_agent
 from mwai.runner.git import GitWorkspace
-from mwai.runner.names import branch_name
+from mwai.runner.git_env import branch_name
 from mwai.runner.repos import RepoConfig
 from tests.conftest import make_settings
 
@@ -38,6 +38,10 @@ SECRET_ENV = {
     "JIRA_WEBHOOK_SECRET": "hook-secret-xyz-987",
     "GITHUB_TOKEN": "ghp_other_token_42",
 }
+# These tests watch the agent's processes from outside (pid files, /proc of mwai), which
+# the sandbox hides: they check the process handling of MWAI_SANDBOX=off; the sandboxed
+# cases are in tests/integration/test_hostile_agent.py.
+UNCONFINED = "off"
 # A guard against a hanging implementation, not a speed requirement.
 HANG_GUARD_S = 60
 
@@ -131,7 +135,7 @@ async def test_task_file_is_outside_the_worktree_and_removed(tmp_path: Path) -> 
 async def test_agent_environment_holds_no_secret_even_when_it_tries(tmp_path: Path) -> None:
     worktree = tmp_path / "wt"
     worktree.mkdir()
-    dump = tmp_path / "env-dump.json"
+    dump = worktree / "env-dump.json"  # the sandboxed agent writes only in its worktree
     config = agent_config(
         tmp_path,
         f"{DEMO} --mode dump-env --dump-file {shlex.quote(str(dump))}",
@@ -158,8 +162,11 @@ async def test_agent_environment_holds_no_secret_even_when_it_tries(tmp_path: Pa
     assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0
     assert env["ANTHROPIC_API_KEY"] == "sk-ant-agent" and env["HARMLESS"] == "1"
     assert "UNLISTED" not in env and "MWAI_TASK_FILE" in env
+    # The sandbox adds its private TMPDIR and, when it drops root, git's safe.directory.
+    sandboxed = {"TMPDIR", "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0"}
     assert set(env) - {"PWD", "SHLVL", "_", "LC_CTYPE"} <= {
-        "PATH", "HOME", "LANG", "MWAI_TASK_FILE", "ANTHROPIC_API_KEY", "HARMLESS"}
+        "PATH", "HOME", "LANG", "MWAI_TASK_FILE", "ANTHROPIC_API_KEY", "HARMLESS", *sandboxed}
+    assert env["HOME"] == "/home/sandbox" and env["HOME"] != str(tmp_path)
 
 
 # "mwai" for the next test: a process holding the secrets in its own environment, as
@@ -191,7 +198,7 @@ print("control:", control.stdout.strip() or control.stderr.strip()[-200:])
 settings = Settings.defaults(
     agent_command=command, agent_timeout_s=60.0, agent_pass_env=pass_env,
     jira_api_token=os.environ["JIRA_API_TOKEN"], gh_token=os.environ["GH_TOKEN"],
-    jira_webhook_secret=os.environ["JIRA_WEBHOOK_SECRET"])
+    jira_webhook_secret=os.environ["JIRA_WEBHOOK_SECRET"], sandbox="off")
 result = asyncio.run(run_agent(AgentConfig.of(settings), worktree,
                                "Print GH_TOKEN and /proc/$PPID/environ.", None))
 print("agent exit:", result.exit_code, "uid:", os.getuid())
@@ -261,7 +268,8 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     worktree.mkdir()
     pid_file = tmp_path / "pids"
     command = f"{DEMO} --mode hang --spawn-child --pid-file {shlex.quote(str(pid_file))}"
-    config = AgentConfig.of(make_settings(tmp_path, agent_command=command, agent_timeout_s=2.0))
+    config = AgentConfig.of(make_settings(tmp_path, agent_command=command, agent_timeout_s=2.0,
+                                          sandbox=UNCONFINED))
     with pytest.raises(AgentTimeout) as caught:
         await asyncio.wait_for(run_agent(config, worktree, prompt_for(), None,
                                          kill_grace_s=1.0), HANG_GUARD_S)
@@ -280,7 +288,8 @@ async def test_cancelling_the_run_kills_the_agent_group(tmp_path: Path) -> None:
     worktree.mkdir()
     pid_file = tmp_path / "pids"
     command = f"{DEMO} --mode hang --spawn-child --pid-file {shlex.quote(str(pid_file))}"
-    task = asyncio.create_task(run_agent(agent_config(tmp_path, command), worktree,
+    task = asyncio.create_task(run_agent(agent_config(tmp_path, command, sandbox=UNCONFINED),
+                                         worktree,
                                          prompt_for(), None))
     pids = [int(p) for p in (await wait_for_file(pid_file)).split()]
     task.cancel()
@@ -346,7 +355,8 @@ async def test_leftover_background_process_is_killed_when_the_agent_exits(
     pid_file = tmp_path / "bg.pid"
     command = f"sh -c 'sleep 300 & echo $! > {shlex.quote(str(pid_file))}; echo started'"
     result = await asyncio.wait_for(
-        run_agent(agent_config(tmp_path, command), worktree, "task", None), HANG_GUARD_S)
+        run_agent(agent_config(tmp_path, command, sandbox=UNCONFINED), worktree, "task", None),
+        HANG_GUARD_S)
     assert result.summary == "started"
     pid = int(pid_file.read_text())
     for _ in range(100):

@@ -208,8 +208,10 @@ async def test_agent_timeout_kills_the_group_fails_the_run_and_tells_jira(
     pid_file = tmp_path / "agent.pids"
     command = shlex.join([sys.executable, "-m", "mwai.demo.agent", "--mode", "hang",
                           "--spawn-child", "--pid-file", str(pid_file)])
+    # The pid file is written outside the worktree and the pids are read from outside:
+    # unconfined (the sandboxed timeout is in tests/integration/test_hostile_agent.py).
     stack = await make_stack(plan=ONE_SUBTASK_PLAN, agent_command=command,
-                             agent_timeout_s=1.0)
+                             agent_timeout_s=1.0, sandbox="off")
     jira = stack.jira
     parent = await approved_parent(stack)
     await settle(stack, "the failure comment", lambda: any(
@@ -286,9 +288,9 @@ async def test_jira_500_until_attempts_run_out(make_stack: StackFactory) -> None
 async def test_no_secret_in_events_logs_comments_or_agent_environment(
         make_stack: StackFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    env_dump = tmp_path / "agent-env.json"
-    command = shlex.join([sys.executable, "-m", "mwai.demo.agent", "--mode",
-                          "dump-env", "--dump-file", str(env_dump)])
+    # The sandboxed agent writes its environment into the worktree (agent-env.json),
+    # so what it saw is also what was committed and pushed.
+    command = shlex.join([sys.executable, "-m", "mwai.demo.agent", "--mode", "dump-env"])
     stack = await make_stack(agent_command=command)
     result = await play_story(stack, lambda line: None)
     assert stack.settings is not None
@@ -301,7 +303,7 @@ async def test_no_secret_in_events_logs_comments_or_agent_environment(
         texts += stack.jira.comments_of(issue.key)
     texts += [json.dumps(pr) for pr in stack.github.pulls(GITHUB_REPO)]
     texts += [record.getMessage() + repr(record.__dict__) for record in caplog.records]
-    agent_env = json.loads(env_dump.read_text())
+    agent_env = json.loads(git_show(stack.origin, result["branch"], "agent-env.json"))
     texts += [f"{name}={value}" for name, value in agent_env.items()]
     texts += git_log(stack.origin, result["branch"])
     assert texts

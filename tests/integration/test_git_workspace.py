@@ -15,8 +15,7 @@ import pytest
 from mwai.demo.sample_repo import git_branches, git_log, git_show, make_sample_origin
 from mwai.errors import PermanentError, TransientError
 from mwai.runner.git import GitWorkspace, Worktree
-from mwai.runner.git_env import auth_header_value, basic_credential
-from mwai.runner.names import branch_name
+from mwai.runner.git_env import auth_header_value, basic_credential, branch_name
 from mwai.runner.repos import RepoConfig
 
 BRANCH = branch_name("PROJ-1", "Add a subtract function")

@@ -143,6 +143,9 @@ def _document(**overrides: Any) -> dict[str, Any]:
                           "prune": {"available": True, "wall_s": 30.0, "exit_code": 0},
                           "intake": {"rate_per_s": 1000.0, "p99_ms": 60.0, "max_ms": 80.0,
                                      "errors": 0}}},
+            "sandbox": {"available": True, "launches": 200, "overhead_p50_ms": 62.0,
+                        "plain": {"p50_ms": 1.0, "p99_ms": 2.0, "max_ms": 3.0},
+                        "sandboxed": {"p50_ms": 63.0, "p99_ms": 80.0, "max_ms": 90.0}},
         },
     }
     document.update(overrides)
@@ -161,6 +164,7 @@ def test_evaluate_reads_every_target_from_the_document() -> None:
         "health_p99": True,  # the largest size counts, not the 9 ms at 10k runs
         "stats_s": True, "prune_p99": False, "rss_idle": True, "rss_load": False,
         "ready_empty": True, "ready_largest": True,
+        "sandbox_overhead": False,  # 62 ms per launch, over the 50 ms target
     }
 
 

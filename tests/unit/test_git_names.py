@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mwai.errors import ConfigError, PermanentError
-from mwai.runner.git_env import git_environment
-from mwai.runner.names import branch_name, mirror_name
+from mwai.runner.git_env import branch_name, git_environment, mirror_name
 from mwai.runner.repos import RepoConfig, RepoSources, is_safe_branch, load_repos, resolve_repo
 from tests.conftest import make_settings
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mwai.runner.verify.sandbox import SandboxConfig
 from mwai.settings import SETTINGS, Settings
 
 
@@ -20,6 +21,7 @@ class AgentConfig:
     # (variable name, value) of mwai's set secrets: withheld from the agent's environment
     # and scrubbed from its output; kept out of reprs and tracebacks.
     secrets: tuple[tuple[str, str], ...] = field(repr=False)
+    sandbox: SandboxConfig | None = None  # None: unconfined (MWAI_SANDBOX=off)
 
     @classmethod
     def of(cls, settings: Settings) -> AgentConfig:
@@ -29,7 +31,8 @@ class AgentConfig:
                    max_output_bytes=settings.agent_max_output_bytes,
                    max_change_bytes=settings.agent_max_change_bytes,
                    prompt_max_chars=settings.prompt_max_chars,
-                   pass_env=settings.agent_pass_env, secrets=secrets)
+                   pass_env=settings.agent_pass_env, secrets=secrets,
+                   sandbox=SandboxConfig.of(settings))
 
     def secret_values(self) -> list[str]:
         """The secret values, as ``Settings.secret_values`` gives them, for scrubbing."""

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,20 @@ EXIT_POLL_S = 0.05
 READ_CHUNK_BYTES = 65536
 
 
-class AgentTimeout(PermanentError):
-    """The agent ran past MWAI_AGENT_TIMEOUT_S; its process group was killed."""
+class AgentStopped(PermanentError):
+    """mwai stopped the agent (its process group was killed); ``result`` has its output."""
 
     def __init__(self, message: str, result: AgentResult) -> None:
         super().__init__(message)
         self.result = result
+
+
+class AgentTimeout(AgentStopped):
+    """The agent ran past MWAI_AGENT_TIMEOUT_S; its process group was killed."""
+
+
+class AgentFlood(AgentStopped):
+    """The agent printed more than MWAI_SANDBOX_MAX_OUTPUT_BYTES; its group was killed."""
 
 
 class BoundedCapture:
@@ -131,15 +140,16 @@ def resolve_program(program: str, path_env: str) -> str:
     )
 
 
-async def _wait_exit(proc: asyncio.subprocess.Process, timeout_s: float) -> bool:
-    """True when the agent exited within ``timeout_s``.
+async def _wait_exit(proc: asyncio.subprocess.Process, timeout_s: float,
+                     flooded: Callable[[], bool] = lambda: False) -> bool:
+    """True when the agent exited within ``timeout_s`` (False too when it ``flooded``).
 
     Polls the return code: Process.wait() of Python 3.11 also waits until every
     holder of the output pipes is gone, which a leftover child can delay forever.
     """
     deadline = time.monotonic() + timeout_s
     while proc.returncode is None:
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or flooded():
             return False
         await asyncio.sleep(min(EXIT_POLL_S, max(0.0, deadline - time.monotonic())))
     return True
@@ -152,6 +162,7 @@ async def run_command(
     prompt: str,
     env: dict[str, str],
     kill_grace_s: float,
+    max_total_output_bytes: int = 0,
 ) -> AgentResult:
     """Run ``argv`` in ``worktree`` in its own process group, the prompt on stdin.
 
@@ -182,7 +193,10 @@ async def run_command(
         asyncio.create_task(_drain(proc.stderr, err)),
     ]
     try:
-        timed_out = not await _wait_exit(proc, config.timeout_s)
+        def flooded() -> bool:
+            return 0 < max_total_output_bytes < out.total + err.total
+
+        timed_out = not await _wait_exit(proc, config.timeout_s, flooded)
         # Whatever the agent left running (or everything, on timeout) goes now.
         await kill_group(pgid, kill_grace_s if timed_out else min(kill_grace_s, 1.0))
         # The pipes close once every holder is dead (one that escaped the group with
@@ -213,6 +227,10 @@ async def run_command(
         input_tokens=parsed.input_tokens,
         output_tokens=parsed.output_tokens,
     )
+    if timed_out and flooded():
+        raise AgentFlood(
+            f"the agent printed more than {max_total_output_bytes} bytes "
+            "(MWAI_SANDBOX_MAX_OUTPUT_BYTES); its process group was killed", result)
     if timed_out:
         last = last_line(result.output)
         raise AgentTimeout(

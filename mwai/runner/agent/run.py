@@ -23,6 +23,7 @@ from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.env import agent_environment, protect_own_environment
 from mwai.runner.agent.output import AgentResult
 from mwai.runner.agent.process import KILL_GRACE_S, resolve_program, run_command
+from mwai.runner.verify.sandbox import Sandbox
 
 log = logging.getLogger(AGENT_LOGGER)
 
@@ -55,11 +56,21 @@ async def run_agent(
     argv[0] = resolve_program(argv[0], env.get("PATH", ""))
     if not protect_own_environment():
         log.debug("could not make mwai non-dumpable; the agent may read /proc/<pid>/environ")
+    sandbox = Sandbox(config.sandbox) if config.sandbox and config.sandbox.enabled else None
+    if sandbox is not None:
+        sandbox.require()
     task_dir = Path(tempfile.mkdtemp(prefix="mwai-task-"))
     try:
         task_file = task_dir / "task.md"
         task_file.write_text(prompt, encoding="utf-8")
         env["MWAI_TASK_FILE"] = str(task_file)
-        return await run_command(config, argv, worktree, prompt, env, kill_grace_s)
+        if sandbox is None:
+            return await run_command(config, argv, worktree, prompt, env, kill_grace_s)
+        # The agent keeps the network: it must reach its model API.
+        confined = sandbox.wrap(argv, cwd=worktree, network=True, readable=[task_dir])
+        async with sandbox.lend(worktree, task_dir):
+            return await run_command(config, confined, worktree, prompt,
+                                     sandbox.environment(env), kill_grace_s,
+                                     sandbox.config.max_output_bytes)
     finally:
         shutil.rmtree(task_dir, ignore_errors=True)
