@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from mwai.cli.parser import add_command, arg, flag
 from mwai.demo.story import STORY_TIMEOUT_S, run_demo, serve_demo
 from mwai.errors import UsageError
+from mwai.logs import RUN_LOGGER
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -23,6 +25,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     def write(line: str) -> None:
         print(line, flush=True)
 
+    # The timeline prints every event of every run; the run logger's warnings (a
+    # failed check before its fix) would print them a second time, as raw log lines.
+    logging.getLogger(RUN_LOGGER).setLevel(logging.ERROR)
     if args.serve:
         return asyncio.run(serve_demo(root, args.port, write))
     return asyncio.run(run_demo(root, write, args.timeout))
