@@ -132,10 +132,6 @@ class WorkerPool:
 
     async def start(self) -> None:
         await self.store.register_process()
-        for lost in await self.store.recover_dead_processes(self.config.max_attempts):
-            log.warning("Recovered run of a dead process", extra={
-                "run_id": lost.run_id, "issue_key": lost.issue_key, "outcome": lost.outcome,
-                "lost_worker": lost.worker})
         await self._recover_once()
         # Optional hook: the Jira flow removes worktrees a crash left behind.
         processor_start = getattr(self.processor, "start", None)
@@ -388,6 +384,12 @@ class WorkerPool:
 
     async def _recover_once(self) -> None:
         try:
+            # A process of this host whose pid is gone is dead at once (mwai.queue.health):
+            # its runs come back without waiting for their lease to expire.
+            for dead in await self.store.recover_dead_processes(self.config.max_attempts):
+                log.warning("Recovered run of a dead process", extra={
+                    "run_id": dead.run_id, "issue_key": dead.issue_key,
+                    "outcome": dead.outcome, "lost_worker": dead.worker})
             lost = await self.store.recover_expired(self.config.max_attempts)
         except StoreError as exc:
             log.error("Lease recovery failed", extra={"error": str(exc)})

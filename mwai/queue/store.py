@@ -33,6 +33,9 @@ from mwai.queue.writer import BatchWriter, Checkpointer, WriterConnection, trans
 
 T = TypeVar("T")
 
+# The kv key whose presence stops every claim (`mwai pause`).
+PAUSED_KEY = "claims.paused"
+
 # How often the background checkpoint copies the WAL into the database (after commits).
 CHECKPOINT_INTERVAL_S = 0.5
 
@@ -178,10 +181,12 @@ class Store(StoreReads):
         counts = await self.health_counts(stuck_after_s)
         stuck = (await self.stuck_runs(stuck_after_s, list_stuck)
                  if counts.stuck and list_stuck > 0 else [])
+        paused = await self.paused()
         return HealthSnapshot(taken_at=taken_at, queued=counts.queued, running=counts.running,
                               stuck_count=counts.stuck, stuck_runs=tuple(stuck),
                               oldest_queued_at=counts.oldest_queued_at,
-                              write_failure=self.write_failure)
+                              write_failure=self.write_failure,
+                              paused_by=None if paused is None else str(paused.get("by")))
 
     # ------------------------------------------------------------------ intake
 
@@ -286,15 +291,46 @@ class Store(StoreReads):
         """At startup: runs of processes on this host that are gone, whatever their lease."""
         return await self._write(writes.op_recover_dead, self.process_id, max_attempts)
 
-    async def cancel(self, run_id: int, reason: str = "cancelled by operator") -> str:
-        """Cancel a queued run now, or ask the owner of a running run to stop it.
+    async def cancel(self, run_id: int, *, by: str, reason: str = "") -> str:
+        """Cancel a queued run now, or ask the owner of a running run to stop it; ``by``
+        (the operator) goes into the event ("Run cancelled by alice").
 
         Returns the status reached: 'cancelled' or 'cancelling'.
         """
-        return await self._write(writes.op_cancel, run_id, reason)
+        return await self._write(writes.op_cancel, run_id, by, reason)
 
-    async def requeue(self, run_id: int, reason: str = "requeued by operator") -> None:
-        await self._write(writes.op_requeue, run_id, reason)
+    async def requeue(self, run_id: int, *, by: str, reason: str = "") -> None:
+        """Queue a finished run again ("Run requeued by alice")."""
+        await self._write(writes.op_requeue, run_id, by, reason)
+
+    async def cancel_many(self, run_ids: Sequence[int], *, by: str, reason: str = ""
+                          ) -> list[tuple[int, str | None]]:
+        """``cancel`` each run, in one transaction: (run id, why it was refused or None)."""
+        return await self._write(writes.op_each, writes.op_cancel, list(run_ids), by, reason)
+
+    async def requeue_many(self, run_ids: Sequence[int], *, by: str, reason: str = ""
+                           ) -> list[tuple[int, str | None]]:
+        """``requeue`` each run, in one transaction: (run id, why it was refused or None)."""
+        return await self._write(writes.op_each, writes.op_requeue, list(run_ids), by, reason)
+
+    async def pause(self, *, by: str, reason: str = "") -> None:
+        """Stop every claim of every `mwai serve` on this database (webhooks are still
+        queued); running runs go on. The state lives in the database (kv)."""
+        value = writes.dumps({"by": by, "reason": reason or None, "at": clock.now_s()})
+        await self._write(writes.op_kv_set, PAUSED_KEY, value)
+
+    async def resume(self, *, by: str) -> bool:
+        """Let claims start again; False when claims were not paused."""
+        return await self._write(writes.op_kv_delete, PAUSED_KEY)
+
+    async def paused(self) -> dict[str, Any] | None:
+        """Who paused claims, when and why (None: not paused)."""
+        found = await self.kv_get(PAUSED_KEY)
+        if found is None:
+            return None
+        document = writes.json_object(found[0])
+        document.setdefault("at", found[1])
+        return document
 
     async def kv_set(self, key: str, value: str) -> None:
         await self._write(writes.op_kv_set, key, value)
@@ -311,7 +347,8 @@ class Store(StoreReads):
         return await self._write(writes.op_prune_runs, list(run_ids), before)
 
     async def release_stale_locks(
-        self, locks: Sequence[tuple[int, str]], fresh_after: float, max_attempts: int
+        self, locks: Sequence[tuple[int, str]], fresh_after: float, max_attempts: int,
+        *, by: str,
     ) -> list[LostRun]:
         """Release the (run_id, locked_by) locks whose owner process looks dead.
 
@@ -320,7 +357,8 @@ class Store(StoreReads):
         goes back to the queue (or fails when its attempts are spent), like lease
         recovery does.
         """
-        return await self._write(writes.op_release_locks, list(locks), fresh_after, max_attempts)
+        return await self._write(writes.op_release_locks, list(locks), fresh_after, max_attempts,
+                                 by)
 
     async def vacuum(self) -> None:
         """VACUUM then truncate the WAL (blocks other writers while it runs)."""

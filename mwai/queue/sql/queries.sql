@@ -46,7 +46,9 @@ UPDATE runs SET
     lease_expires_at = :lease_expires_at,
     started_at       = coalesce(started_at, :now),
     updated_at       = :now
-WHERE id = (
+-- `mwai pause` stops every claim of every process (kv 'claims.paused'); intake goes on.
+WHERE NOT EXISTS (SELECT 1 FROM kv WHERE key = 'claims.paused')
+  AND id = (
     SELECT q.id FROM runs AS q INDEXED BY runs_queue
     WHERE q.status = 'queued'
       AND q.available_at <= :now
@@ -206,6 +208,9 @@ SELECT
 
 -- name: kv_get
 SELECT value, updated_at FROM kv WHERE key = :key;
+
+-- name: kv_delete
+DELETE FROM kv WHERE key = :key;
 
 -- name: kv_set
 INSERT INTO kv (key, value, updated_at) VALUES (:key, :value, :now)
