@@ -68,11 +68,7 @@ class Store(StoreReads):
     # ----------------------------------------------------------------- lifecycle
 
     async def open(self) -> Store:
-        if not self.create and not Path(self.path).exists():
-            raise StoreError(
-                f"database {self.path} does not exist: start `mwai serve` once to create it, "
-                "or point --db / MWAI_DB at the right file"
-            )
+        self._check_path()
         if not self.readonly:
             conn = await asyncio.to_thread(self._open_writer)
             self._writer = BatchWriter(conn, self.path, self.busy_timeout_ms, writes.flush_events)
@@ -83,7 +79,7 @@ class Store(StoreReads):
                                               lambda: writer.batches_committed)
             self._checkpointer.start()
         try:
-            self._reader = await aiosqlite.connect(self._uri(), uri=True)
+            self._reader = await self._connect_reader()
             await self._reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             await self._reader.execute("PRAGMA query_only = 1")
             version = await self._read_version()
@@ -100,6 +96,31 @@ class Store(StoreReads):
                 "start `mwai serve` with this mwai once to migrate it"
             )
         return self
+
+    def _check_path(self) -> None:
+        """Bad paths said plainly before any driver sees them (exit 2: bad input)."""
+        path = Path(self.path)
+        if path.is_dir():
+            raise StoreError(f"database {self.path} is a directory: --db / MWAI_DB must name "
+                             "the database file (e.g. /var/lib/mwai/mwai.sqlite3)")
+        if not self.create and not path.exists():
+            raise StoreError(
+                f"database {self.path} does not exist: start `mwai serve` once to create it, "
+                "or point --db / MWAI_DB at the right file"
+            )
+        if path.exists() and not os.access(path, os.R_OK):
+            raise StoreError(f"database {self.path} is not readable by this user: run the "
+                             "command as the service's user (sudo -u mwai ...) or fix its mode")
+
+    async def _connect_reader(self) -> aiosqlite.Connection:
+        """The read connection. The file is opened here, in a thread we wait for, and
+        only an open connection is handed to aiosqlite: when aiosqlite's own connect
+        fails, its worker thread later resolves a future of an event loop already
+        closed, and prints an "Event loop is closed" traceback (now and then, as the
+        thread and the loop's end race)."""
+        conn = await asyncio.to_thread(sqlite3.connect, self._uri(), uri=True,
+                                       check_same_thread=False)
+        return await aiosqlite.Connection(lambda: conn, 64)
 
     def _uri(self) -> str:
         mode = "rwc" if self.create else "rw"
