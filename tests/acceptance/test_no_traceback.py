@@ -160,3 +160,27 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     assert "did you mean 'runs'?" in by_what["a mistyped command"].stderr
     assert "did you mean '--status'?" in by_what["a mistyped flag"].stderr
     assert "did you mean 'failed'?" in by_what["a bad choice"].stderr
+
+
+def test_mwai_alone_prints_help_and_bash_completes_commands_and_flags(
+        places: dict[str, Path]) -> None:
+    env = service_env(places["good"], 1)
+    alone = mwai(env=env)
+    assert alone.returncode == 0 and alone.stdout.startswith("usage: mwai")
+    assert "Exit codes: 0 ok; 1 runtime failure" in alone.stdout
+    script = mwai("completion", "bash", env=env)
+    assert script.returncode == 0
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(words)
+        probe = (f'source /dev/stdin; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; '
+                 f'COMP_LINE="{line}"; COMP_POINT=${{#COMP_LINE}}; _shtab_mwai; '
+                 'printf "%s\\n" "${COMPREPLY[@]}"')
+        done = subprocess.run(["bash", "-c", probe], input=script.stdout, text=True,
+                              capture_output=True, timeout=30, check=True)
+        return done.stdout.split()
+
+    assert complete("mwai", "re") == ["requeue", "resume"]
+    assert "--status" in complete("mwai", "requeue", "--st")
+    zsh = mwai("completion", "zsh", env=env)
+    assert zsh.returncode == 0 and zsh.stdout.startswith("#compdef mwai")

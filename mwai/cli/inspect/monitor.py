@@ -21,7 +21,6 @@ from mwai.cli.common import (
     iso_utc,
     local_time,
     on_terminal,
-    one_line,
     open_store,
     ops_settings,
     parse_duration,
@@ -31,7 +30,7 @@ from mwai.cli.common import (
     terminal_width,
     with_iso,
 )
-from mwai.cli.inspect.runs import list_runs, runs_table
+from mwai.cli.inspect.runs import fit, list_runs, runs_table
 from mwai.errors import EXIT_OK, EXIT_PROBLEM
 from mwai.queue.health import HealthRules, Workers, assess, process_liveness
 from mwai.queue.store import Store
@@ -86,11 +85,12 @@ def health_line(snap: Mapping[str, Any]) -> str:
 
 
 def render_monitor(snap: Mapping[str, Any], width: int = 100) -> str:
+    """The monitor's screen, every table line fitted to ``width`` with its header row."""
     lines = [f"mwai monitor — {local_time(snap['timestamp'])}   {health_line(snap)}"]
-    lines.append(f"queue: {snap['queued']} queued (oldest "
-                 f"{format_duration(snap['oldest_queued_age_s'])})   running: "
-                 f"{snap['running']}   stuck: {snap['stuck_count']}   failed last hour: "
-                 f"{snap['failed_last_hour']}")
+    lines.append(fit(f"queue: {snap['queued']} queued (oldest "
+                     f"{format_duration(snap['oldest_queued_age_s'])})   running: "
+                     f"{snap['running']}   stuck: {snap['stuck_count']}   failed last hour: "
+                     f"{snap['failed_last_hour']}", width))
     services = [p for p in snap["processes"] if p["stopped_at"] is None]
     for proc in services:
         state = "alive" if proc["alive"] else colour("NOT ALIVE", "red")
@@ -104,14 +104,14 @@ def render_monitor(snap: Mapping[str, Any], width: int = 100) -> str:
         lines.append("  none")
     else:
         header = f"  {'ID':>7}  {'ISSUE':<14} {'WAITED':>8} {'RUNNING':>8}  {'TRY':>3}  WORKER"
-        lines.append(colour(header, "bold"))
+        lines.append(colour(fit(header, width), "bold"))
     for run in snap["running_runs"]:
         line = (f"  {run['id']:>7}  {run['issue_key']:<14} "
                 f"{format_duration(run['queue_wait_s']):>8} "
                 f"{format_duration(run['run_time_s']):>8}  {run['attempts']:>3}  "
                 f"{run['locked_by']}" + ("  (cancel requested)" if run["cancel_requested"]
                                          else ""))
-        lines.append(one_line(line, width))
+        lines.append(fit(line, width))
     lines += ["", colour("Recent runs:", "bold")]
     if not snap["recent_runs"]:
         lines.append("  none")

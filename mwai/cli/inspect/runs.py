@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -56,20 +56,53 @@ async def list_runs(store: Store, status: str | None, issue_key: str | None, lim
     return [run_row(row, now) for row in rows]
 
 
-RUNS_HEADER = (f"{'ID':>7}  {'ISSUE':<14} {'STATUS':<10} {'TRIES':>5}  {'CREATED':<23}  "
-               f"{'WAIT':>8} {'RUN':>8} {'TOTAL':>8}  ")
+# The runs table's columns: title, width, right-aligned, the cell. The last error
+# takes what is left of the terminal's width.
+_Column = tuple[str, int, bool, Callable[[Mapping[str, Any]], str]]
+RUN_COLUMNS: tuple[_Column, ...] = (
+    ("ID", 7, True, lambda r: str(r["id"])),
+    ("ISSUE", 14, False, lambda r: str(r["issue_key"])),
+    ("STATUS", 10, False, lambda r: str(r["status"])),
+    ("TRIES", 5, True, lambda r: str(r["attempts"])),
+    ("CREATED", 23, False, lambda r: local_time(r["created_at"])),
+    ("WAIT", 8, True, lambda r: format_duration(r["queue_wait_s"])),
+    ("RUN", 8, True, lambda r: format_duration(r["run_time_s"])),
+    ("TOTAL", 8, True, lambda r: format_duration(r["total_s"])),
+)
+# On a narrow terminal these columns go first, in this order.
+DROPPED_FIRST = ("CREATED", "TRIES", "WAIT", "RUN")
+MIN_ERROR_WIDTH = 20
+
+
+def fit(line: str, width: int) -> str:
+    """A line cut to the terminal's width (an ellipsis shows the cut)."""
+    return line if len(line) <= width else line[: max(1, width - 1)] + "…"
+
+
+def _columns_for(width: int) -> list[_Column]:
+    columns = list(RUN_COLUMNS)
+    for title in DROPPED_FIRST:
+        if sum(c[1] + 1 for c in columns) + 2 + MIN_ERROR_WIDTH <= width:
+            break
+        columns = [c for c in columns if c[0] != title]
+    return columns
+
+
+def _cells(values: Sequence[str], columns: Sequence[_Column]) -> str:
+    return " ".join(f"{v:>{c[1]}}" if c[2] else f"{v:<{c[1]}}"
+                    for v, c in zip(values, columns, strict=True)) + "  "
 
 
 def runs_table(runs: Sequence[Mapping[str, Any]], width: int) -> list[str]:
-    """The runs table with its header row; the last error fills what is left of ``width``."""
-    error_width = max(10, width - len(RUNS_HEADER))
-    lines = [colour(RUNS_HEADER + "LAST ERROR", "bold")]
+    """The runs table with its header row, fitted to ``width``: on a narrow terminal
+    the least needed columns go, and the last error fills what is left."""
+    columns = _columns_for(width)
+    header = _cells([c[0] for c in columns], columns)
+    error_width = max(10, width - len(header))
+    lines = [colour(fit(header + "LAST ERROR", width), "bold")]
     for run in runs:
-        lines.append(
-            f"{run['id']:>7}  {run['issue_key']:<14} {status_text(run['status'])} "
-            f"{run['attempts']:>5}  {local_time(run['created_at']):<23}  "
-            f"{format_duration(run['queue_wait_s']):>8} {format_duration(run['run_time_s']):>8} "
-            f"{format_duration(run['total_s']):>8}  {one_line(run['last_error'], error_width)}")
+        row = _cells([c[3](run) for c in columns], columns)
+        lines.append(fit(row + one_line(run["last_error"], error_width), width))
     return lines
 
 

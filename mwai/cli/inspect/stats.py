@@ -29,7 +29,6 @@ from mwai.cli.common import (
     run_row,
     with_iso,
 )
-from mwai.cli.inspect.runs import status_text
 from mwai.errors import EXIT_OK
 from mwai.model import STATUSES, ErrorCount
 from mwai.queue.health import HealthRules, assess
@@ -114,7 +113,7 @@ def print_stats(stats: Mapping[str, Any]) -> None:
     print(colour(f"  {'STATUS':<10} {'COUNT':>8}  {'AVG WAIT':>9} {'AVG RUN':>9} "
                  f"{'AVG TOTAL':>9}  {'MAX TOTAL':>9}", "bold"))
     for item in stats["by_status"]:
-        print(f"  {status_text(item['status'])} {item['count']:>8}  "
+        print(f"  {item['status']:<10} {item['count']:>8}  "
               f"{format_duration(item['avg_queue_wait_s']):>9} "
               f"{format_duration(item['avg_run_time_s']):>9} "
               f"{format_duration(item['avg_total_s']):>9}  "
@@ -131,7 +130,7 @@ def print_stats(stats: Mapping[str, Any]) -> None:
     if not stats["slowest_runs"]:
         print("  none")
     for run in stats["slowest_runs"]:
-        print(f"  {run['id']:>7}  {run['issue_key']:<14} {status_text(run['status'])} "
+        print(f"  {run['id']:>7}  {run['issue_key']:<14} {run['status']:<10} "
               f"{format_duration(run['total_s']):>9}  {local_time(run['created_at'])}")
     print(f"Most common errors: {stats['error_patterns']} pattern(s) in all")
     if not stats["top_errors"]:

@@ -178,6 +178,9 @@ UPDATE runs SET
     attempts         = 0,
     available_at     = :now,
     updated_at       = :now,
+    -- A requeued run starts afresh: its queue wait and run time count from now on
+    -- (mwai.model.run_times); its events keep the earlier attempts.
+    started_at       = NULL,
     finished_at      = NULL,
     cancel_requested = 0
 WHERE id = :run_id AND status IN ('completed', 'failed', 'cancelled');
