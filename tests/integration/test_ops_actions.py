@@ -143,10 +143,15 @@ async def test_unlock_releases_locks_of_dead_processes_only(settings: Settings) 
         (live_run.id, "heartbeat is fresh")]
     assert locks() == before  # a dry run writes nothing
 
-    code, out, err = await mwai_command("unlock", "--db", settings.db, "--older-than", "0s")
+    code, out, err = await mwai_command("unlock", "--db", settings.db, "--older-than", "0s",
+                                        "--by", "frank")
     assert (code, err) == (0, "")
     assert f"run {dead_run.id} (DEAD-1, running) locked by {dead_run.worker}" in out
     assert "released -> queued" in out
+    # Who released it is in the run's event.
+    assert db_rows(settings.db, "SELECT message, json_extract(meta_json, '$.by') FROM events "
+                                "WHERE run_id = ? AND message LIKE 'Stale lock%'",
+                   (dead_run.id,)) == [("Stale lock released by frank", "frank")]
     assert f"run {live_run.id} (LIVE-1) locked by {live_run.worker}: kept (heartbeat is " \
         "fresh)" in out
     assert locks() == [(dead_run.id, "queued", None), (live_run.id, "running", live_run.worker)]
