@@ -280,7 +280,7 @@ class WorkerPool:
             reason = self._active[run.id].cancel_reason if run.id in self._active else None
             if reason == "cancel":
                 await self._settle(lambda: self.store.finish_cancelled(
-                    run.id, run.worker, "cancelled by operator while running"))
+                    run.id, run.worker, "cancelled while running"))
                 return "cancelled", None
             await self._give_back(run)
             return "released", None

@@ -283,10 +283,7 @@ class Store(StoreReads):
                                  "Run failed", meta)
 
     async def finish_cancelled(self, run_id: int, worker: str, reason: str) -> bool:
-        return await self._write(
-            writes.op_finish, run_id, worker, "cancelled", reason, "Run cancelled",
-            {"reason": reason},
-        )
+        return await self._write(writes.op_finish_cancelled, run_id, worker, reason)
 
     async def retry_later(
         self, run_id: int, issue_key: str, error: str, delay_s: float, attempts: int

@@ -185,6 +185,18 @@ def op_finish(
     return True
 
 
+def op_finish_cancelled(conn: sqlite3.Connection, run_id: int, worker: str,
+                        reason: str) -> bool:
+    """The worker stopped a run whose cancel was asked for: the event names who asked."""
+    row = conn.execute(Q["cancel_requester"], {"run_id": run_id}).fetchone()
+    by = row[0] if row is not None and row[0] else None
+    if by is None:
+        return op_finish(conn, run_id, worker, "cancelled", reason, "Run cancelled",
+                         {"reason": reason})
+    return op_finish(conn, run_id, worker, "cancelled", f"{reason} (asked by {by})",
+                     f"Run cancelled by {by}", {"reason": reason, "by": by})
+
+
 def op_complete_and_claim(
     conn: sqlite3.Connection,
     run_id: int,

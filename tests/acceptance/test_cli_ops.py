@@ -263,7 +263,8 @@ def test_cancel_stops_a_running_run_in_the_live_service(svc: tuple[Service, dict
     assert status_of(service.db, run_id) == "cancelled"
     assert follower.returncode == 0, err
     assert "Cancel requested" in out and "Run cancelled" in out
-    assert out.rstrip().endswith(f"Run {run_id} cancelled: cancelled by operator while running")
+    assert out.rstrip().endswith(f"Run {run_id} cancelled: cancelled while running (asked by "
+                                 "alice)")
 
     again = mwai(service, "cancel", str(run_id))
     assert again.returncode == 2

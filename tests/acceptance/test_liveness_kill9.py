@@ -28,6 +28,8 @@ def test_kill_9_makes_the_service_dead_at_once_for_unlock_monitor_health_and_rec
         wait_for(victim.db, "SELECT status FROM runs WHERE id = ?", (run_id,), [("running",)])
         before = mwai(victim, "monitor", "--once", "--json")
         assert json.loads(before.stdout)["status"] == "healthy", before.stdout
+        alive = mwai(victim, "health")
+        assert (alive.returncode, alive.stdout.strip()) == (0, "health: HEALTHY")
         assert victim.proc is not None
         victim_pid = victim.proc.pid
         victim.signal(signal.SIGKILL)

@@ -123,7 +123,7 @@ async def test_cancel_queued_and_running_runs(aiohttp_client: Any, settings: Any
     await wait_for(lambda: status_of(settings, running) == "cancelled", what="running cancelled")
     assert running not in gate.finished
     await wait_for(lambda: app[POOL_KEY].busy == 0, what="the worker let go of the run")
-    assert "Run cancelled" in messages(settings, running)
+    assert "Run cancelled by test" in messages(settings, running)
 
 
 async def test_expired_lease_of_a_dead_worker_is_recovered(aiohttp_client: Any,

@@ -167,6 +167,12 @@ UPDATE runs SET
     finished_at = :now
 WHERE id = :run_id AND status = 'queued';
 
+-- name: cancel_requester
+-- Who asked to cancel a running run (the latest request), for its final event.
+SELECT json_extract(meta_json, '$.by') AS by FROM events
+WHERE run_id = :run_id AND message LIKE 'Cancel requested%'
+ORDER BY id DESC LIMIT 1;
+
 -- name: cancel_requests
 SELECT id FROM runs
 WHERE status = 'running' AND cancel_requested = 1
