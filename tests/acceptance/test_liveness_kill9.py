@@ -59,7 +59,8 @@ def test_kill_9_makes_the_service_dead_at_once_for_unlock_monitor_health_and_rec
 
         # Another live service on this host takes the run back in its next recovery
         # round, long before the 600 s lease would expire.
-        rescuer = start_service(tmp_path, MWAI_LEASE_S="600")
+        # It claims SLOW-1 again, which runs until stopped: a short grace at its stop.
+        rescuer = start_service(tmp_path, MWAI_LEASE_S="600", MWAI_SHUTDOWN_GRACE_S="0.5")
         try:
             wait_for(victim.db, "SELECT count(*) FROM events WHERE run_id = ? AND "
                                 "meta_json LIKE '%is gone%'", (run_id,), [(1,)])
