@@ -85,6 +85,11 @@ class Store(StoreReads):
             version = await self._read_version()
         except sqlite3.Error as exc:
             await self.close()
+            path = Path(self.path)
+            if path.exists() and not path.is_file():
+                raise StoreError(f"database {self.path} is not a regular file (a socket, pipe "
+                                 "or device): --db / MWAI_DB must name the database file"
+                                 ) from None
             raise translate_error(exc, self.path) from None
         except StoreError:
             await self.close()
