@@ -85,12 +85,7 @@ class Store(StoreReads):
             version = await self._read_version()
         except sqlite3.Error as exc:
             await self.close()
-            path = Path(self.path)
-            if path.exists() and not path.is_file():
-                raise StoreError(f"database {self.path} is not a regular file (a socket, pipe "
-                                 "or device): --db / MWAI_DB must name the database file"
-                                 ) from None
-            raise translate_error(exc, self.path) from None
+            raise self._not_a_file() or translate_error(exc, self.path) from None
         except StoreError:
             await self.close()
             raise
@@ -113,9 +108,21 @@ class Store(StoreReads):
                 f"database {self.path} does not exist: start `mwai serve` once to create it, "
                 "or point --db / MWAI_DB at the right file"
             )
+        if self.create and not path.parent.is_dir():
+            raise StoreError(f"database {self.path}: directory {path.parent} does not exist: "
+                             "create it, or point --db / MWAI_DB at the right file")
         if path.exists() and not os.access(path, os.R_OK):
             raise StoreError(f"database {self.path} is not readable by this user: run the "
                              "command as the service's user (sudo -u mwai ...) or fix its mode")
+
+    def _not_a_file(self) -> StoreError | None:
+        """When SQLite could not open an existing path that is no regular file (a
+        socket, a pipe, a device): bad input, said plainly."""
+        path = Path(self.path)
+        if path.exists() and not path.is_file():
+            return StoreError(f"database {self.path} is not a regular file (a socket, pipe or "
+                              "device): --db / MWAI_DB must name the database file")
+        return None
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         """The read connection. The file is opened here, in a thread we wait for, and
@@ -150,7 +157,7 @@ class Store(StoreReads):
                 factory=WriterConnection,
             )
         except sqlite3.Error as exc:
-            raise translate_error(exc, self.path) from None
+            raise self._not_a_file() or translate_error(exc, self.path) from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
