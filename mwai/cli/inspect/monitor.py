@@ -50,7 +50,8 @@ async def monitor_snapshot(store: Store, settings: Settings, recent: int) -> dic
         alive, why = process_liveness(process, fresh_after, now)
         processes.append({**with_iso(process), "alive": alive, "state": why,
                           "heartbeat_age_s": round(now - process.heartbeat_at, 3)})
-    running = [run_row(run, now) for run in await store.running_runs(limit=50)]
+    running = [{**run_row(run, now), "status": "running"}
+               for run in await store.running_runs(limit=50)]
     failed_last_hour = await store.count_runs_since("failed", since=now - 3600)
     services = Workers(alive=sum(1 for p in processes if p["alive"]), configured=None,
                        kind="services")
