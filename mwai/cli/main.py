@@ -36,7 +36,6 @@ from mwai.logs import configure_logging
 CommandGroup = Callable[[Any, argparse.ArgumentParser], None]
 
 _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
-log = logging.getLogger("mwai.cli")
 
 
 def did_you_mean(word: str, candidates: Sequence[str]) -> str:
@@ -139,6 +138,5 @@ def main(groups: Sequence[CommandGroup], argv: Sequence[str] | None = None) -> i
         return EXIT_USAGE
     except OSError as exc:
         # A fault of the machine (disk, permissions, network): one line, not a traceback.
-        log.debug("command failed", exc_info=True)
         fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         return EXIT_PROBLEM
