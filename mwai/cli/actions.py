@@ -369,10 +369,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         DRY_RUN, BY)
     add_ops_command(
         subparsers, common, "unlock", "list and release stale locks of dead workers",
-        "List runs whose lock (locked_by) belongs to a process that is gone (no fresh "
-        "heartbeat, stopped, or its pid no longer exists) and release them: a running run goes "
-        "back to the queue (or fails when its attempts are spent). A lock whose process "
-        "heartbeat is fresh is never touched.",
+        "List runs whose lock (locked_by) belongs to a process that is gone and release "
+        "them: a running run goes back to the queue (or fails when its attempts are spent). "
+        "A process of this host is gone as soon as its pid no longer exists (kill -9 included, "
+        "whatever its last heartbeat); one of another host when its heartbeat is old; a "
+        "stopped one always. A live process's lock is never touched.",
         _cmd_unlock,
         duration("--older-than", "only locks taken more than DURATION ago (default 10m)",
                  default="10m"),
