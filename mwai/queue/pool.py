@@ -4,8 +4,10 @@
   an enqueue wakes exactly as many of them as there are new runs (a slow
   safety poll covers runs queued by other processes or coming due later);
 * heartbeat: the leases of running runs are renewed while their task lives;
-* recovery: runs whose lease expired in other (dead) processes go back to the
-  queue, or fail once their attempts are spent;
+* recovery: runs of other processes that are dead go back to the queue, or fail
+  once their attempts are spent: at once for a process of this host whose pid is
+  gone (mwai.queue.health.process_liveness), after its lease for any other;
+* pause: `mwai pause` stops every claim (the claim query reads it), nothing else;
 * retry: a TransientError re-queues the run with exponential backoff + jitter;
 * cancel: an operator's cancel request (a flag in the database) cancels the
   run's task here;

@@ -318,7 +318,8 @@ class Store(StoreReads):
         return await self._write(writes.op_recover_expired, self.process_id, max_attempts)
 
     async def recover_dead_processes(self, max_attempts: int) -> list[LostRun]:
-        """At startup: runs of processes on this host that are gone, whatever their lease."""
+        """Runs of processes on this host whose pid is gone, whatever their lease or last
+        heartbeat (each recovery round, at startup first)."""
         return await self._write(writes.op_recover_dead, self.process_id, max_attempts)
 
     async def cancel(self, run_id: int, *, by: str, reason: str = "") -> str:
