@@ -99,6 +99,14 @@ class Store(StoreReads):
 
     def _check_path(self) -> None:
         """Bad paths said plainly before any driver sees them (exit 2: bad input)."""
+        try:
+            self._check_path_parts()
+        except PermissionError:
+            raise StoreError(f"database {self.path}: its directory is not readable by this "
+                             "user: run the command as the service's user (sudo -u mwai ...)"
+                             ) from None
+
+    def _check_path_parts(self) -> None:
         path = Path(self.path)
         if path.is_dir():
             raise StoreError(f"database {self.path} is a directory: --db / MWAI_DB must name "

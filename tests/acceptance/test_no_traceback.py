@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
 import sqlite3
 import subprocess
@@ -203,3 +204,42 @@ def test_mwai_alone_prints_help_and_bash_completes_commands_and_flags(
     assert "--status" in complete("mwai", "requeue", "--st")
     zsh = mwai("completion", "zsh", env=env)
     assert zsh.returncode == 0 and zsh.stdout.startswith("#compdef mwai")
+
+
+def as_an_operator_without_rights() -> list[str]:
+    """The command prefix that runs `mwai` without the right to read others' files: as
+    root (tests in CI), root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH (setpriv,
+    util-linux); as anyone else, plainly."""
+    if os.geteuid() != 0:
+        return []
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def owned_by_someone_else(path: Path, mode: int) -> None:
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+    path.chmod(mode)
+
+
+def test_an_unreadable_database_file_or_directory_is_one_line_and_exit_2(
+        places: dict[str, Path], tmp_path: Path) -> None:
+    private = tmp_path / "private.sqlite3"
+    private.write_bytes(places["good"].read_bytes())
+    owned_by_someone_else(private, 0o600)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "mwai.sqlite3").write_bytes(places["good"].read_bytes())
+    owned_by_someone_else(locked / "mwai.sqlite3", 0o600)
+    owned_by_someone_else(locked, 0o700)
+    prefix = as_an_operator_without_rights()
+    calls = [(db, argv) for db in (private, locked / "mwai.sqlite3")
+             for argv in (("runs",), ("stats",), ("alert",), ("cancel", "1"))]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda call: subprocess.run(
+            [*prefix, sys.executable, "-m", "mwai", *call[1]], env=service_env(call[0], 1),
+            capture_output=True, text=True, timeout=60, check=False), calls))
+    for (db, argv), result in zip(calls, results, strict=True):
+        assert_one_clear_line(result, f"mwai {' '.join(argv)} --db {db.name}")
+        assert result.returncode == 2 and "not readable by this user" in result.stderr, \
+            result.stderr
