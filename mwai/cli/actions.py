@@ -1,6 +1,9 @@
-"""Operator actions: ``mwai requeue | cancel | unlock | prune``.
+"""Operator actions: ``mwai requeue | cancel | unlock | pause | resume``.
 
-Short write transactions that are safe while ``mwai serve`` runs.
+Short write transactions that are safe while ``mwai serve`` runs. ``requeue``
+and ``cancel`` act on one run, or on many (``--status``/``--since``/``--issue``,
+``--issue``) with ``--dry-run`` first; every action records who did it
+(``--by``, default the login name) in the run's events.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """What the operator commands share: durations, times, the settings and the store.
 
-The commands themselves: ``mwai runs | show | stats | monitor`` (read-only
-views, mwai/cli/inspect.py), ``mwai requeue | cancel | unlock | prune``
-(actions, mwai/cli/actions.py) and ``mwai check`` (mwai/cli/check.py).
+The commands themselves: ``mwai runs | show | stats | monitor | health``
+(read-only views, mwai/cli/inspect/), ``mwai requeue | cancel | unlock | pause |
+resume`` (actions, mwai/cli/actions.py), ``mwai prune`` (mwai/cli/prune.py) and
+``mwai check`` (mwai/cli/check.py).
 
 Human output shows local time with its zone (``--utc``: UTC); ``--json`` prints
 one document with epoch seconds and ISO-8601 (UTC) times. Durations of runs are
