@@ -149,6 +149,11 @@ class WorkerPool:
         ]
         log.info("Workers started", extra={"workers": self.size,
                                             "process_id": self.store.process_id})
+        paused = await self.store.paused()
+        if paused is not None:
+            # A service started during maintenance: say why it takes no run.
+            log.warning("Claims are paused; no run starts until `mwai resume`", extra={
+                "paused_by": paused.get("by"), "reason": paused.get("reason")})
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop claiming; let running runs finish for ``grace_s``, then release them."""

@@ -58,6 +58,15 @@ def test_pause_stops_claims_everywhere_while_webhooks_are_queued_then_resume(
             assert status_of(service.db, run_id) == "queued"
             time.sleep(0.1)
 
+        # A service started while claims are paused says so, and takes no run either.
+        second = start_service(tmp_path, MWAI_LOG_FORMAT="json")
+        try:
+            assert "Claims are paused; no run starts until `mwai resume`" in second.output()
+            assert '"paused_by":"alice"' in second.output().replace(" ", "")
+            assert status_of(service.db, run_id) == "queued"
+        finally:
+            second.stop()
+
         resumed = mwai(service, "resume", "--by", "alice")
         assert resumed.returncode == 0 and "claims resumed by alice" in resumed.stdout
         wait_for(service.db, "SELECT status FROM runs WHERE id = ?", (run_id,), [("completed",)])
