@@ -359,7 +359,9 @@ class Store(StoreReads):
         await self._write(writes.op_kv_set, PAUSED_KEY, value)
 
     async def resume(self, *, by: str) -> bool:
-        """Let claims start again; False when claims were not paused."""
+        """Let claims start again; False when claims were not paused. ``by`` is taken
+        like every action's (a resume touches no run, so no run event records it: the
+        caller reports it, as `mwai resume` does)."""
         return await self._write(writes.op_kv_delete, PAUSED_KEY)
 
     async def paused(self) -> dict[str, Any] | None:
