@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mwai.bench import command as bench_command
-from mwai.cli import actions, alert, check, inspect, serve
+from mwai.cli import actions, alert, check, inspect, prune, serve
 from mwai.cli import main as cli_main
 from mwai.demo import command as demo_command
 
@@ -25,7 +25,7 @@ def _serve_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 # The order of `mwai --help`.
 COMMAND_GROUPS: tuple[cli_main.CommandGroup, ...] = (
     _serve_commands, demo_command.register, bench_command.register, inspect.register,
-    actions.register, check.register, alert.register,
+    actions.register, prune.register, check.register, alert.register,
 )
 
 

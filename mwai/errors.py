@@ -1,15 +1,26 @@
 """The exceptions mwai raises across module boundaries.
 
 Each carries a message meant for the operator: what is wrong and how to fix it,
-and the exit code the ``mwai`` command ends with when it reaches the top:
-0 success; 1 the thing asked about is wrong (an alert fired, a check failed,
-the service failed at run time, the database is busy); 2 bad usage, bad
-configuration or bad input (nothing was changed).
+and the exit code the ``mwai`` command ends with when it reaches the top. The
+exit codes of every ``mwai`` command (docs/operations.md, "Exit codes"):
+
+====  ===================================================================
+0     success
+1     runtime failure, or the thing asked about is wrong: an alert fired, a
+      check failed, the service is not healthy, the database is busy or
+      unavailable, a run still runs after ``cancel --wait``
+2     bad input: usage, a flag's value, configuration, a path that is a
+      directory or not a mwai database, a run that does not exist or is in
+      the wrong state; nothing was changed
+3     ``mwai alert``: the alert was due but a notifier failed
+130   interrupted (Ctrl-C)
+====  ===================================================================
 """
 
 from __future__ import annotations
 
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_NOTIFY_FAILED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 
 
 class MwaiError(Exception):

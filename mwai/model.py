@@ -18,6 +18,35 @@ STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINISHED = ("completed", "failed", "cancelled")
 
 
+@dataclass(frozen=True, slots=True)
+class RunTimes:
+    """The three durations of a run, the one vocabulary of every view, JSON and doc.
+
+    queue wait: created -> started (its first claim); run time: started -> finished;
+    total: created -> finished. Until the run reaches a point, "now" stands for it.
+    """
+
+    queue_wait_s: float | None  # None: cancelled before it ever started
+    run_time_s: float | None  # None: not started yet
+    total_s: float
+
+
+def run_times(created_at: float, started_at: float | None, finished_at: float | None,
+              now: float) -> RunTimes:
+    """The durations of a run from its timestamps (rounded to the millisecond, never
+    negative: another host's clock may be ahead)."""
+    end = finished_at if finished_at is not None else now
+    if started_at is None:
+        wait = None if finished_at is not None else end - created_at
+        return RunTimes(_s(wait), None, _s(end - created_at) or 0.0)
+    return RunTimes(_s(started_at - created_at), _s(end - started_at),
+                    _s(end - created_at) or 0.0)
+
+
+def _s(seconds: float | None) -> float | None:
+    return None if seconds is None else round(max(0.0, seconds), 3)
+
+
 # ------------------------------------------------------------------ the write path
 
 
@@ -143,18 +172,24 @@ class LockedRun:
 
 @dataclass(frozen=True, slots=True)
 class SlowRun(RunBrief):
-    duration_s: float
+    started_at: float | None
+    finished_at: float | None
     last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class StatusStats:
-    """Runs of one status created within a window: count and durations."""
+    """Runs of one status created within a window: count and durations (the run_times
+    vocabulary: queue wait, run time, total)."""
 
     status: str
     count: int
-    avg_s: float | None
-    max_s: float | None
+    avg_queue_wait_s: float | None
+    max_queue_wait_s: float | None
+    avg_run_time_s: float | None
+    max_run_time_s: float | None
+    avg_total_s: float | None
+    max_total_s: float | None
 
 
 @dataclass(frozen=True, slots=True)

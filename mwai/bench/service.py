@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from mwai.cli import actions, alert, inspect
+from mwai.cli import actions, alert, inspect, prune
 from mwai.cli.main import build_parser
 from mwai.errors import MwaiError
 
@@ -166,7 +166,7 @@ class RssSampler:
 
 def has_subcommand(name: str) -> bool:
     """Whether this mwai has ``mwai NAME`` (operator commands may be missing)."""
-    parser = build_parser((inspect.register, actions.register, alert.register))
+    parser = build_parser((inspect.register, actions.register, prune.register, alert.register))
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return name in action.choices

@@ -1,74 +1,165 @@
-"""Operator actions: ``mwai requeue | cancel | unlock | prune``.
+"""Operator actions: ``mwai requeue | cancel | unlock | pause | resume``.
 
-Short write transactions that are safe while ``mwai serve`` runs.
+Short write transactions that are safe while ``mwai serve`` runs. ``requeue``
+and ``cancel`` act on one run, or on many (``--status``/``--since``/``--issue``,
+``--issue``) with ``--dry-run`` first; every action records who did it
+(``--by``, default the login name) in the run's events.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from mwai import telemetry
 from mwai.cli.common import (
-    database_bytes,
-    format_bytes,
+    Progress,
     format_duration,
     fresh_after_s,
-    iso_utc,
     local_time,
     open_store,
+    operator_name,
     ops_settings,
     parse_duration,
     parse_run_id,
     print_json,
     process_of,
-    process_state,
     run_async,
     run_row,
     with_iso,
 )
-from mwai.cli.parser import RUN_ID, add_ops_command, arg, count, duration, flag
+from mwai.cli.parser import (
+    BY,
+    DRY_RUN,
+    OPTIONAL_RUN_ID,
+    add_ops_command,
+    arg,
+    duration,
+    flag,
+)
 from mwai.errors import (
     EXIT_OK,
     EXIT_PROBLEM,
-    StoreUnavailable,
     UsageError,
 )
+from mwai.model import RunRow
+from mwai.queue.health import process_liveness
 from mwai.queue.store import Store
 from mwai.settings import Settings
 
 # ------------------------------------------------------------------ requeue / cancel
 
+# Runs per transaction of a bulk action: short, so a live service keeps writing.
+BULK_BATCH = 100
+REQUEUABLE = ("failed", "cancelled", "completed")
+
+
+def _no_filters_with_run_id(args: argparse.Namespace, filters: tuple[str, ...]) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in filters if getattr(args, name, None)]
+    if given:
+        raise UsageError(f"give either RUN_ID or {', '.join(given)}, not both")
+
 
 def _cmd_requeue(args: argparse.Namespace) -> int:
+    if args.run_id is None:
+        return _bulk_requeue(args)
+    _no_filters_with_run_id(args, ("status", "since", "issue", "dry_run"))
     run_id = parse_run_id(args.run_id)
+    by = operator_name(args)
     settings = ops_settings(args)
 
     async def main() -> int:
         async with open_store(settings, readonly=False) as store:
-            await store.requeue(run_id)
+            await store.requeue(run_id, by=by)
             run = await store.get_run(run_id)
         if args.json:
-            print_json({"ok": True, "run": run_row(run, time.time())})
+            print_json({"ok": True, "by": by, "run": run_row(run, time.time())})
         else:
-            print(f"run {run_id} ({run['issue_key']}) is queued again; a running `mwai serve` "
-                  "picks it up within MWAI_POLL_S")
+            print(f"run {run_id} ({run['issue_key']}) is queued again (by {by}); a running "
+                  "`mwai serve` picks it up within MWAI_POLL_S")
         return EXIT_OK
 
     return run_async(main())
 
 
-async def cancel_run(store: Store, run_id: int, wait_s: float,
+async def apply_in_batches(runs: list[RunRow], action: Any, label: str, by: str
+                           ) -> list[tuple[int, str | None]]:
+    """``action`` (Store.requeue_many / cancel_many) on the runs, BULK_BATCH per
+    transaction, with progress on a terminal."""
+    progress = Progress(label, len(runs))
+    outcomes: list[tuple[int, str | None]] = []
+    try:
+        for start in range(0, len(runs), BULK_BATCH):
+            batch = [run.id for run in runs[start:start + BULK_BATCH]]
+            outcomes += await action(batch, by=by)
+            progress.advance(len(batch))
+    finally:
+        progress.close()
+    return outcomes
+
+
+def _report_bulk(args: argparse.Namespace, verb: str, by: str, runs: list[RunRow],
+                 outcomes: list[tuple[int, str | None]]) -> int:
+    now = time.time()
+    refused = {run_id: why for run_id, why in outcomes if why is not None}
+    done = [run_id for run_id, why in outcomes if why is None]
+    if args.json:
+        print_json({"dry_run": args.dry_run, "by": by, "matched": len(runs),
+                    verb: done, "refused": [{"id": run_id, "reason": why}
+                                            for run_id, why in refused.items()],
+                    "runs": [run_row(run, now) for run in runs]})
+        return EXIT_OK
+    if not runs:
+        print("no runs match")
+        return EXIT_OK
+    for run in runs:
+        outcome = ("would be " + verb if args.dry_run else
+                   f"refused: {refused[run.id]}" if run.id in refused else verb)
+        print(f"run {run.id} ({run.issue_key}, {run.status}, updated "
+              f"{local_time(run.updated_at)}): {outcome}")
+    if args.dry_run:
+        print(f"{len(runs)} run(s) would be {verb} (dry run: nothing changed)")
+    else:
+        print(f"{len(done)} of {len(runs)} run(s) {verb} by {by}"
+              + (f"; {len(refused)} refused" if refused else ""))
+    return EXIT_OK
+
+
+def _bulk_requeue(args: argparse.Namespace) -> int:
+    if not args.status:
+        raise UsageError("give a RUN_ID, or --status failed|cancelled|completed (with --since "
+                         "DURATION and --issue KEY to narrow it) to requeue many runs")
+    if args.status not in REQUEUABLE:
+        raise UsageError(f"--status {args.status}: only finished runs can be requeued "
+                         f"({', '.join(REQUEUABLE)})")
+    since = time.time() - parse_duration(args.since, "--since") if args.since else 0.0
+    by = operator_name(args)
+    settings = ops_settings(args)
+
+    async def main() -> int:
+        async with open_store(settings, readonly=args.dry_run) as store:
+            if args.issue:
+                found = await store.runs_of_issue(args.issue, args.status, since, -1)
+            else:
+                found = await store.runs_by_status(args.status, since, -1)
+            # One run per issue, its latest: the issue needs one queued run, not several.
+            latest: dict[str, RunRow] = {}
+            for run in sorted(found, key=lambda r: r.id):
+                latest[run.issue_key] = run
+            runs = sorted(latest.values(), key=lambda r: r.id)
+            outcomes = [] if args.dry_run else await apply_in_batches(
+                runs, store.requeue_many, "requeueing", by)
+        return _report_bulk(args, "requeued", by, runs, outcomes)
+
+    return run_async(main())
+
+
+async def cancel_run(store: Store, run_id: int, wait_s: float, by: str,
                      poll_s: float = 0.25) -> tuple[str, dict[str, Any]]:
     """Cancel; for a running run, wait for its worker to stop it. Returns (outcome, run)."""
-    outcome = await store.cancel(run_id)
+    outcome = await store.cancel(run_id, by=by)
     deadline = time.monotonic() + wait_s
     run = await store.get_run(run_id)
     while outcome == "cancelling" and run["status"] == "running" and \
@@ -81,19 +172,44 @@ async def cancel_run(store: Store, run_id: int, wait_s: float,
     return outcome, run
 
 
+def _bulk_cancel(args: argparse.Namespace) -> int:
+    """`mwai cancel --issue KEY`: every queued and running run of the issue."""
+    by = operator_name(args)
+    settings = ops_settings(args)
+
+    async def main() -> int:
+        async with open_store(settings, readonly=args.dry_run) as store:
+            found = await store.runs_of_issue(args.issue, None, 0.0, -1)
+            runs = sorted((run for run in found if run.status in ("queued", "running")),
+                          key=lambda r: r.id)
+            outcomes = [] if args.dry_run else await apply_in_batches(
+                runs, store.cancel_many, "cancelling", by)
+        return _report_bulk(args, "cancelled", by, runs, outcomes)
+
+    return run_async(main())
+
+
 def _cmd_cancel(args: argparse.Namespace) -> int:
+    if args.run_id is None:
+        if not args.issue:
+            raise UsageError("give a RUN_ID, or --issue KEY to cancel every queued and "
+                             "running run of an issue")
+        return _bulk_cancel(args)
+    _no_filters_with_run_id(args, ("issue", "dry_run"))
     run_id = parse_run_id(args.run_id)
     wait_s = parse_duration(args.wait, "--wait") if args.wait not in ("0", "") else 0.0
+    by = operator_name(args)
     settings = ops_settings(args)
 
     async def main() -> int:
         async with open_store(settings, readonly=False) as store:
-            outcome, run = await cancel_run(store, run_id, wait_s)
+            outcome, run = await cancel_run(store, run_id, wait_s, by)
         ok = outcome == "cancelled" or (outcome == "cancelling" and wait_s == 0)
         if args.json:
-            print_json({"ok": ok, "outcome": outcome, "run": run_row(run, time.time())})
+            print_json({"ok": ok, "outcome": outcome, "by": by,
+                        "run": run_row(run, time.time())})
         elif outcome == "cancelled":
-            print(f"run {run_id} ({run['issue_key']}) cancelled")
+            print(f"run {run_id} ({run['issue_key']}) cancelled by {by}")
         elif outcome == "cancelling" and wait_s == 0:
             print(f"run {run_id} ({run['issue_key']}) is running: cancel requested; its "
                   f"worker stops it within a second (`mwai show {run_id} --follow`)")
@@ -131,8 +247,8 @@ async def find_locks(store: Store, settings: Settings, older_than_s: float
     for run in await store.locked_runs(limit=100_000):
         process_id = process_of(run.locked_by)
         if process_id not in processes:
-            processes[process_id] = process_state(await store.process(process_id),
-                                                  fresh_after)
+            processes[process_id] = process_liveness(await store.process(process_id),
+                                                     fresh_after, now)
         is_alive, why = processes[process_id]
         lock_age = now - (run.locked_at or 0)
         if is_alive or lock_age < older_than_s:
@@ -145,6 +261,7 @@ async def find_locks(store: Store, settings: Settings, older_than_s: float
 
 def _cmd_unlock(args: argparse.Namespace) -> int:
     older_than_s = parse_duration(args.older_than, "--older-than")
+    by = operator_name(args)
     settings = ops_settings(args)
 
     async def main() -> int:
@@ -154,11 +271,12 @@ def _cmd_unlock(args: argparse.Namespace) -> int:
             if stale and not args.dry_run:
                 locks = [(lock.run["id"], lock.run["locked_by"]) for lock in stale]
                 released = await store.release_stale_locks(
-                    locks, fresh_after_s(settings, time.time()), settings.max_attempts)
+                    locks, fresh_after_s(settings, time.time()), settings.max_attempts, by=by)
         outcomes = {item.run_id: item.outcome for item in released}
         if args.json:
             print_json({
                 "dry_run": args.dry_run,
+                "by": by,
                 "stale": [{**lock.run, "process_id": lock.process_id, "reason": lock.reason,
                            "outcome": outcomes.get(lock.run["id"])} for lock in stale],
                 "kept": kept,
@@ -182,150 +300,44 @@ def _cmd_unlock(args: argparse.Namespace) -> int:
     return run_async(main())
 
 
-# ------------------------------------------------------------------ mwai prune
+# ------------------------------------------------------------------ pause / resume
 
 
-# How long one delete transaction may hold the write lock: webhooks that arrive
-# meanwhile wait for it, so it bounds their latency during a prune.
-PRUNE_TARGET_S = 0.02
-
-
-async def prune(store: Store, before: float, batch_size: int, archive: Path | None,
-                pause_min_s: float = 0.05) -> tuple[int, int]:
-    """Delete finished runs updated before ``before`` and their events, batch by batch.
-
-    Each batch is one short write transaction: the batch size adapts (up to
-    ``batch_size``) so that a transaction takes about PRUNE_TARGET_S, and between
-    batches the write lock stays free for at least as long, so a live
-    service keeps acknowledging webhooks (its writes wait at most one batch,
-    well within MWAI_DB_BUSY_TIMEOUT_MS). With ``archive``, the batch is
-    appended (one JSON line per run, with its events) and flushed to disk
-    before it is deleted.
-    """
-    runs_deleted = events_deleted = 0
-    after_id = 0
-    size = min(batch_size, 100)
-    handle = archive.open("ab") if archive is not None else None
-    try:
-        while True:
-            ids = await store.prune_candidates(before, after_id, limit=size)
-            if not ids:
-                return runs_deleted, events_deleted
-            after_id = ids[-1]
-            if handle is not None:
-                await _archive_batch(store, ids, handle)
-            started = time.monotonic()
-            runs, events = await _prune_batch(store, ids, before)
-            took_s = time.monotonic() - started
-            runs_deleted += runs
-            events_deleted += events
-            if took_s > PRUNE_TARGET_S * 1.25:
-                size = max(1, int(size * PRUNE_TARGET_S / took_s))
-            elif took_s < PRUNE_TARGET_S * 0.5 and len(ids) == size:
-                size = min(batch_size, size * 2)
-            await asyncio.sleep(max(pause_min_s, took_s))
-    finally:
-        if handle is not None:
-            handle.close()
-
-
-PRUNE_LOCKED_TRIES = 60
-
-
-async def _prune_batch(store: Store, ids: list[int], before: float) -> tuple[int, int]:
-    """Delete one batch; while a busy service keeps the write lock, wait and retry.
-
-    A service under load commits back to back, and SQLite's busy handler only
-    probes the lock now and then, so one batch may miss every gap: that is a
-    reason to wait, not to give up the whole prune.
-    """
-    for attempt in range(1, PRUNE_LOCKED_TRIES + 1):
-        try:
-            return await store.prune_runs(ids, before)
-        except StoreUnavailable:
-            if attempt == PRUNE_LOCKED_TRIES:
-                raise
-            await asyncio.sleep(min(1.0, 0.05 * attempt))
-    raise AssertionError("unreachable")
-
-
-async def _archive_batch(store: Store, ids: list[int], handle: Any) -> None:
-    events: dict[int, list[dict[str, Any]]] = {}
-    for event in await store.events_of_runs(ids):
-        events.setdefault(event.run_id, []).append(with_iso(event))
-    for run in await store.runs_by_ids(ids):
-        document = with_iso(run)
-        document["events"] = events.get(int(run["id"]), [])
-        handle.write(orjson.dumps(document) + b"\n")
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-VACUUM_MIN_FREE = 0.10  # VACUUM rewrites the whole file: only worth it for real space
-
-
-async def vacuum_if_worth_it(store: Store) -> str | None:
-    """VACUUM when at least VACUUM_MIN_FREE of the file is free pages; else why not."""
-    counts = await store.page_counts()
-    free = counts.free_pages / max(1, counts.pages)
-    if free < VACUUM_MIN_FREE:
-        return (f"only {free * 100:.1f}% of the file is free space (VACUUM runs from "
-                f"{VACUUM_MIN_FREE * 100:.0f}%)")
-    await store.vacuum()
-    return None
-
-
-def _cmd_prune(args: argparse.Namespace) -> int:
-    older_than_s = parse_duration(args.older_than, "--older-than")
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    archive = Path(args.archive) if args.archive else None
-    if archive is not None and not archive.parent.is_dir():
-        raise UsageError(f"--archive {archive}: directory {archive.parent} does not exist")
+def _cmd_pause(args: argparse.Namespace) -> int:
+    by = operator_name(args)
     settings = ops_settings(args)
-    before = time.time() - older_than_s
 
     async def main() -> int:
-        size_before = database_bytes(settings.db)
-        async with open_store(settings, readonly=args.dry_run) as store:
-            result: dict[str, Any]
-            if args.dry_run:
-                counts = await store.prune_counts(before)
-                result = {"dry_run": True, "runs": counts.runs, "events": counts.events}
-            else:
-                runs_deleted, events_deleted = await prune(store, before, args.batch_size,
-                                                           archive)
-                result = {"dry_run": False, "runs": runs_deleted, "events": events_deleted}
-                if args.vacuum:
-                    result["vacuum_skipped"] = await vacuum_if_worth_it(store)
-        result.update({"before": before, "before_iso": iso_utc(before),
-                       "vacuum": bool(args.vacuum and not args.dry_run
-                                      and not result.get("vacuum_skipped")),
-                       "archive": str(archive) if archive else None,
-                       "database_bytes_before": size_before,
-                       "database_bytes_after": database_bytes(settings.db)})
+        async with open_store(settings, readonly=False) as store:
+            await store.pause(by=by, reason=args.reason or "")
+            state = await store.paused()
         if args.json:
-            print_json(result)
-            return EXIT_OK
-        verb = "would delete" if args.dry_run else "deleted"
-        print(f"{verb} {result['runs']} finished runs last updated before "
-              f"{local_time(before)} and their {result['events']} events")
-        if archive is not None and not args.dry_run:
-            print(f"archived them to {archive}")
-        if result["vacuum"]:
-            print(f"vacuumed: database {format_bytes(size_before)} -> "
-                  f"{format_bytes(result['database_bytes_after'])}")
-        elif result.get("vacuum_skipped"):
-            print(f"vacuum skipped: {result['vacuum_skipped']}")
+            print_json({"paused": True, **(state or {})})
         else:
-            print(f"database size: {format_bytes(result['database_bytes_after'])}"
-                  + ("" if args.dry_run else " (use --vacuum to give the space back)"))
+            print(f"claims paused by {by}: no new run starts in any `mwai serve` on this "
+                  "database; running runs go on and webhooks are still queued. "
+                  "`mwai resume` starts them again.")
         return EXIT_OK
 
-    if args.dry_run:
-        return run_async(main())
-    with telemetry.cron_job(settings, "prune"):
-        return run_async(main())
+    return run_async(main())
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    by = operator_name(args)
+    settings = ops_settings(args)
+
+    async def main() -> int:
+        async with open_store(settings, readonly=False) as store:
+            was_paused = await store.resume(by=by)
+        if args.json:
+            print_json({"paused": False, "was_paused": was_paused, "by": by})
+        elif was_paused:
+            print(f"claims resumed by {by}: queued runs start within MWAI_POLL_S")
+        else:
+            print("claims were not paused: nothing to resume")
+        return EXIT_OK
+
+    return run_async(main())
 
 
 # ------------------------------------------------------------------ registration
@@ -333,42 +345,52 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     add_ops_command(
-        subparsers, common, "requeue", "queue a finished (failed, cancelled, completed) run again",
+        subparsers, common, "requeue", "queue finished runs again: one, or many with --status",
         "Put a finished run back in the queue with its attempts reset. Refused for a queued or "
-        "running run, or when its issue already has a queued run.",
+        "running run, or when its issue already has a queued run.\n"
+        "Many at once: --status failed [--since 1h] [--issue KEY] requeues the latest such run "
+        "of each issue; --dry-run lists them first.\n"
+        "Examples: mwai requeue 42; mwai requeue --status failed --since 1h --dry-run",
         _cmd_requeue,
-        RUN_ID)
+        OPTIONAL_RUN_ID,
+        arg("--status", choices=REQUEUABLE, help="requeue every run with this status"),
+        duration("--since", "with --status: only runs changed within DURATION (e.g. 1h)"),
+        arg("--issue", metavar="KEY", help="with --status: only runs of this Jira issue"),
+        DRY_RUN, BY)
     add_ops_command(
-        subparsers, common, "cancel", "cancel a queued run, or stop a running one",
+        subparsers, common, "cancel", "cancel a queued run or stop a running one; --issue: all",
         "A queued run is cancelled at once. For a running run the live service's worker is "
         "asked to stop it (it checks every 0.5 s); the command waits until the run is "
-        "cancelled. Exit 1 if it is still running after --wait.",
+        "cancelled. Exit 1 if it is still running after --wait.\n"
+        "Many at once: --issue KEY cancels every queued and running run of the issue "
+        "(running ones are asked to stop; no wait); --dry-run lists them first.",
         _cmd_cancel,
-        RUN_ID,
+        OPTIONAL_RUN_ID,
+        arg("--issue", metavar="KEY", help="cancel every queued and running run of this issue"),
         duration("--wait", "how long to wait for a running run to stop (default 30s; 0: only "
-                           "request it)", default="30s"))
+                           "request it)", default="30s"),
+        DRY_RUN, BY)
     add_ops_command(
         subparsers, common, "unlock", "list and release stale locks of dead workers",
-        "List runs whose lock (locked_by) belongs to a process that is gone (no fresh "
-        "heartbeat, stopped, or its pid no longer exists) and release them: a running run goes "
-        "back to the queue (or fails when its attempts are spent). A lock whose process "
-        "heartbeat is fresh is never touched.",
+        "List runs whose lock (locked_by) belongs to a process that is gone and release "
+        "them: a running run goes back to the queue (or fails when its attempts are spent). "
+        "A process of this host is gone as soon as its pid no longer exists (kill -9 included, "
+        "whatever its last heartbeat); one of another host when its heartbeat is old; a "
+        "stopped one always. A live process's lock is never touched.",
         _cmd_unlock,
         duration("--older-than", "only locks taken more than DURATION ago (default 10m)",
                  default="10m"),
-        flag("--dry-run", "only list what would be released"))
+        flag("--dry-run", "only list what would be released"), BY)
     add_ops_command(
-        subparsers, common, "prune", "delete old finished runs and their events (30-day archive)",
-        "Delete finished runs (completed, failed, cancelled) last updated before the cut-off, "
-        "events first, in small batches of short transactions so a running service keeps "
-        "answering webhooks. Queued and running runs are never deleted.",
-        _cmd_prune,
-        duration("--older-than", "cut-off age, e.g. 30d", required=True),
-        arg("--archive", metavar="FILE.jsonl",
-            help="first append each run, with its events, as one JSON line"),
-        count("--batch-size", 1000, "at most N runs per transaction (default 1000; batches "
-                                    "shrink so that one holds the write lock about 20 ms)"),
-        flag("--vacuum", "then VACUUM to give the space back to the disk, when at least 10%% "
-                         "of the file is free (VACUUM blocks writes while it runs: webhooks "
-                         "get 503 + Retry-After meanwhile)"),
-        flag("--dry-run", "only count what would be deleted"))
+        subparsers, common, "pause", "stop claims for maintenance (webhooks are still queued)",
+        "No new run starts in any `mwai serve` using this database until `mwai resume`; "
+        "running runs go on, webhooks are still acknowledged and queued. The state is kept "
+        "in the database: every process sees it, a restart keeps it. /health/detailed, "
+        "`mwai monitor` and `mwai health` show 'paused'.",
+        _cmd_pause,
+        arg("--reason", metavar="TEXT", help="why (shown by `mwai health`)"), BY)
+    add_ops_command(
+        subparsers, common, "resume", "let claims start again after `mwai pause`",
+        "Queued runs start again within MWAI_POLL_S.",
+        _cmd_resume,
+        BY)

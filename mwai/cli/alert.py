@@ -49,14 +49,13 @@ from mwai.cli.common import (
 )
 from mwai.cli.parser import add_command, arg, count, duration, flag
 from mwai.clients.http import ApiClient, new_session
-from mwai.errors import EXIT_OK, EXIT_PROBLEM, MwaiError, UsageError
+from mwai.errors import EXIT_NOTIFY_FAILED, EXIT_OK, EXIT_PROBLEM, MwaiError, UsageError
 from mwai.model import FailedRun, RunningRun
 from mwai.queue.health import HealthRules, assess
 from mwai.queue.store import Store
 from mwai.scrub import scrub as scrub_secrets
 from mwai.settings import SETTINGS, Settings
 
-EXIT_NOTIFY_FAILED = 3
 COOLDOWN_KEY = "alert.last_sent"
 NOTIFY_TIMEOUT_S = 15.0
 JOURNAL_LINES = 20

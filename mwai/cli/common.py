@@ -1,11 +1,14 @@
 """What the operator commands share: durations, times, the settings and the store.
 
-The commands themselves: ``mwai runs | show | stats | monitor`` (read-only
-views, mwai/cli/inspect.py), ``mwai requeue | cancel | unlock | prune``
-(actions, mwai/cli/actions.py) and ``mwai check`` (mwai/cli/check.py).
+The commands themselves: ``mwai runs | show | stats | monitor | health``
+(read-only views, mwai/cli/inspect/), ``mwai requeue | cancel | unlock | pause |
+resume`` (actions, mwai/cli/actions.py), ``mwai prune`` (mwai/cli/prune.py) and
+``mwai check`` (mwai/cli/check.py).
 
-Human output uses local time; ``--json`` prints one document with epoch seconds
-and ISO-8601 (UTC) times.
+Human output shows local time with its zone (``--utc``: UTC); ``--json`` prints
+one document with epoch seconds and ISO-8601 (UTC) times. Durations of runs are
+the three of mwai.model.run_times (queue wait, run time, total) everywhere.
+Colour and progress only when stdout is a terminal (NO_COLOR turns colour off).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import getpass
 import os
 import re
-import socket
+import shutil
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -26,9 +31,9 @@ import orjson
 
 from mwai import advice, sources
 from mwai.errors import UsageError
-from mwai.model import FINISHED, ProcessRow
+from mwai.model import FINISHED, run_times
+from mwai.queue import health
 from mwai.queue.store import Store
-from mwai.queue.writes import pid_alive
 from mwai.settings import SETTINGS, Settings
 
 
@@ -75,6 +80,12 @@ def print_json(document: Any) -> None:
     sys.stdout.write("\n")
 
 
+def print_json_line(document: Any) -> None:
+    """One compact JSON document on one line (NDJSON), flushed at once."""
+    sys.stdout.write(orjson.dumps(document, default=str).decode() + "\n")
+    sys.stdout.flush()
+
+
 def fail(message: str) -> None:
     """One clear line on stderr."""
     sys.stderr.write(f"mwai: {message}\n")
@@ -116,12 +127,24 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds:.0f}s"  # pragma: no cover - unreachable
 
 
+# The zone human output is shown in: None is the local zone (`--utc` sets UTC).
+_ZONE: list[dt.tzinfo | None] = [None]
+
+
+def show_times_in_utc(utc: bool) -> None:
+    """`--utc`: every human time of this command in UTC (set once by mwai.cli.main)."""
+    _ZONE[0] = dt.UTC if utc else None
+
+
 def local_time(epoch_s: float | None, with_ms: bool = False) -> str:
+    """A time for people: local (or UTC with --utc), always with its zone shown."""
     if epoch_s is None:
         return "-"
-    moment = dt.datetime.fromtimestamp(epoch_s)
+    moment = dt.datetime.fromtimestamp(epoch_s, tz=_ZONE[0]).astimezone(_ZONE[0])
     text = moment.strftime("%Y-%m-%d %H:%M:%S")
-    return f"{text}.{moment.microsecond // 1000:03d}" if with_ms else text
+    if with_ms:
+        text = f"{text}.{moment.microsecond // 1000:03d}"
+    return f"{text} {moment.strftime('%Z') or moment.strftime('%z')}"
 
 
 def iso_utc(epoch_s: float | None) -> str | None:
@@ -135,6 +158,20 @@ def parse_run_id(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise UsageError(f"RUN_ID {text!r} is not a run id: give the number shown by `mwai runs`")
     return int(text)
+
+
+def operator_name(args: argparse.Namespace) -> str:
+    """``--by NAME``, or the login name: who did an operator action (in its events)."""
+    name = getattr(args, "by", None)
+    if name is None:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry, no LOGNAME: a container's uid
+            name = f"uid {os.getuid()}"
+    name = name.strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise UsageError("--by must be a name of 1 to 64 printable characters")
+    return name
 
 
 def one_line(text: str | None, limit: int = 80) -> str:
@@ -223,23 +260,8 @@ def run_async(coro: Any) -> int:
 
 
 def fresh_after_s(settings: Settings, now: float) -> float:
-    """Heartbeats newer than this mean the process is alive (3 beats or a lease)."""
-    return now - max(3 * settings.heartbeat_s, settings.lease_s)
-
-
-def process_state(process: ProcessRow | None, fresh_after: float) -> tuple[bool, str]:
-    """(alive, why) for a registered process; conservative: when in doubt, alive."""
-    if process is None:
-        return False, "no process record"
-    if process.stopped_at is not None:
-        return False, "its service stopped"
-    if process.heartbeat_at >= fresh_after:
-        return True, "heartbeat is fresh"
-    if process.hostname == socket.gethostname():
-        if pid_alive(int(process.pid)):
-            return True, f"pid {process.pid} is still running on this host"
-        return False, f"pid {process.pid} is gone"
-    return False, "no heartbeat since " + local_time(process.heartbeat_at)
+    """Heartbeats newer than this mean the process is alive (mwai.queue.health's rule)."""
+    return health.fresh_after_s(settings.heartbeat_s, settings.lease_s, now)
 
 
 def process_of(locked_by: str) -> str:
@@ -250,12 +272,17 @@ def process_of(locked_by: str) -> str:
 
 
 def run_row(row: Row, now: float) -> dict[str, Any]:
-    """A run for listings, with ``duration_s``: until it finished, or until now."""
+    """A run for --json, the same fields in every command: its columns, *_iso twins,
+    and the three durations (queue_wait_s, run_time_s, total_s; mwai.model.run_times),
+    until now for a run not finished yet."""
     document = with_iso(row)
-    end = document.get("finished_at") or document["updated_at"]
-    if document["status"] not in FINISHED:
-        end = now
-    document["duration_s"] = round(max(0.0, end - document["created_at"]), 3)
+    finished_at = document.get("finished_at")
+    if finished_at is None and document.get("status") in FINISHED:
+        finished_at = document.get("updated_at")  # finished before finished_at was kept
+    times = run_times(document["created_at"], document.get("started_at"), finished_at, now)
+    document.update(asdict(times))
+    if "payload_json" in document:
+        document["payload"] = json_or_text(document.pop("payload_json"))
     return document
 
 
@@ -275,3 +302,60 @@ def format_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"  # pragma: no cover
+
+
+# ------------------------------------------------------------------ the terminal
+
+
+def on_terminal() -> bool:
+    """Whether stdout is a terminal (a person reads it, not a pipe or a file)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+_COLOURS = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
+
+
+def colour(text: str, name: str) -> str:
+    """``text`` in a colour, only on a terminal and unless NO_COLOR is set
+    (https://no-color.org: any non-empty value)."""
+    if not on_terminal() or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return text
+    return f"\x1b[{_COLOURS[name]}m{text}\x1b[0m"
+
+
+def terminal_width(default: int = 160) -> int:
+    """Columns of the terminal (COLUMNS wins); ``default`` when not on one (a pipe or a
+    file: lines are not cut to a screen)."""
+    if not on_terminal() and not os.environ.get("COLUMNS"):
+        return default
+    return max(40, shutil.get_terminal_size((default, 24)).columns)
+
+
+class Progress:
+    """``label: done/total`` rewritten in place on a terminal; silent otherwise (a
+    pipe, a file, cron), so only people see it. At most ten updates a second."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.shown = on_terminal()
+        self._last_s = 0.0
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now_s = time.monotonic()
+        if self.shown and now_s - self._last_s >= 0.1:
+            self._last_s = now_s
+            of = f"/{self.total}" if self.total is not None else ""
+            sys.stdout.write(f"\r{self.label}: {self.done}{of}\x1b[K")
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        """Clear the line, so that the result printed next stands alone."""
+        if self.shown and self._last_s:
+            sys.stdout.write("\r\x1b[K")
+            sys.stdout.flush()

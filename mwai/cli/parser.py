@@ -25,6 +25,8 @@ def common_parser() -> argparse.ArgumentParser:
                              "the environment and command-line options win over it")
     common.add_argument("--db", metavar="PATH",
                         help="SQLite database (default: $MWAI_DB or ./mwai.sqlite3)")
+    common.add_argument("--utc", action="store_true",
+                        help="show times in UTC (default: local time, its zone shown)")
     return common
 
 
@@ -63,6 +65,12 @@ def count(name: str, default: int, help_text: str) -> Argument:
 
 
 RUN_ID = arg("run_id", metavar="RUN_ID", help="the run id (see `mwai runs`)")
+OPTIONAL_RUN_ID = arg("run_id", metavar="RUN_ID", nargs="?",
+                      help="the run id (see `mwai runs`); or select many with the options")
+BY = arg("--by", metavar="NAME",
+         help="who does this: recorded in each run's event, e.g. 'cancelled by NAME' "
+              "(default: your login name)")
+DRY_RUN = flag("--dry-run", "only list what would be done; change nothing")
 JSON = flag("--json", "print one JSON document (stable field names; times as epoch seconds "
                       "plus *_iso UTC strings)")
 

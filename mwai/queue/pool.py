@@ -4,8 +4,10 @@
   an enqueue wakes exactly as many of them as there are new runs (a slow
   safety poll covers runs queued by other processes or coming due later);
 * heartbeat: the leases of running runs are renewed while their task lives;
-* recovery: runs whose lease expired in other (dead) processes go back to the
-  queue, or fail once their attempts are spent;
+* recovery: runs of other processes that are dead go back to the queue, or fail
+  once their attempts are spent: at once for a process of this host whose pid is
+  gone (mwai.queue.health.process_liveness), after its lease for any other;
+* pause: `mwai pause` stops every claim (the claim query reads it), nothing else;
 * retry: a TransientError re-queues the run with exponential backoff + jitter;
 * cancel: an operator's cancel request (a flag in the database) cancels the
   run's task here;
@@ -132,10 +134,6 @@ class WorkerPool:
 
     async def start(self) -> None:
         await self.store.register_process()
-        for lost in await self.store.recover_dead_processes(self.config.max_attempts):
-            log.warning("Recovered run of a dead process", extra={
-                "run_id": lost.run_id, "issue_key": lost.issue_key, "outcome": lost.outcome,
-                "lost_worker": lost.worker})
         await self._recover_once()
         # Optional hook: the Jira flow removes worktrees a crash left behind.
         processor_start = getattr(self.processor, "start", None)
@@ -151,6 +149,11 @@ class WorkerPool:
         ]
         log.info("Workers started", extra={"workers": self.size,
                                             "process_id": self.store.process_id})
+        paused = await self.store.paused()
+        if paused is not None:
+            # A service started during maintenance: say why it takes no run.
+            log.warning("Claims are paused; no run starts until `mwai resume`", extra={
+                "paused_by": paused.get("by"), "reason": paused.get("reason")})
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop claiming; let running runs finish for ``grace_s``, then release them."""
@@ -284,7 +287,7 @@ class WorkerPool:
             reason = self._active[run.id].cancel_reason if run.id in self._active else None
             if reason == "cancel":
                 await self._settle(lambda: self.store.finish_cancelled(
-                    run.id, run.worker, "cancelled by operator while running"))
+                    run.id, run.worker, "cancelled while running"))
                 return "cancelled", None
             await self._give_back(run)
             return "released", None
@@ -388,6 +391,12 @@ class WorkerPool:
 
     async def _recover_once(self) -> None:
         try:
+            # A process of this host whose pid is gone is dead at once (mwai.queue.health):
+            # its runs come back without waiting for their lease to expire.
+            for dead in await self.store.recover_dead_processes(self.config.max_attempts):
+                log.warning("Recovered run of a dead process", extra={
+                    "run_id": dead.run_id, "issue_key": dead.issue_key,
+                    "outcome": dead.outcome, "lost_worker": dead.worker})
             lost = await self.store.recover_expired(self.config.max_attempts)
         except StoreError as exc:
             log.error("Lease recovery failed", extra={"error": str(exc)})

@@ -147,15 +147,17 @@ class StoreReads:
 
     # ------------------------------------------------------------ statistics
 
-    async def status_stats(self, since: float) -> list[StatusStats]:
-        """Count and durations by status of the runs created since ``since``."""
-        return await self._records(StatusStats, "ops_stats_by_status", since=since)
+    async def status_stats(self, since: float, now: float) -> list[StatusStats]:
+        """Count and durations by status of the runs created since ``since`` (runs not
+        finished yet count until ``now``)."""
+        return await self._records(StatusStats, "ops_stats_by_status", since=since, now=now)
 
     async def slowest_runs(self, since: float, limit: int) -> list[SlowRun]:
         return await self._records(SlowRun, "ops_slowest_runs", since=since, limit=limit)
 
-    async def error_counts(self, since: float, limit: int) -> list[ErrorCount]:
-        """Failed runs created since ``since`` grouped by their exact last error."""
+    async def error_counts(self, since: float, limit: int = -1) -> list[ErrorCount]:
+        """Failed runs created since ``since`` grouped by their exact last error (every
+        group: ``limit`` -1 means no limit)."""
         return await self._records(ErrorCount, "ops_error_counts", since=since, limit=limit)
 
     # ------------------------------------------------------------ processes

@@ -33,6 +33,9 @@ from mwai.queue.writer import BatchWriter, Checkpointer, WriterConnection, trans
 
 T = TypeVar("T")
 
+# The kv key whose presence stops every claim (`mwai pause`).
+PAUSED_KEY = "claims.paused"
+
 # How often the background checkpoint copies the WAL into the database (after commits).
 CHECKPOINT_INTERVAL_S = 0.5
 # Tables every mwai schema version has: how a numbered schema is known to be mwai's.
@@ -67,12 +70,8 @@ class Store(StoreReads):
     # ----------------------------------------------------------------- lifecycle
 
     async def open(self) -> Store:
-        if not self.create and not Path(self.path).exists():
-            raise StoreError(
-                f"database {self.path} does not exist: start `mwai serve` once to create it, "
-                "or point --db / MWAI_DB at the right file"
-            )
-        if Path(self.path).exists():
+        self._check_path()
+        if Path(self.path).is_file():
             # Before the writer switches the file to WAL or migrates it: another
             # program's database must be refused with not one byte changed.
             await asyncio.to_thread(self.identify)
@@ -86,13 +85,13 @@ class Store(StoreReads):
                                               lambda: writer.batches_committed)
             self._checkpointer.start()
         try:
-            self._reader = await aiosqlite.connect(self._uri(), uri=True)
+            self._reader = await self._connect_reader()
             await self._reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             await self._reader.execute("PRAGMA query_only = 1")
             version = await self._read_version()
         except sqlite3.Error as exc:
             await self.close()
-            raise translate_error(exc, self.path) from None
+            raise self._not_a_file() or translate_error(exc, self.path) from None
         except StoreError:
             await self.close()
             raise
@@ -129,6 +128,51 @@ class Store(StoreReads):
         if (version == 0 and tables) or (version > 0 and not MWAI_TABLES <= tables):
             raise not_mwai(self.path)
 
+    def _check_path(self) -> None:
+        """Bad paths said plainly before any driver sees them (exit 2: bad input)."""
+        try:
+            self._check_path_parts()
+        except PermissionError:
+            raise StoreError(f"database {self.path}: its directory is not readable by this "
+                             "user: run the command as the service's user (sudo -u mwai ...)"
+                             ) from None
+
+    def _check_path_parts(self) -> None:
+        path = Path(self.path)
+        if path.is_dir():
+            raise StoreError(f"database {self.path} is a directory: --db / MWAI_DB must name "
+                             "the database file (e.g. /var/lib/mwai/mwai.sqlite3)")
+        if not self.create and not path.exists():
+            raise StoreError(
+                f"database {self.path} does not exist: start `mwai serve` once to create it, "
+                "or point --db / MWAI_DB at the right file"
+            )
+        if self.create and not path.parent.is_dir():
+            raise StoreError(f"database {self.path}: directory {path.parent} does not exist: "
+                             "create it, or point --db / MWAI_DB at the right file")
+        if path.exists() and not os.access(path, os.R_OK):
+            raise StoreError(f"database {self.path} is not readable by this user: run the "
+                             "command as the service's user (sudo -u mwai ...) or fix its mode")
+
+    def _not_a_file(self) -> StoreError | None:
+        """When SQLite could not open an existing path that is no regular file (a
+        socket, a pipe, a device): bad input, said plainly."""
+        path = Path(self.path)
+        if path.exists() and not path.is_file():
+            return StoreError(f"database {self.path} is not a regular file (a socket, pipe or "
+                              "device): --db / MWAI_DB must name the database file")
+        return None
+
+    async def _connect_reader(self) -> aiosqlite.Connection:
+        """The read connection. The file is opened here, in a thread we wait for, and
+        only an open connection is handed to aiosqlite: when aiosqlite's own connect
+        fails, its worker thread later resolves a future of an event loop already
+        closed, and prints an "Event loop is closed" traceback (now and then, as the
+        thread and the loop's end race)."""
+        conn = await asyncio.to_thread(sqlite3.connect, self._uri(), uri=True,
+                                       check_same_thread=False)
+        return await aiosqlite.Connection(lambda: conn, 64)
+
     def _uri(self) -> str:
         mode = "rwc" if self.create else "rw"
         return f"file:{Path(self.path).absolute()}?mode={mode}"
@@ -152,7 +196,7 @@ class Store(StoreReads):
                 factory=WriterConnection,
             )
         except sqlite3.Error as exc:
-            raise translate_error(exc, self.path) from None
+            raise self._not_a_file() or translate_error(exc, self.path) from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -209,10 +253,12 @@ class Store(StoreReads):
         counts = await self.health_counts(stuck_after_s)
         stuck = (await self.stuck_runs(stuck_after_s, list_stuck)
                  if counts.stuck and list_stuck > 0 else [])
+        paused = await self.paused()
         return HealthSnapshot(taken_at=taken_at, queued=counts.queued, running=counts.running,
                               stuck_count=counts.stuck, stuck_runs=tuple(stuck),
                               oldest_queued_at=counts.oldest_queued_at,
-                              write_failure=self.write_failure)
+                              write_failure=self.write_failure,
+                              paused_by=None if paused is None else str(paused.get("by")))
 
     # ------------------------------------------------------------------ intake
 
@@ -288,10 +334,7 @@ class Store(StoreReads):
                                  "Run failed", meta)
 
     async def finish_cancelled(self, run_id: int, worker: str, reason: str) -> bool:
-        return await self._write(
-            writes.op_finish, run_id, worker, "cancelled", reason, "Run cancelled",
-            {"reason": reason},
-        )
+        return await self._write(writes.op_finish_cancelled, run_id, worker, reason)
 
     async def retry_later(
         self, run_id: int, issue_key: str, error: str, delay_s: float, attempts: int
@@ -314,18 +357,52 @@ class Store(StoreReads):
         return await self._write(writes.op_recover_expired, self.process_id, max_attempts)
 
     async def recover_dead_processes(self, max_attempts: int) -> list[LostRun]:
-        """At startup: runs of processes on this host that are gone, whatever their lease."""
+        """Runs of processes on this host whose pid is gone, whatever their lease or last
+        heartbeat (each recovery round, at startup first)."""
         return await self._write(writes.op_recover_dead, self.process_id, max_attempts)
 
-    async def cancel(self, run_id: int, reason: str = "cancelled by operator") -> str:
-        """Cancel a queued run now, or ask the owner of a running run to stop it.
+    async def cancel(self, run_id: int, *, by: str, reason: str = "") -> str:
+        """Cancel a queued run now, or ask the owner of a running run to stop it; ``by``
+        (the operator) goes into the event ("Run cancelled by alice").
 
         Returns the status reached: 'cancelled' or 'cancelling'.
         """
-        return await self._write(writes.op_cancel, run_id, reason)
+        return await self._write(writes.op_cancel, run_id, by, reason)
 
-    async def requeue(self, run_id: int, reason: str = "requeued by operator") -> None:
-        await self._write(writes.op_requeue, run_id, reason)
+    async def requeue(self, run_id: int, *, by: str, reason: str = "") -> None:
+        """Queue a finished run again ("Run requeued by alice")."""
+        await self._write(writes.op_requeue, run_id, by, reason)
+
+    async def cancel_many(self, run_ids: Sequence[int], *, by: str, reason: str = ""
+                          ) -> list[tuple[int, str | None]]:
+        """``cancel`` each run, in one transaction: (run id, why it was refused or None)."""
+        return await self._write(writes.op_each, writes.op_cancel, list(run_ids), by, reason)
+
+    async def requeue_many(self, run_ids: Sequence[int], *, by: str, reason: str = ""
+                           ) -> list[tuple[int, str | None]]:
+        """``requeue`` each run, in one transaction: (run id, why it was refused or None)."""
+        return await self._write(writes.op_each, writes.op_requeue, list(run_ids), by, reason)
+
+    async def pause(self, *, by: str, reason: str = "") -> None:
+        """Stop every claim of every `mwai serve` on this database (webhooks are still
+        queued); running runs go on. The state lives in the database (kv)."""
+        value = writes.dumps({"by": by, "reason": reason or None, "at": clock.now_s()})
+        await self._write(writes.op_kv_set, PAUSED_KEY, value)
+
+    async def resume(self, *, by: str) -> bool:
+        """Let claims start again; False when claims were not paused. ``by`` is taken
+        like every action's (a resume touches no run, so no run event records it: the
+        caller reports it, as `mwai resume` does)."""
+        return await self._write(writes.op_kv_delete, PAUSED_KEY)
+
+    async def paused(self) -> dict[str, Any] | None:
+        """Who paused claims, when and why (None: not paused)."""
+        found = await self.kv_get(PAUSED_KEY)
+        if found is None:
+            return None
+        document = writes.json_object(found[0])
+        document.setdefault("at", found[1])
+        return document
 
     async def kv_set(self, key: str, value: str) -> None:
         await self._write(writes.op_kv_set, key, value)
@@ -342,7 +419,8 @@ class Store(StoreReads):
         return await self._write(writes.op_prune_runs, list(run_ids), before)
 
     async def release_stale_locks(
-        self, locks: Sequence[tuple[int, str]], fresh_after: float, max_attempts: int
+        self, locks: Sequence[tuple[int, str]], fresh_after: float, max_attempts: int,
+        *, by: str,
     ) -> list[LostRun]:
         """Release the (run_id, locked_by) locks whose owner process looks dead.
 
@@ -351,7 +429,8 @@ class Store(StoreReads):
         goes back to the queue (or fails when its attempts are spent), like lease
         recovery does.
         """
-        return await self._write(writes.op_release_locks, list(locks), fresh_after, max_attempts)
+        return await self._write(writes.op_release_locks, list(locks), fresh_after, max_attempts,
+                                 by)
 
     async def vacuum(self) -> None:
         """VACUUM then truncate the WAL (blocks other writers while it runs)."""

@@ -9,6 +9,7 @@ before the commit (``flush_events``).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sqlite3
@@ -18,14 +19,24 @@ from typing import Any
 import orjson
 
 from mwai.errors import InvalidRunState, RunNotFound
-from mwai.model import ClaimedRun, EnqueueResult, Event, LostRun
+from mwai.model import ClaimedRun, EnqueueResult, Event, LostRun, ProcessRow
 from mwai.queue import clock
+from mwai.queue.health import process_liveness
 from mwai.queue.schema import Q
 from mwai.queue.writer import WriterConnection
 
 
 def dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A JSON object written by ``dumps`` (anything else: empty)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def prefix_range(prefix: str) -> dict[str, str]:
@@ -174,6 +185,18 @@ def op_finish(
     return True
 
 
+def op_finish_cancelled(conn: sqlite3.Connection, run_id: int, worker: str,
+                        reason: str) -> bool:
+    """The worker stopped a run whose cancel was asked for: the event names who asked."""
+    row = conn.execute(Q["cancel_requester"], {"run_id": run_id}).fetchone()
+    by = row[0] if row is not None and row[0] else None
+    if by is None:
+        return op_finish(conn, run_id, worker, "cancelled", reason, "Run cancelled",
+                         {"reason": reason})
+    return op_finish(conn, run_id, worker, "cancelled", f"{reason} (asked by {by})",
+                     f"Run cancelled by {by}", {"reason": reason, "by": by})
+
+
 def op_complete_and_claim(
     conn: sqlite3.Connection,
     run_id: int,
@@ -235,12 +258,18 @@ def op_release(
 
 
 def _recover(
-    conn: sqlite3.Connection, rows: Sequence[Any], max_attempts: int, why: str
+    conn: sqlite3.Connection, rows: Sequence[Any], max_attempts: int, why: str,
+    by: str | None = None,
 ) -> list[LostRun]:
+    """Runs of a lost worker back to the queue (or failed/cancelled); ``by``: the
+    operator who released them (mwai unlock), None for the service's own recovery."""
     now = clock.now_s()
     lost: list[LostRun] = []
+    message = "Lease expired; worker lost" if by is None else f"Stale lock released by {by}"
     for run_id, issue_key, attempts, locked_by, cancel_requested in rows:
-        meta = {"lost_worker": locked_by, "attempts": attempts, "reason": why}
+        meta: dict[str, Any] = {"lost_worker": locked_by, "attempts": attempts, "reason": why}
+        if by is not None:
+            meta["by"] = by
         if cancel_requested:
             outcome, status = "cancelled", "cancelled"
             error = f"cancelled; its worker {locked_by} was lost ({why})"
@@ -256,8 +285,8 @@ def _recover(
         else:
             outcome = op_release(conn, run_id, issue_key, attempts, now,
                                  f"worker {locked_by} was lost ({why})", 0)
-        _insert_events(conn, [Event(run_id, "Lease expired; worker lost", "warning",
-                                    {**meta, "outcome": outcome}, now)])
+        _insert_events(conn, [Event(run_id, message, "warning", {**meta, "outcome": outcome},
+                                    now)])
         lost.append(LostRun(run_id, issue_key, outcome, locked_by))
     return lost
 
@@ -270,24 +299,17 @@ def op_recover_expired(
     return _recover(conn, rows, max_attempts, "lease expired")
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this host has that pid; when in doubt, alive."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def op_recover_dead(
     conn: sqlite3.Connection, process_id: str, max_attempts: int
 ) -> list[LostRun]:
     host = socket.gethostname()
     lost: list[LostRun] = []
-    for other_id, pid, hostname, _started, _beat in conn.execute(Q["live_processes"]).fetchall():
-        if other_id == process_id or hostname != host or pid_alive(int(pid)):
+    for other_id, pid, hostname, started, beat in conn.execute(Q["live_processes"]).fetchall():
+        if other_id == process_id or hostname != host:
+            continue
+        process = ProcessRow(other_id, int(pid), hostname, started, beat, None)
+        # No heartbeat counts as fresh here: on this host only the pid decides.
+        if process_liveness(process, math.inf, clock.now_s(), host)[0]:
             continue
         rows = conn.execute(Q["runs_of_process"], prefix_range(other_id + "/")).fetchall()
         lost += _recover(conn, rows, max_attempts, f"process {pid} is gone")
@@ -295,27 +317,28 @@ def op_recover_dead(
     return lost
 
 
-def op_cancel(conn: sqlite3.Connection, run_id: int, reason: str) -> str:
+def op_cancel(conn: sqlite3.Connection, run_id: int, by: str, reason: str = "") -> str:
     row = conn.execute(Q["run_status"], {"run_id": run_id}).fetchone()
     if row is None:
         raise RunNotFound(f"no run with id {run_id}: list runs with `mwai runs`")
     status = row[0]
     now = clock.now_s()
+    meta = {"by": by, "reason": reason or None}
     if status == "queued":
-        conn.execute(Q["cancel_queued"], {"run_id": run_id, "last_error": reason, "now": now})
-        _insert_events(conn, [Event(run_id, "Run cancelled", "warning", {"reason": reason}, now)])
+        conn.execute(Q["cancel_queued"], {"run_id": run_id, "last_error": f"cancelled by {by}"
+                                          + (f": {reason}" if reason else ""), "now": now})
+        _insert_events(conn, [Event(run_id, f"Run cancelled by {by}", "warning", meta, now)])
         return "cancelled"
     if status == "running":
         conn.execute(Q["request_cancel"], {"run_id": run_id, "now": now})
-        _insert_events(conn, [Event(run_id, "Cancel requested", "warning",
-                                    {"reason": reason}, now)])
+        _insert_events(conn, [Event(run_id, f"Cancel requested by {by}", "warning", meta, now)])
         return "cancelling"
     raise InvalidRunState(
         f"run {run_id} is already {status}; only queued or running runs can be cancelled"
     )
 
 
-def op_requeue(conn: sqlite3.Connection, run_id: int, reason: str) -> None:
+def op_requeue(conn: sqlite3.Connection, run_id: int, by: str, reason: str = "") -> None:
     row = conn.execute(Q["get_run"], {"run_id": run_id}).fetchone()
     if row is None:
         raise RunNotFound(f"no run with id {run_id}: list runs with `mwai runs`")
@@ -333,8 +356,29 @@ def op_requeue(conn: sqlite3.Connection, run_id: int, reason: str) -> None:
         )
     now = clock.now_s()
     conn.execute(Q["requeue_finished"], {"run_id": run_id, "now": now})
-    _insert_events(conn, [Event(run_id, "Run requeued", "info",
-                                {"reason": reason, "previous_status": status}, now)])
+    _insert_events(conn, [Event(run_id, f"Run requeued by {by}", "info",
+                                {"by": by, "reason": reason or None,
+                                 "previous_status": status}, now)])
+
+
+def op_each(conn: sqlite3.Connection, op: Any, run_ids: Sequence[int], by: str,
+            reason: str) -> list[tuple[int, str | None]]:
+    """``op`` (op_cancel, op_requeue) on each run in one transaction: (run id, what
+    it refused, or None). A refusal is raised before its run is changed, so the
+    others go on."""
+    outcomes: list[tuple[int, str | None]] = []
+    for run_id in run_ids:
+        try:
+            op(conn, run_id, by, reason)
+        except (InvalidRunState, RunNotFound) as exc:
+            outcomes.append((run_id, str(exc)))
+        else:
+            outcomes.append((run_id, None))
+    return outcomes
+
+
+def op_kv_delete(conn: sqlite3.Connection, key: str) -> bool:
+    return conn.execute(Q["kv_delete"], {"key": key}).rowcount > 0
 
 
 def op_kv_set(conn: sqlite3.Connection, key: str, value: str) -> None:
@@ -357,7 +401,7 @@ def op_prune_runs(
 
 def op_release_locks(
     conn: sqlite3.Connection, locks: Sequence[tuple[int, str]], fresh_after: float,
-    max_attempts: int,
+    max_attempts: int, by: str,
 ) -> list[LostRun]:
     released: list[LostRun] = []
     now = clock.now_s()
@@ -368,15 +412,17 @@ def op_release_locks(
             continue  # finished or re-claimed meanwhile
         process = conn.execute(Q["ops_process"],
                                {"process_id": locked_by.rpartition("/")[0]}).fetchone()
-        if process is not None and process[5] is None and process[4] >= fresh_after:
-            continue  # its process heartbeated meanwhile: alive
-        why = f"released by mwai unlock: process of {locked_by} is not alive"
+        if process_liveness(None if process is None else ProcessRow(*process),
+                            fresh_after, now)[0]:
+            continue  # alive (it heartbeated meanwhile, or its pid runs on this host)
+        why = f"released by {by} (mwai unlock): process of {locked_by} is not alive"
         if row[5] == "running":
-            released += _recover(conn, [tuple(row[:5])], max_attempts, why)
+            released += _recover(conn, [tuple(row[:5])], max_attempts, why, by)
         else:
             conn.execute(Q["ops_clear_lock"],
                          {"run_id": run_id, "locked_by": locked_by, "now": now})
-            _insert_events(conn, [Event(run_id, "Stale lock released", "warning",
-                                        {"lost_worker": locked_by, "reason": why}, now)])
+            _insert_events(conn, [Event(run_id, f"Stale lock released by {by}", "warning",
+                                        {"lost_worker": locked_by, "reason": why, "by": by},
+                                        now)])
             released.append(LostRun(run_id, str(row[1]), str(row[5]), locked_by))
     return released

@@ -15,6 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -264,15 +265,18 @@ async def health_report(app: web.Application) -> dict[str, Any]:
     database = "healthy"
     snapshot = None
     try:
-        snapshot = await app[STORE_KEY].health_snapshot(settings.stuck_after_s)
+        snapshot = await app[STORE_KEY].health_snapshot(settings.stuck_after_s, list_stuck=20)
     except StoreError as exc:
         database = f"unhealthy: {exc}"
     workers = Workers(alive=pool.alive, configured=pool.size, kind="workers")
     health = assess(snapshot, workers, HealthRules.of(settings))
     return {
         "status": health.status,
+        "paused": health.paused,
         "database": database,
-        "stuck_runs": health.stuck_count,
+        # The same field names and types as `mwai monitor --json` / `mwai health --json`.
+        "stuck_count": health.stuck_count,
+        "stuck_runs": [asdict(run) for run in health.stuck_runs],
         "queued": health.queued,
         "running": health.running,
         "oldest_queued_age_s": health.oldest_queued_age_s,

@@ -107,13 +107,24 @@ _OPTIONAL_COUNT = {"type": ["integer", "null"], "minimum": 0}
 
 HEALTH_DETAILED = {
     "type": "object",
-    "required": ["status", "database", "stuck_runs", "queued", "running",
-                 "oldest_queued_age_s", "workers", "problems", "version", "uptime_s",
-                 "timestamp"],
+    "required": ["status", "paused", "database", "stuck_count", "stuck_runs", "queued",
+                 "running", "oldest_queued_age_s", "workers", "problems", "version",
+                 "uptime_s", "timestamp"],
     "properties": {
         "status": {"enum": ["healthy", "degraded", "unhealthy"]},
+        "paused": {"type": "boolean", "description": "claims paused by `mwai pause`"},
         "database": {"type": "string"},
-        "stuck_runs": _OPTIONAL_COUNT,
+        "stuck_count": _OPTIONAL_COUNT,
+        "stuck_runs": {
+            "type": "array", "description": "up to 20 stuck runs, the longest stuck first",
+            "items": {
+                "type": "object",
+                "required": ["id", "issue_key", "locked_by", "updated_at"],
+                "properties": {"id": {"type": "integer"}, "issue_key": {"type": "string"},
+                               "locked_by": {"type": ["string", "null"]},
+                               "updated_at": {"type": "number"}},
+            },
+        },
         "queued": _OPTIONAL_COUNT,
         "running": _OPTIONAL_COUNT,
         "oldest_queued_age_s": {"type": ["number", "null"], "minimum": 0},

@@ -132,7 +132,7 @@ def test_runs_lists_recent_failed_and_per_issue_runs(svc: tuple[Service, dict[st
     assert {"OK-1", "OK-2", "OK-3", "FAIL-1", "FAIL-2", "OLD-0"} <= keys
     one = next(run for run in runs if run["id"] == ids["FAIL-1"])
     assert one["status"] == "failed" and one["attempts"] == 1
-    assert one["created_at_iso"].endswith("Z") and one["duration_s"] >= 0
+    assert one["created_at_iso"].endswith("Z") and one["total_s"] >= 0
 
     failed = mwai(service, "runs", "--status", "failed")
     assert failed.returncode == 0
@@ -184,12 +184,12 @@ def test_stats_reports_durations_failure_rate_errors_and_queue(
     by_status = {item["status"]: item for item in stats["by_status"]}
     assert by_status["failed"]["count"] == 2  # the 40-day-old runs are outside the window
     assert by_status["completed"]["count"] >= 3
-    assert by_status["failed"]["max_duration_s"] >= by_status["failed"]["avg_duration_s"] > 0
+    assert by_status["failed"]["max_total_s"] >= by_status["failed"]["avg_total_s"] > 0
     assert 0 < stats["failure_rate"] < 1
     assert stats["top_errors"][0]["pattern"] == \
         "RuntimeError: simulated failure of FAIL-N in run N"
     assert stats["top_errors"][0]["count"] == 2
-    assert stats["queue_depth"] == 0 and stats["oldest_queued_age_s"] is None
+    assert stats["queued"] == 0 and stats["oldest_queued_age_s"] is None
     assert {run["id"] for run in stats["slowest_runs"]} <= set(ids.values()) | {
         run_id for (run_id,) in rows(service.db, "SELECT id FROM runs")}
     human = mwai(service, "stats").stdout
@@ -253,9 +253,9 @@ def test_cancel_stops_a_running_run_in_the_live_service(svc: tuple[Service, dict
         assert "no stale locks" in unlock.stdout and "kept (heartbeat is fresh)" in unlock.stdout
         assert status_of(service.db, run_id) == "running"
 
-        cancelled = mwai(service, "cancel", str(run_id), "--wait", "20s")
+        cancelled = mwai(service, "cancel", str(run_id), "--wait", "20s", "--by", "alice")
         assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
-        assert cancelled.stdout.strip() == f"run {run_id} (SLOW-1) cancelled"
+        assert cancelled.stdout.strip() == f"run {run_id} (SLOW-1) cancelled by alice"
         out, err = follower.communicate(timeout=20)
     finally:
         if follower.poll() is None:
@@ -263,7 +263,8 @@ def test_cancel_stops_a_running_run_in_the_live_service(svc: tuple[Service, dict
     assert status_of(service.db, run_id) == "cancelled"
     assert follower.returncode == 0, err
     assert "Cancel requested" in out and "Run cancelled" in out
-    assert out.rstrip().endswith(f"Run {run_id} cancelled: cancelled by operator while running")
+    assert out.rstrip().endswith(f"Run {run_id} cancelled: cancelled while running (asked by "
+                                 "alice)")
 
     again = mwai(service, "cancel", str(run_id))
     assert again.returncode == 2
@@ -274,14 +275,14 @@ def test_cancel_stops_a_running_run_in_the_live_service(svc: tuple[Service, dict
 def test_requeue_runs_a_finished_run_again(svc: tuple[Service, dict[str, int]]) -> None:
     service, ids = svc
     run_id = ids["OK-1"]
-    result = mwai(service, "requeue", str(run_id), "--json")
+    result = mwai(service, "requeue", str(run_id), "--json", "--by", "bob")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["run"]["status"] in ("queued", "running", "completed")
     wait_for(service.db, "SELECT status, attempts FROM runs WHERE id = ?", (run_id,),
              [("completed", 1)])
     messages = [m for (m,) in rows(service.db, "SELECT message FROM events WHERE run_id = ? "
                                    "ORDER BY id", (run_id,))]
-    assert messages.count("Run claimed") == 2 and "Run requeued" in messages
+    assert messages.count("Run claimed") == 2 and "Run requeued by bob" in messages
 
     slow = post(service, "SLOW-2")
     wait_for(service.db, "SELECT status FROM runs WHERE id = ?", (slow,), [("running",)])

@@ -395,7 +395,7 @@ async def test_requeue_of_a_failed_run_retries_it_as_the_failure_comment_says(
     assert len(failed) == 1 and "out of credits" in failed[0]["last_error"]
     assert jira.issue(sub).assignee_account_id == jira.human_account_id
 
-    await stack.store.requeue(int(failed[0]["id"]))
+    await stack.store.requeue(int(failed[0]["id"]), by="test")
     await settle(stack, "the retried change", lambda: jira.issue(sub).status == "In Testing")
     assert (await stack.store.get_run(int(failed[0]["id"])))["status"] == "completed"
     assert len(stack.github.pulls(GITHUB_REPO)) == 1

@@ -23,6 +23,7 @@ import mwai.queue.clock
 from mwai.cli import actions, probes
 from mwai.cli import alert as alerts
 from mwai.cli import common as ops
+from mwai.cli import prune as prunes
 from mwai.queue.store import Store
 from mwai.settings import Settings
 from tests.integration.helpers import count, db_rows
@@ -142,10 +143,15 @@ async def test_unlock_releases_locks_of_dead_processes_only(settings: Settings) 
         (live_run.id, "heartbeat is fresh")]
     assert locks() == before  # a dry run writes nothing
 
-    code, out, err = await mwai_command("unlock", "--db", settings.db, "--older-than", "0s")
+    code, out, err = await mwai_command("unlock", "--db", settings.db, "--older-than", "0s",
+                                        "--by", "frank")
     assert (code, err) == (0, "")
     assert f"run {dead_run.id} (DEAD-1, running) locked by {dead_run.worker}" in out
     assert "released -> queued" in out
+    # Who released it is in the run's event.
+    assert db_rows(settings.db, "SELECT message, json_extract(meta_json, '$.by') FROM events "
+                                "WHERE run_id = ? AND message LIKE 'Stale lock%'",
+                   (dead_run.id,)) == [("Stale lock released by frank", "frank")]
     assert f"run {live_run.id} (LIVE-1) locked by {live_run.worker}: kept (heartbeat is " \
         "fresh)" in out
     assert locks() == [(dead_run.id, "queued", None), (live_run.id, "running", live_run.worker)]
@@ -153,7 +159,9 @@ async def test_unlock_releases_locks_of_dead_processes_only(settings: Settings) 
 
 async def test_unlock_never_touches_a_lock_whose_process_heartbeat_became_fresh(
         settings: Settings) -> None:
-    host = socket.gethostname()
+    # Another host: only the heartbeat can tell (on this host a gone pid is dead at once,
+    # whatever its heartbeat; test_liveness_kill9.py).
+    host = "another-host.internal"
     process_id = f"{host}:{dead_pid()}:late01"
     async with opened(settings) as store:
         record_process(settings.db, process_id, dead_pid(), host, time.time() - 3600)
@@ -165,7 +173,7 @@ async def test_unlock_never_touches_a_lock_whose_process_heartbeat_became_fresh(
         # The process heartbeats between the listing and the release.
         record_process(settings.db, process_id, 1, host, time.time())
         released = await store.release_stale_locks(
-            [(run.id, run.worker)], ops.fresh_after_s(settings, time.time()), 3)
+            [(run.id, run.worker)], ops.fresh_after_s(settings, time.time()), 3, by="test")
         assert released == []
         assert (await store.get_run(run.id))["status"] == "running"
 
@@ -190,7 +198,7 @@ async def test_prune_deletes_exactly_the_old_finished_runs_and_their_events(
                                     queued.attempts)
         recent = await finished_run(store, "NEW-1")
         archive = tmp_path / "archive.jsonl"
-        runs, events = await actions.prune(store, now - 30 * DAY_S, batch_size=3, archive=archive,
+        runs, events = await prunes.prune(store, now - 30 * DAY_S, batch_size=3, archive=archive,
                                        pause_min_s=0)
         assert runs == 7
         remaining = {row.issue_key: row.status for row in
@@ -216,8 +224,8 @@ async def test_prune_with_nothing_old_changes_nothing(settings: Settings) -> Non
     async with opened(settings) as store:
         await finished_run(store, "NEW-1")
         before = count(settings.db, "events")
-        assert await actions.prune(store, time.time() - DAY_S, 10, None, 0) == (0, 0)
-        skipped = await actions.vacuum_if_worth_it(store)  # nothing freed: no full rewrite
+        assert await prunes.prune(store, time.time() - DAY_S, 10, None, 0) == (0, 0)
+        skipped = await prunes.vacuum_if_worth_it(store)  # nothing freed: no full rewrite
     assert skipped is not None and "of the file is free space" in skipped
     assert count(settings.db, "events") == before
 

@@ -28,7 +28,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "ops_runs_recent": {"since": 0.0, "limit": 20},
     "ops_runs_by_status": {"status": "failed", "since": 0.0, "limit": 20},
     "ops_runs_by_issue": {"issue_key": "A-1", "status": None, "since": 0.0, "limit": 20},
-    "ops_stats_by_status": {"since": 0.0},
+    "ops_stats_by_status": {"since": 0.0, "now": 1e12},
     "ops_slowest_runs": {"since": 0.0, "limit": 10},
     "ops_error_counts": {"since": 0.0, "limit": 100},
     "ops_count_status_since": {"status": "failed", "since": 0.0},
@@ -170,10 +170,13 @@ def test_claim_walks_only_the_queue_and_checks_each_issue_by_lookup(db: Path) ->
     details = plan(db, "claim")
     assert details == [
         "SEARCH runs USING INTEGER PRIMARY KEY (rowid=?)",
-        "SCALAR SUBQUERY 2",
+        "SCALAR SUBQUERY 3",
         CLAIM_QUEUE_WALK,
-        "CORRELATED SCALAR SUBQUERY 1",
+        "CORRELATED SCALAR SUBQUERY 2",
         "SEARCH r USING INDEX runs_one_running_per_issue (issue_key=?)",
+        # `mwai pause`: one primary-key lookup of kv 'claims.paused' per claim.
+        "SCALAR SUBQUERY 1",
+        "SEARCH kv USING PRIMARY KEY (key=?)",
     ], details
     # The walk is bounded by the queue only because runs_queue holds nothing but
     # queued runs: an index over every run would make it a full scan.

@@ -117,13 +117,13 @@ async def test_cancel_queued_and_running_runs(aiohttp_client: Any, settings: Any
     await wait_for(lambda: running in gate.started, what="started")
     queued = await post(client, "CAN-1")
     store = app[STORE_KEY]
-    assert await store.cancel(queued) == "cancelled"
+    assert await store.cancel(queued, by="test") == "cancelled"
     assert status_of(settings, queued) == "cancelled"
-    assert await store.cancel(running) == "cancelling"
+    assert await store.cancel(running, by="test") == "cancelling"
     await wait_for(lambda: status_of(settings, running) == "cancelled", what="running cancelled")
     assert running not in gate.finished
     await wait_for(lambda: app[POOL_KEY].busy == 0, what="the worker let go of the run")
-    assert "Run cancelled" in messages(settings, running)
+    assert "Run cancelled by test" in messages(settings, running)
 
 
 async def test_expired_lease_of_a_dead_worker_is_recovered(aiohttp_client: Any,
@@ -243,7 +243,7 @@ async def test_health_detailed_reports_queue_and_workers(aiohttp_client: Any,
     assert response.status == 200
     assert report["status"] == "healthy"
     assert report["database"] == "healthy"
-    assert report["stuck_runs"] == 0
+    assert (report["stuck_count"], report["stuck_runs"]) == (0, [])
     assert report["queued"] == 1 and report["running"] == 1
     assert report["workers"] == {"configured": 2, "alive": 2, "busy": 1}
     assert report["oldest_queued_age_s"] >= 0
@@ -260,12 +260,12 @@ async def test_health_detailed_is_degraded_with_stuck_runs(
     await post(client, "STK-1")
     await wait_for(lambda: len(gate.started) == 1, what="running")
     report = await (await client.get("/health/detailed")).json()
-    assert (report["status"], report["stuck_runs"]) == ("healthy", 0)
+    assert (report["status"], report["stuck_count"]) == ("healthy", 0)
     # Two seconds pass on both of the queue's clocks (no heartbeat touches updated_at).
     passed_s = 2.0
     monkeypatch.setattr(mwai.queue.clock, "now_s", lambda: time.time() + passed_s)
     monkeypatch.setattr(mwai.queue.clock, "monotonic_s", lambda: time.monotonic() + passed_s)
     report = await (await client.get("/health/detailed")).json()
     assert report["status"] == "degraded"
-    assert report["stuck_runs"] == 1
+    assert report["stuck_count"] == 1 and len(report["stuck_runs"]) == 1
     gate.gate.set()

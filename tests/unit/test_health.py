@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 
-from mwai.model import RunningRun
-from mwai.queue.health import HealthRules, HealthSnapshot, Workers, assess, queue_age_s
+from mwai.model import ProcessRow, RunningRun
+from mwai.queue.health import (
+    HealthRules,
+    HealthSnapshot,
+    Workers,
+    assess,
+    process_liveness,
+    queue_age_s,
+)
 from mwai.settings import Settings
 
 NOW = 1_700_000_000.0
@@ -46,7 +56,7 @@ def test_an_unreadable_database_is_unhealthy_with_nothing_counted() -> None:
 @pytest.mark.parametrize(("workers", "problem"), [
     (Workers(alive=0, configured=2, kind="workers"), "no worker is alive"),
     (Workers(alive=0, configured=None, kind="services"),
-     "no live `mwai serve` (no fresh heartbeat)"),
+     "no live `mwai serve` (its pid is gone or its heartbeat is old)"),
 ])
 def test_no_worker_alive_is_unhealthy_and_the_other_problems_still_show(
         workers: Workers, problem: str) -> None:
@@ -135,3 +145,44 @@ def test_the_alert_judges_runs_not_liveness() -> None:
 def test_the_rules_come_from_the_settings() -> None:
     settings = Settings.defaults(stuck_after_s=42.0, queue_age_alert_s=7.0)
     assert HealthRules.of(settings) == HealthRules(stuck_after_s=42.0, queue_age_limit_s=7.0)
+
+
+# ------------------------------------------------------------------ liveness
+
+
+def _process(pid: int, host: str, heartbeat_at: float,
+             stopped_at: float | None = None) -> ProcessRow:
+    return ProcessRow(f"{host}:{pid}:abc", pid, host, NOW - 100, heartbeat_at, stopped_at)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid no longer exists (pids are not reused this fast)
+    return child.pid
+
+
+def test_a_gone_pid_on_this_host_is_dead_even_with_a_fresh_heartbeat() -> None:
+    dead = _process(_dead_pid(), "here", heartbeat_at=NOW)
+    assert process_liveness(dead, NOW - 30, NOW, host="here") == (
+        False, f"pid {dead.pid} is gone")
+
+
+def test_a_running_pid_on_this_host_is_alive_even_with_an_old_heartbeat() -> None:
+    me = _process(os.getpid(), "here", heartbeat_at=NOW - 3600)
+    assert process_liveness(me, NOW - 30, NOW, host="here") == (
+        True, f"pid {os.getpid()} is still running on this host")
+
+
+def test_another_hosts_process_is_judged_by_its_heartbeat_alone() -> None:
+    # The pid means nothing on another host: a gone local pid does not matter there.
+    pid = _dead_pid()
+    assert process_liveness(_process(pid, "there", NOW - 5), NOW - 30, NOW, host="here")[0]
+    assert process_liveness(_process(pid, "there", NOW - 60), NOW - 30, NOW,
+                            host="here") == (False, "no heartbeat for 60 s")
+
+
+def test_a_stopped_or_unknown_process_is_dead() -> None:
+    stopped = _process(os.getpid(), "here", NOW, stopped_at=NOW)
+    assert process_liveness(stopped, NOW - 30, NOW, host="here") == (
+        False, "its service stopped")
+    assert process_liveness(None, NOW - 30, NOW) == (False, "no process record")

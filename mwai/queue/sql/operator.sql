@@ -27,24 +27,40 @@ WHERE issue_key = :issue_key AND updated_at >= :since AND (:status IS NULL OR st
 ORDER BY id DESC LIMIT :limit;
 
 -- name: ops_stats_by_status
--- The guide's "average processing time by status" (covering index runs_status_created).
-SELECT status, count(*) AS count, avg(updated_at - created_at) AS avg_s,
-       max(updated_at - created_at) AS max_s
-FROM runs
-WHERE status IN ('queued', 'running', 'completed', 'failed', 'cancelled')
-  AND created_at >= :since
+-- The guide's "average processing time by status", in mwai's vocabulary (the same
+-- rule as mwai.model.run_times, checked by tests/integration/test_vocabulary.py):
+-- queue wait = started - created, run time = finished - started, total = finished -
+-- created; "now" for a point not reached yet. Covering index runs_status_times.
+SELECT status, count(*) AS count,
+       avg(wait_s) AS avg_queue_wait_s, max(wait_s) AS max_queue_wait_s,
+       avg(run_s) AS avg_run_time_s, max(run_s) AS max_run_time_s,
+       avg(total_s) AS avg_total_s, max(total_s) AS max_total_s
+FROM (SELECT status,
+             CASE WHEN started_at IS NOT NULL THEN max(0.0, started_at - created_at)
+                  WHEN status IN ('completed', 'failed', 'cancelled') THEN NULL
+                  ELSE max(0.0, :now - created_at) END AS wait_s,
+             CASE WHEN started_at IS NULL THEN NULL
+                  ELSE max(0.0, coalesce(finished_at, CASE WHEN status IN
+                           ('completed', 'failed', 'cancelled') THEN updated_at ELSE :now END)
+                       - started_at) END AS run_s,
+             max(0.0, coalesce(finished_at, CASE WHEN status IN
+                      ('completed', 'failed', 'cancelled') THEN updated_at ELSE :now END)
+                 - created_at) AS total_s
+      FROM runs
+      WHERE status IN ('queued', 'running', 'completed', 'failed', 'cancelled')
+        AND created_at >= :since)
 GROUP BY status;
 
 -- name: ops_slowest_runs
--- The guide's "slowest runs": the ids come from the covering index alone, then the
--- few rows are read.
+-- The guide's "slowest runs", by total (created -> finished): the ids come from the
+-- covering index alone, then the few rows are read.
 SELECT r.id, r.issue_key, r.status, r.attempts, r.created_at, r.updated_at,
-       s.duration_s, r.last_error
-FROM (SELECT id, updated_at - created_at AS duration_s FROM runs
+       r.started_at, r.finished_at, r.last_error
+FROM (SELECT id, coalesce(finished_at, updated_at) - created_at AS total_s FROM runs
       WHERE status IN ('completed', 'failed', 'cancelled') AND created_at >= :since
-      ORDER BY duration_s DESC LIMIT :limit) AS s
+      ORDER BY total_s DESC LIMIT :limit) AS s
 JOIN runs AS r ON r.id = s.id
-ORDER BY s.duration_s DESC;
+ORDER BY s.total_s DESC;
 
 -- name: ops_error_counts
 -- The guide's "error patterns": failed runs grouped by their exact error (mwai stats

@@ -46,7 +46,9 @@ UPDATE runs SET
     lease_expires_at = :lease_expires_at,
     started_at       = coalesce(started_at, :now),
     updated_at       = :now
-WHERE id = (
+-- `mwai pause` stops every claim of every process (kv 'claims.paused'); intake goes on.
+WHERE NOT EXISTS (SELECT 1 FROM kv WHERE key = 'claims.paused')
+  AND id = (
     SELECT q.id FROM runs AS q INDEXED BY runs_queue
     WHERE q.status = 'queued'
       AND q.available_at <= :now
@@ -165,6 +167,12 @@ UPDATE runs SET
     finished_at = :now
 WHERE id = :run_id AND status = 'queued';
 
+-- name: cancel_requester
+-- Who asked to cancel a running run (the latest request), for its final event.
+SELECT json_extract(meta_json, '$.by') AS by FROM events
+WHERE run_id = :run_id AND message LIKE 'Cancel requested%'
+ORDER BY id DESC LIMIT 1;
+
 -- name: cancel_requests
 SELECT id FROM runs
 WHERE status = 'running' AND cancel_requested = 1
@@ -176,6 +184,9 @@ UPDATE runs SET
     attempts         = 0,
     available_at     = :now,
     updated_at       = :now,
+    -- A requeued run starts afresh: its queue wait and run time count from now on
+    -- (mwai.model.run_times); its events keep the earlier attempts.
+    started_at       = NULL,
     finished_at      = NULL,
     cancel_requested = 0
 WHERE id = :run_id AND status IN ('completed', 'failed', 'cancelled');
@@ -206,6 +217,9 @@ SELECT
 
 -- name: kv_get
 SELECT value, updated_at FROM kv WHERE key = :key;
+
+-- name: kv_delete
+DELETE FROM kv WHERE key = :key;
 
 -- name: kv_set
 INSERT INTO kv (key, value, updated_at) VALUES (:key, :value, :now)
