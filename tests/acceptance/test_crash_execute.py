@@ -23,7 +23,13 @@ from mwai.demo.fake_github import FakeGitHub
 from mwai.demo.fake_jira import FakeJira
 from mwai.demo.fake_llm import FakeLlm
 from mwai.demo.sample_repo import git_log, make_sample_origin
-from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, demo_agent_command, plan_script
+from mwai.demo.story import (
+    DEMO_PLAN,
+    GITHUB_REPO,
+    demo_agent_command,
+    plan_script,
+    sample_checks_command,
+)
 from tests.acceptance.service import Service, free_port
 from tests.conftest import SECRET
 
@@ -71,6 +77,9 @@ async def test_kill_9_after_push_then_restart_makes_nothing_twice(
             "MWAI_WORK_DIR": str(tmp_path / "work"),
             "ANTHROPIC_API_KEY": llm.anthropic_key, "ANTHROPIC_BASE_URL": llm.anthropic_base_url,
             "MWAI_AGENT_COMMAND": demo_agent_command(), "MWAI_AGENT_TIMEOUT_S": "60",
+            # The sample's own tests: auto-detection would pick `python3 -m pytest`,
+            # which needs pytest in whichever python3 is first on PATH.
+            "MWAI_CHECKS": sample_checks_command(),
         }
         first = Service(tmp_path, name="first", port=port, **env)
         await asyncio.to_thread(first.start)
