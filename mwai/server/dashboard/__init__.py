@@ -45,7 +45,7 @@ def create_dashboard(deps: Deps) -> web.Application:
     app[pages.PAST_KEY] = PastDays()
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("mwai.server.dashboard", "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined)
+        autoescape=True)
     env.filters.update(format.FILTERS)
     app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(_live_hub)

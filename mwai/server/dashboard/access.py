@@ -138,15 +138,16 @@ class Access:
     # ------------------------------------------------------------ the cookie
 
     def new_session(self, user: str, role: Role) -> Session:
+        # Whole seconds: the cookie carries exactly this value.
         return Session(user=user, role=role, nonce=secrets.token_urlsafe(16),
-                       issued_at=time.time())
+                       issued_at=float(int(time.time())))
 
     def _sign(self, payload: bytes) -> str:
         return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
 
     def cookie_value(self, session: Session) -> str:
         payload = orjson.dumps({"u": session.user, "r": session.role, "n": session.nonce,
-                                "t": round(session.issued_at, 3)})
+                                "t": session.issued_at})
         encoded = base64.urlsafe_b64encode(payload).decode().rstrip("=")
         return f"{encoded}.{self._sign(payload)}"
 
