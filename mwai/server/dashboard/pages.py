@@ -137,12 +137,12 @@ def live_handler(kind: str) -> Any:
 # ------------------------------------------------------------------ login
 
 
-async def login_form(request: web.Request, message: str = "", status: int = 200
-                     ) -> web.StreamResponse:
+async def login_form(request: web.Request, message: str = "", status: int = 200,
+                     next_path: str = "", name: str = "") -> web.StreamResponse:
     access = request.app[ACCESS_KEY]
     context = frame(request, {"title": "Sign in", "nav": "login", "message": message,
-                              "next": safe_next(request.query.get("next", "")),
-                              "sso_user": access.sso_user(request)})
+                              "next": safe_next(next_path or request.query.get("next", "")),
+                              "name": name, "sso_user": access.sso_user(request)})
     return aiohttp_jinja2.render_template("login.html", request, context, status=status)
 
 
@@ -155,7 +155,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     if role == "none":
         log.warning("Dashboard sign-in with a wrong token", extra={"remote": request.remote})
         return await login_form(request, "That token is not MWAI_UI_TOKEN nor "
-                                         "MWAI_UI_ADMIN_TOKEN; nothing changed.", 401)
+                                         "MWAI_UI_ADMIN_TOKEN; nothing changed.", 401,
+                                next_path=str(form.get("next", "")),
+                                name=clean_user(str(form.get("name", ""))))
     user = access.sso_user(request) or clean_user(str(form.get("name", ""))) or "token user"
     session = access.new_session(user, role)
     log.info("Dashboard sign-in", extra={"user": user, "role": role,
