@@ -58,6 +58,17 @@ def _rows(document: dict[str, Any]) -> Iterator[tuple[str, list[tuple[str, ...]]
         rows.append((_fmt(part["ready_empty_s"], "s"), _fmt(part["rss_idle_mb"], "MB"),
                      _fmt(part["rss_load_mb"], "MB")))
         yield "Footprint", rows
+    if "dashboard" in sections:
+        part = sections["dashboard"]
+        rows = [("live viewers", "connected", "updates/viewer/s", "webhooks/s without",
+                 "with viewers", "without (after)", "p99 ms with", "ratio")]
+        rows.append((_fmt(part["viewers"]), _fmt(part["viewers_connected"]),
+                     _fmt(part["updates_per_viewer_per_s"]),
+                     _fmt(part["without_before"]["rate_per_s"]),
+                     _fmt(part["with_viewers"]["rate_per_s"]),
+                     _fmt(part["without_after"]["rate_per_s"]),
+                     _fmt(part["with_viewers"]["p99_ms"]), _fmt(part["ratio"])))
+        yield "Intake (c=32) with live dashboard viewers", rows
     if "scale" in sections:
         rows = [("runs", "events", "db MB", "ready s", "/health/detailed p50 ms", "p99 ms",
                  "mwai stats --since 7d s", "mwai runs --status failed s")]
@@ -67,6 +78,16 @@ def _rows(document: dict[str, Any]) -> Iterator[tuple[str, list[tuple[str, ...]]
                          _fmt(size["ready_s"]), _fmt(health["p50_ms"]), _fmt(health["p99_ms"]),
                          _cli_cell(size["stats"]), _cli_cell(size["runs_failed"])))
         yield "Scale", rows
+        rows = [("runs", "runs page p50 ms", "p99 ms", "middle page p50 ms", "p99 ms",
+                 "run page p50 ms", "p99 ms")]
+        for size in sections["scale"]["sizes"]:
+            pages = size.get("dashboard") or {}
+            cells = [_fmt(size["runs"])]
+            for name in ("runs_page", "runs_page_deep", "run_page"):
+                page = pages.get(name) or {}
+                cells += [_fmt(page.get("p50_ms")), _fmt(page.get("p99_ms"))]
+            rows.append(tuple(cells))
+        yield "Dashboard pages (one request at a time)", rows
         prune = sections["scale"].get("prune")
         if prune:
             intake = prune["intake"] or {}

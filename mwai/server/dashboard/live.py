@@ -144,7 +144,9 @@ async def stream(request: web.Request, hub: LiveHub, view: Any, current: str
     viewer = hub.subscribe(view, current)
     response: web.StreamResponse | None = None
     try:
-        async with sse_response(request, ping_interval=PING_S) as sse:
+        # X-Accel-Buffering: nginx passes each event on at once instead of buffering.
+        async with sse_response(request, ping_interval=PING_S,
+                                headers={"X-Accel-Buffering": "no"}) as sse:
             response = sse
             gone = asyncio.create_task(sse.wait())
             gone.add_done_callback(lambda _: viewer.offer(None))
