@@ -297,3 +297,27 @@ async def test_live_streams_end_when_the_service_stops(aiohttp_client: Any, sett
     async with asyncio.timeout(10):
         await client.app.shutdown()
         assert await stream.content.read() is not None  # the stream ends
+
+
+async def test_no_secret_on_any_page_and_the_repositories_filter_runs_by_project(
+        aiohttp_client: Any, settings_factory: Any, tmp_path: Any) -> None:
+    repos = tmp_path / "repos.toml"
+    repos.write_text('[projects.APP]\nrepo_url = "https://github.com/acme/app.git"\n'
+                     '[projects.WEB]\nrepo_url = "https://github.com/acme/web.git"\n')
+    settings = settings_factory(repos_file=str(repos), gh_token="ghp_secret_value_123456",
+                                metrics_token="metrics-secret-123456")
+    client = await aiohttp_client(create_app(settings))
+    app_run = await post_webhook(client, "APP-1")
+    web_run = await post_webhook(client, "WEB-1")
+    pages = ["/dashboard/", "/dashboard/runs", f"/dashboard/runs/{app_run}",
+             "/dashboard/issues/APP-1", "/dashboard/enqueue", "/dashboard/login",
+             f"/dashboard/runs/{app_run}/requeue"]
+    for path in pages:
+        text = await (await client.get(path)).text()
+        for secret in settings.secret_values():
+            assert secret not in text, (path, secret)
+    runs = await (await client.get("/dashboard/runs")).text()
+    assert '<option value="APP">APP: acme/app</option>' in runs
+    only_app = await (await client.get("/dashboard/runs?project=app")).text()
+    assert f'data-run-id="{app_run}"' in only_app
+    assert f'data-run-id="{web_run}"' not in only_app

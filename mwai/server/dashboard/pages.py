@@ -31,6 +31,7 @@ from mwai.server.dashboard.views import (
     parse_issue,
     parse_run_id,
     parse_runs,
+    projects,
     view_data,
 )
 from mwai.server.webhook import ISSUE_KEY_RE
@@ -100,7 +101,9 @@ async def _page(request: web.Request, kind: str) -> web.StreamResponse:
     elif kind == "run":
         title = f"Run {request.match_info['run_id']}"
     context = frame(request, {"title": title, "nav": kind, "fragment": fragment,
-                              "live_url": live_url(view), "view": view})
+                              "live_url": live_url(view), "view": view,
+                              "projects": projects(request.app[DEPS_KEY]) if kind == "runs"
+                              else []})
     return aiohttp_jinja2.render_template("page.html", request, context)
 
 
