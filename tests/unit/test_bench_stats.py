@@ -130,10 +130,10 @@ def _document(**overrides: Any) -> dict[str, Any]:
                  "events_written": 90000, "events_per_s": 7500.0}]},
             "footprint": {"ready_empty_s": 0.6, "rss_idle_mb": 45.0, "rss_load_mb": 130.0},
             "dashboard": {"viewers": 20, "viewers_connected": 20, "updates_received": 400,
-                          "updates_per_viewer_per_s": 2.0,
-                          "without_before": {"rate_per_s": 1000.0, "p99_ms": 30.0},
-                          "with_viewers": {"rate_per_s": 950.0, "p99_ms": 33.0},
-                          "without_after": {"rate_per_s": 1000.0, "p99_ms": 30.0},
+                          "updates_per_viewer_per_s": 2.0, "rounds": 3,
+                          "without": {"rate_per_s": 1000.0, "windows": []},
+                          "with_viewers": {"rate_per_s": 950.0, "p99_ms": 33.0,
+                                           "windows": []},
                           "ratio": 0.95, "errors": 0},
             "scale": {"sizes": [
                 {"runs": 10000, "events": 50000, "db_mb": 5.0, "ready_s": 0.7,
@@ -212,7 +212,7 @@ def test_renderers_show_figures_verdicts_and_unavailable_commands() -> None:
     assert "- intake p99 while `mwai prune` runs: 60 ms (target <= 50 ms; 1.2x the limit)" \
         in markdown
     assert "RSS under intake load (peak): 130 MB (target <= 120 MB; 1.1x the limit)" in markdown
-    assert "| 20 | 20 | 2 | 1,000 | 950 | 1,000 | 33 | 0.95 |" in markdown
+    assert "| 20 | 20 | 2 | 1,000 | 950 | 33 | 0.95 |" in markdown
     assert "| 1,000,000 | 5 | 12 | 6 | 61 | 2 | 10 |" in markdown
 
 

@@ -1,6 +1,6 @@
 """Live updates: one poller for every viewer, pushed over Server-Sent Events.
 
-Every ``interval_s`` the hub reads the store's change mark (the newest event id and
+Every ``interval_s`` (1 s) the hub reads the store's change mark (the newest event id and
 the latest run update: two index lookups). When it moved, or ``refresh_s`` passed
 (elapsed times grow), the hub renders each *distinct* watched view once and sends
 the fragment to the viewers of that view whose copy differs. Twenty people watching
@@ -29,7 +29,7 @@ from mwai.model import ChangeMark
 
 log = logging.getLogger(WEB_LOGGER)
 
-INTERVAL_S = 0.5
+INTERVAL_S = 1.0
 REFRESH_S = 5.0
 PING_S = 15.0
 MAX_VIEWERS = 200

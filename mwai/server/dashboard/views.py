@@ -30,9 +30,11 @@ STUCK_LIMIT = 20
 ISSUE_SEARCH_LIMIT = 20
 EVENTS_LIMIT = 2000
 NO_BOUND = 1e18
-# Past days of the charts change little: read them at most this often (today is
-# read on every render). At a million runs they are a long index range.
-PAST_DAYS_TTL_S = 300.0
+# The charts are per day: reading them on every live render would cost the busy
+# service a long index range (a day of runs) per render. Past days are re-read at
+# most every PAST_DAYS_TTL_S, today at most every TODAY_TTL_S.
+PAST_DAYS_TTL_S = 600.0
+TODAY_TTL_S = 30.0
 
 _PREFIX_RE = re.compile(r"[A-Z][A-Z0-9_]{0,49}(-[0-9]{0,15})?")
 _PROJECT_RE = re.compile(r"[A-Z][A-Z0-9_]{0,49}")
@@ -140,13 +142,16 @@ def parse_issue(key: str, before: str) -> IssueView:
 
 
 class PastDays:
-    """The charts' past days, read at most every PAST_DAYS_TTL_S (per process)."""
+    """The charts' day rows as last read (per process): past days and today apart."""
 
     def __init__(self) -> None:
         self.today = -1
         self.read_at = 0.0
         self.counts: list[Any] = []
         self.costs: list[Any] = []
+        self.today_read_at = 0.0
+        self.today_counts: list[Any] = []
+        self.today_costs: list[Any] = []
 
 
 async def overview_data(deps: Deps, past: PastDays) -> dict[str, Any]:
@@ -162,8 +167,12 @@ async def overview_data(deps: Deps, past: PastDays) -> dict[str, Any]:
         past.counts = await store.daily_counts(first, today_start)
         past.costs = await store.daily_costs(first, today_start)
         past.today, past.read_at = today, now
-    counts = past.counts + await store.daily_counts(today_start, NO_BOUND)
-    costs = past.costs + await store.daily_costs(today_start, NO_BOUND)
+    if past.today_read_at < past.read_at or now - past.today_read_at > TODAY_TTL_S:
+        past.today_counts = await store.daily_counts(today_start, NO_BOUND)
+        past.today_costs = await store.daily_costs(today_start, NO_BOUND)
+        past.today_read_at = now
+    counts = past.counts + past.today_counts
+    costs = past.costs + past.today_costs
     return {"health": health, "active": active, "stuck": stuck, "now": now,
             "charts": charts.charts(charts.days(counts, costs, today))}
 
