@@ -206,6 +206,7 @@ async def test_the_keyboard_reaches_every_action(aiohttp_server: Any, tmp_path: 
     # From the keyboard alone: open the confirmation, confirm, and the run is cancelled.
     await page.locator("#cancel-run").focus()
     await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name=f"Cancel run {queued}")).to_be_visible()
     reached = await focus_path(watched, 6)
     assert "confirm-cancel" in reached and "confirm-back" in reached
     await page.locator("#confirm-cancel").focus()
@@ -214,8 +215,10 @@ async def test_the_keyboard_reaches_every_action(aiohttp_server: Any, tmp_path: 
     assert "requeue-run" in await focus_path(watched, 12)
     # The enqueue form and the runs filters are reachable too.
     await page.goto(f"{base}/dashboard/enqueue")
+    await expect(page.get_by_role("heading", name="Enqueue a run")).to_be_visible()
     assert {"enqueue-key", "confirm-enqueue"} <= set(await focus_path(watched, 10))
     await page.goto(f"{base}/dashboard/runs")
+    await expect(page.locator("#filter-q")).to_be_visible()
     assert {"filter-q", "filter-status", "filter-apply", "filter-clear"} <= set(
         await focus_path(watched, 24))
     steps.release.set()

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from mwai.server.app import STORE_KEY, create_app
+from mwai.server.dashboard import pages
 from mwai.server.dashboard.access import Access
 from tests.conftest import automation_payload, secret_headers
 from tests.integration.helpers import GateProcessor, db_rows, wait_for
@@ -285,6 +286,22 @@ async def test_a_webhook_reaches_a_connected_live_viewer(aiohttp_client: Any,
             while b"LIVE-42" not in received:
                 received += await stream.content.readany()
         assert b"event: update" in received
+
+
+async def test_a_page_older_than_the_data_gets_the_data_when_its_stream_connects(
+        aiohttp_client: Any, settings: Any) -> None:
+    client = await aiohttp_client(create_app(settings))
+    page = await (await client.get("/dashboard/runs")).text()
+    live = re.search(r'data-live="([^"]+)"', page)
+    assert live and "v=" in live.group(1)
+    await post_webhook(client, "LATE-1")  # after the render, before the stream
+    hub = client.app._subapps[0][pages.HUB_KEY]
+    hub.interval_s = 3600.0  # no poll: only the connection itself can send it
+    async with client.get(live.group(1).replace("&amp;", "&")) as stream:
+        received = b""
+        async with asyncio.timeout(10):
+            while b"LATE-1" not in received:
+                received += await stream.content.readany()
 
 
 @pytest.mark.parametrize("path", ["/dashboard/live/", "/dashboard/live/runs/1"])

@@ -137,11 +137,14 @@ class LiveHub:
                 viewer.offer(html)
 
 
-async def stream(request: web.Request, hub: LiveHub, view: Any, current: str
-                 ) -> web.StreamResponse:
+async def stream(request: web.Request, hub: LiveHub, view: Any, current: str,
+                 send_now: bool = False) -> web.StreamResponse:
     """The SSE response of one viewer: an ``update`` event with each new fragment, until
-    the browser goes (a failed ping tells) or the service stops."""
+    the browser goes (a failed ping tells) or the service stops. ``send_now``: the
+    page is older than ``current``, send it first."""
     viewer = hub.subscribe(view, current)
+    if send_now:
+        viewer.offer(current)
     response: web.StreamResponse | None = None
     try:
         # X-Accel-Buffering: nginx passes each event on at once instead of buffering.

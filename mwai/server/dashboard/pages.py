@@ -7,6 +7,7 @@ tokens), the fragment only what the store says, so one render serves every viewe
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 from urllib.parse import urlencode
@@ -71,6 +72,10 @@ def live_url(view: View) -> str | None:
     return f"{PREFIX}/live/runs/{view.run_id}"
 
 
+def version(fragment: str) -> str:
+    return hashlib.sha256(fragment.encode()).hexdigest()[:16]
+
+
 def _view(request: web.Request, kind: str) -> View:
     if kind == "overview":
         return OverviewView()
@@ -100,8 +105,13 @@ async def _page(request: web.Request, kind: str) -> web.StreamResponse:
         title = view.issue_key
     elif kind == "run":
         title = f"Run {request.match_info['run_id']}"
+    url = live_url(view)
+    if url is not None:
+        # What this page shows: the stream sends the view at once when it changed
+        # between this render and the browser's connection.
+        url += ("&" if "?" in url else "?") + f"v={version(fragment)}"
     context = frame(request, {"title": title, "nav": kind, "fragment": fragment,
-                              "live_url": live_url(view), "view": view,
+                              "live_url": url, "view": view,
                               "projects": projects(request.app[DEPS_KEY]) if kind == "runs"
                               else []})
     return aiohttp_jinja2.render_template("page.html", request, context)
@@ -132,7 +142,9 @@ def live_handler(kind: str) -> Any:
             return error_page(request, 400, "Bad request", str(exc))
         except (RunNotFound, StoreError) as exc:
             return error_page(request, 404, "Not available", str(exc))
-        return await live.stream(request, request.app[HUB_KEY], view, current)
+        shown = request.query.get("v", "")
+        return await live.stream(request, request.app[HUB_KEY], view, current,
+                                 send_now=shown != version(current))
 
     return handle
 
