@@ -22,6 +22,7 @@ GROUP_TITLES = {
     "llm": "LLM providers and outgoing HTTP",
     "agent": "Coding agent",
     "observability": "Observability: Sentry, /metrics",
+    "dashboard": "Web dashboard (/dashboard/): access tokens, single sign-on header",
     "alerts": "Alerts (mwai alert, mwai-alert.timer, mwai-failure@.service)",
 }
 # What the required settings look like (secrets stay placeholders).

@@ -147,6 +147,40 @@ class RunningRun:
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveRun(RunningRun):
+    """A running run with its stage: the message of its latest event (the dashboard)."""
+
+    stage: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DayCount:
+    """Runs created on one UTC day (``day``: days since the epoch) with one status."""
+
+    day: int
+    status: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayCost:
+    """What the runs created on one UTC day cost (only runs that reported a cost)."""
+
+    day: int
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeMark:
+    """The newest event id and the latest run update: moves whenever anything changes."""
+
+    last_event_id: int | None
+    last_update_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class FailedRun:
     id: int
     issue_key: str

@@ -208,6 +208,16 @@ SETTINGS: tuple[Setting, ...] = (
       "float", group="observability", minimum=0),
     S("MWAI_METRICS_TOKEN", "", "Bearer token required by GET /metrics (empty: open).",
       group="observability", secret=True),
+    # dashboard
+    S("MWAI_UI_TOKEN", "", "Token of the web dashboard (/dashboard/): its login page takes it "
+      "and sets a signed session cookie. Empty (and MWAI_UI_ADMIN_TOKEN empty): the dashboard "
+      "answers loopback clients only.", group="dashboard", secret=True),
+    S("MWAI_UI_ADMIN_TOKEN", "", "Token that also allows the dashboard's actions (requeue, "
+      "cancel, enqueue). Empty: MWAI_UI_TOKEN allows them.", group="dashboard", secret=True),
+    S("MWAI_UI_TRUSTED_USER_HEADER", "", "Header set by a reverse proxy on 127.0.0.1 that "
+      "authenticates users (single sign-on, e.g. X-Forwarded-User from oauth2-proxy); its "
+      "value is the user recorded on actions. Empty: no header is trusted.",
+      group="dashboard"),
     # alerts
     S("MWAI_ALERT_WEBHOOK_URL", "", "mwai alert: POST a JSON alert to this URL.",
       group="alerts", secret=True),
@@ -389,6 +399,9 @@ class Settings:
     sentry_environment: str
     sentry_traces_sample_rate: float
     metrics_token: str
+    ui_token: str
+    ui_admin_token: str
+    ui_trusted_user_header: str
     alert_webhook_url: str
     alert_slack_webhook_url: str
     alert_email_to: tuple[str, ...]

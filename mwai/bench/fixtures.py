@@ -155,3 +155,9 @@ def run_times(db: Path, after_id: int = 0) -> list[RunTimes]:
 def old_finished_runs(db: Path, before: float) -> int:
     """How many runs `mwai prune` may delete: finished and last updated before ``before``."""
     return int(_read(db, "old_finished_runs", before=before)[0]["runs"])
+
+
+def runs_page_cursor(db: Path, run_id: int) -> str:
+    """The runs page cursor (``<updated_at>:<id>``) that starts just after ``run_id``."""
+    row = _read(db, "run_cursor", id=run_id)[0]
+    return f"{float(row['updated_at'])!r}:{int(row['id'])}"

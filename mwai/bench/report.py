@@ -66,6 +66,17 @@ def _rows(document: dict[str, Any]) -> Iterator[tuple[str, list[tuple[str, ...]]
                          _fmt(part[name]["max_ms"])))
         yield (f"Sandbox start ({part['launches']} launches; overhead p50 "
                f"{_fmt(part['overhead_p50_ms'], 'ms')})"), rows
+    if "dashboard" in sections:
+        part = sections["dashboard"]
+        rows = [("live viewers", "connected", "updates/viewer/s", "webhooks/s without",
+                 "with viewers", "p99 ms with", "ratio")]
+        rows.append((_fmt(part["viewers"]), _fmt(part["viewers_connected"]),
+                     _fmt(part["updates_per_viewer_per_s"]),
+                     _fmt(part["without"]["rate_per_s"]),
+                     _fmt(part["with_viewers"]["rate_per_s"]),
+                     _fmt(part["with_viewers"]["p99_ms"]), _fmt(part["ratio"])))
+        yield (f"Intake (c=32) with live dashboard viewers (means of alternating windows, "
+               f"{part['rounds']} with viewers)"), rows
     if "scale" in sections:
         rows = [("runs", "events", "db MB", "ready s", "/health/detailed p50 ms", "p99 ms",
                  "mwai stats --since 7d s", "mwai runs --status failed s")]
@@ -75,6 +86,16 @@ def _rows(document: dict[str, Any]) -> Iterator[tuple[str, list[tuple[str, ...]]
                          _fmt(size["ready_s"]), _fmt(health["p50_ms"]), _fmt(health["p99_ms"]),
                          _cli_cell(size["stats"]), _cli_cell(size["runs_failed"])))
         yield "Scale", rows
+        rows = [("runs", "runs page p50 ms", "p99 ms", "middle page p50 ms", "p99 ms",
+                 "run page p50 ms", "p99 ms")]
+        for size in sections["scale"]["sizes"]:
+            pages = size.get("dashboard") or {}
+            cells = [_fmt(size["runs"])]
+            for name in ("runs_page", "runs_page_deep", "run_page"):
+                page = pages.get(name) or {}
+                cells += [_fmt(page.get("p50_ms")), _fmt(page.get("p99_ms"))]
+            rows.append(tuple(cells))
+        yield "Dashboard pages (one request at a time)", rows
         prune = sections["scale"].get("prune")
         if prune:
             intake = prune["intake"] or {}

@@ -9,12 +9,14 @@ logs to a file), with the no-op processor, and drives it over HTTP:
 * pickup: webhook -> claim latency with idle workers;
 * throughput: no-op runs/s from a pre-filled queue, 1 and 8 workers;
 * footprint: RSS idle and under load, time from start to the first /health;
-* scale: /health/detailed, ``mwai stats`` and ``mwai runs`` at growing
-  database sizes, and webhook latency while ``mwai prune`` deletes half.
+* dashboard: webhooks/s with 20 live dashboard viewers connected, next to none;
+* scale: /health/detailed, the dashboard's runs and run pages, ``mwai stats`` and
+  ``mwai runs`` at growing database sizes, and webhook latency while ``mwai prune``
+  deletes half.
 
 Fixtures are written straight into SQLite by the bench's own SQL (fixtures.py). The
 other concepts have a module each: service.py (the subprocesses), targets.py,
-report.py, machine.py, loadgen.py; command.py is ``mwai bench`` itself.
+report.py, machine.py, loadgen.py, dashboard.py; command.py is ``mwai bench`` itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from mwai.bench import dashboard as dash
 from mwai.bench import fixtures
 from mwai.bench import loadgen as lg
 from mwai.bench import sandbox as bench_sandbox
@@ -45,7 +48,7 @@ from mwai.bench.service import (
     start_serve,
 )
 
-SECTIONS = ("intake", "pickup", "throughput", "footprint", "scale", "sandbox")
+SECTIONS = ("intake", "pickup", "throughput", "footprint", "dashboard", "scale", "sandbox")
 CONCURRENCIES = (1, 8, 32)
 
 
@@ -277,6 +280,19 @@ class Bench:
             "errors": result.errors,
         }
 
+    def dashboard(self) -> dict[str, Any]:
+        db = self.new_db("dashboard")
+        service = self.serve(db)
+        self.progress(f"dashboard: intake with and without {dash.VIEWERS} live viewers")
+        try:
+            # Full: 3 rounds of 5 s windows; quick: one round of 1 s windows.
+            window_s = max(1.0, self.sizes.intake_s / 2)
+            return dash.viewers_cost(service.url,
+                                     lambda: self.webhook_spec(service, 32, window_s),
+                                     self.load, rounds=3 if self.sizes.intake_s >= 4 else 1)
+        finally:
+            service.stop()
+
     def scale(self) -> dict[str, Any]:
         sizes: list[dict[str, Any]] = []
         prune: dict[str, Any] | None = None
@@ -296,6 +312,8 @@ class Bench:
                 health = self.load(lg.LoadSpec(url=service.url("/health/detailed"),
                                                concurrency=1, duration_s=self.sizes.health_s,
                                                method="GET"))
+                pages = dash.page_latency(service.url, db, runs, self.sizes.health_s,
+                                          self.load)
                 stats = self.cli(db, "stats", "--since", "7d")
                 failed = self.cli(db, "runs", "--status", "failed")
                 if index == len(self.sizes.scale_runs) - 1:
@@ -305,9 +323,11 @@ class Bench:
             sizes.append({"runs": runs, "events": runs * 5, "fill_s": round(fill_s, 3),
                           "db_mb": round(db.stat().st_size / 2**20, 1),
                           "ready_s": round(service.ready_s, 3),
-                          "health_detailed": health.as_dict(), "stats": stats,
+                          "health_detailed": health.as_dict(), "dashboard": pages,
+                          "stats": stats,
                           "runs_failed": failed})
         errors = sum(size["health_detailed"]["errors"] for size in sizes)
+        errors += sum(page["errors"] for size in sizes for page in size["dashboard"].values())
         if prune is not None and prune.get("intake"):
             errors += prune["intake"]["errors"]
         return {"sizes": sizes, "prune": prune, "errors": errors}

@@ -86,6 +86,18 @@ def _largest(field: str, *inner: str) -> Callable[[dict[str, Any]], float | None
     return read
 
 
+def _dashboard_pages(*names: str) -> Callable[[dict[str, Any]], float | None]:
+    """The worst p99 of these dashboard pages at the largest size."""
+    def read(document: dict[str, Any]) -> float | None:
+        sizes = _get(document, "sections", "scale", "sizes") or []
+        values = [_get(sizes[-1], "dashboard", name, "p99_ms") for name in names] if sizes \
+            else []
+        found = [float(value) for value in values if value is not None]
+        return max(found) if found else None
+
+    return read
+
+
 TARGETS = (
     Target("intake_ratio", "intake at c=32 / bare aiohttp", "x", ">=", 0.40,
            _intake_c32("ratio")),
@@ -104,6 +116,12 @@ TARGETS = (
            _largest("stats", "wall_s")),
     Target("prune_p99", "intake p99 while `mwai prune` runs", "ms", "<=", 50,
            _path("sections", "scale", "prune", "intake", "p99_ms")),
+    Target("dashboard_runs_p99", "dashboard runs page p99 at the largest size (first and "
+           "middle page)", "ms", "<=", 50, _dashboard_pages("runs_page", "runs_page_deep")),
+    Target("dashboard_run_p99", "dashboard run page p99 at the largest size", "ms", "<=", 50,
+           _dashboard_pages("run_page")),
+    Target("dashboard_viewers", "intake with 20 live dashboard viewers / without", "x", ">=",
+           0.90, _path("sections", "dashboard", "ratio")),
     Target("rss_idle", "RSS idle", "MB", "<=", 60, _path("sections", "footprint", "rss_idle_mb")),
     Target("rss_load", "RSS under intake load (peak)", "MB", "<=", 120,
            _path("sections", "footprint", "rss_load_mb")),

@@ -380,6 +380,7 @@ async def serve_demo(root: Path, port: int, write: Callable[[str], None]) -> int
               "  -H \"Content-Type: application/json\" \\\n"
               f"  -H \"X-Moveware-Webhook-Secret: {stack.secret}\" \\\n"
               f"  -d '{orjson.dumps(payload).decode()}'\n")
+        write(f"Watch it in the dashboard: {stack.url}/dashboard/")
         write("Ctrl-C stops everything. Timeline:")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -19,6 +19,10 @@ import orjson
 
 from mwai.errors import RunNotFound, StoreError
 from mwai.model import (
+    ActiveRun,
+    ChangeMark,
+    DayCost,
+    DayCount,
     ErrorCount,
     EventRow,
     FailedRun,
@@ -144,6 +148,46 @@ class StoreReads:
     async def locked_runs(self, limit: int) -> list[LockedRun]:
         """Runs holding a lock, whatever their status (the guide's stale-lock query)."""
         return await self._records(LockedRun, "ops_locked_runs", limit=limit)
+
+    # ------------------------------------------------------------ the dashboard
+
+    async def runs_page(self, *, status: str | None, since: float, before_updated: float,
+                        before_id: int, prefixes: tuple[str, str] | None,
+                        limit: int) -> list[RunRow]:
+        """One page of runs, latest activity first, after the cursor (before_updated,
+        before_id); ``prefixes`` (low, high) keeps the issue keys in that range."""
+        low, high = prefixes if prefixes is not None else (None, None)
+        params = {"since": since, "before_updated": before_updated, "before_id": before_id,
+                  "prefix_low": low, "prefix_high": high, "limit": limit}
+        if status is None:
+            return await self._records(RunRow, "ui_runs_page", **params)
+        return await self._records(RunRow, "ui_runs_page_status", status=status, **params)
+
+    async def issue_runs(self, issue_key: str, before_id: int, limit: int) -> list[RunRow]:
+        """The issue's runs with an id below ``before_id``, newest first."""
+        return await self._records(RunRow, "ui_issue_runs", issue_key=issue_key,
+                                   before_id=before_id, limit=limit)
+
+    async def issue_keys_starting(self, prefix: str, limit: int) -> list[str]:
+        rows = await self._fetchall("ui_issue_search", **prefix_range(prefix), limit=limit)
+        return [str(row["issue_key"]) for row in rows]
+
+    async def active_runs(self, limit: int) -> list[ActiveRun]:
+        """Running runs with their latest event's message, the longest without an update
+        first."""
+        return await self._records(ActiveRun, "ui_active_runs", limit=limit)
+
+    async def daily_counts(self, since: float, until: float) -> list[DayCount]:
+        return await self._records(DayCount, "ui_daily_runs", since=since, until=until)
+
+    async def daily_costs(self, since: float, until: float) -> list[DayCost]:
+        return await self._records(DayCost, "ui_daily_cost", since=since, until=until)
+
+    async def change_mark(self) -> ChangeMark:
+        row = await self._fetchone("ui_change_mark")
+        assert row is not None
+        return ChangeMark(last_event_id=row["last_event_id"],
+                          last_update_at=row["last_update_at"])
 
     # ------------------------------------------------------------ statistics
 

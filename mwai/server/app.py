@@ -34,6 +34,8 @@ from mwai.queue.store import Store
 from mwai.runner.flow import JiraProcessor
 from mwai.server import metrics, openapi, ratelimit, sdnotify
 from mwai.server import webhook as wh
+from mwai.server.dashboard import Deps as DashboardDeps
+from mwai.server.dashboard import create_dashboard
 from mwai.server.reload import LiveSettings, reload_settings
 from mwai.settings import Settings
 
@@ -347,7 +349,18 @@ def create_app(settings: Settings, processor: Processor | None = None) -> web.Ap
     app.router.add_get(openapi.OPENAPI_PATH, openapi.openapi_handler)
     app.router.add_get("/metrics", metrics.metrics_handler(settings.metrics_token,
                                                            _refresh_metrics))
+    # The web dashboard (mwai/server/dashboard): its own access rules, CSRF and headers.
+    app.add_subapp("/dashboard/", create_dashboard(DashboardDeps(
+        settings=settings, store=lambda: app[STORE_KEY], health=lambda: health_report(app),
+        wake_workers=lambda count: app[POOL_KEY].notify(count))))
+    app.router.add_get("/status", _to_dashboard)
+    app.router.add_get("/dashboard", _to_dashboard)
     return app
+
+
+async def _to_dashboard(request: web.Request) -> web.StreamResponse:
+    """The seed's /status page lives on as the dashboard."""
+    raise web.HTTPMovedPermanently("/dashboard/")
 
 
 async def _refresh_metrics(app: web.Application) -> None:

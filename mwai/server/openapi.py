@@ -254,6 +254,11 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
+# The web dashboard's HTML pages (and /status, which redirects to it) are for people,
+# not for API clients: docs/operations.md describes them, this document does not.
+UI_PATH_PREFIXES = ("/dashboard", "/status")
+
+
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document (a new dict on each call)."""
     return {
@@ -262,7 +267,9 @@ def document() -> dict[str, Any]:
             "title": "mwai",
             "version": __version__,
             "description": "Jira webhook intake and health of a mwai service. Every error "
-                           "answer is JSON: {\"ok\": false, \"error\": \"...\"}.",
+                           "answer is JSON: {\"ok\": false, \"error\": \"...\"}. The web "
+                           "dashboard for people is at /dashboard/ (HTML, not described "
+                           "here).",
         },
         "paths": PATHS,
         "components": {

@@ -58,8 +58,21 @@ def test_quick_bench_measures_every_section_without_errors(tmp_path: Path) -> No
     assert 0 < footprint["rss_idle_mb"] <= footprint["rss_load_mb"]
     assert footprint["ready_empty_s"] > 0
 
+    # The dashboard: 20 live viewers connected and were sent updates while the
+    # webhooks came in; the intake was measured without, with and without them again.
+    viewers = document["sections"]["dashboard"]
+    assert viewers["viewers_connected"] == viewers["viewers"] == 20
+    assert viewers["updates_received"] > 0
+    windows = viewers["without"]["windows"] + viewers["with_viewers"]["windows"]
+    assert len(windows) == 2 * viewers["rounds"] + 1
+    assert all(window["requests"] > 0 and window["errors"] == 0 for window in windows)
+    assert viewers["ratio"] > 0
+
     scale = document["sections"]["scale"]
     largest = scale["sizes"][-1]
+    for page in ("runs_page", "runs_page_deep", "run_page"):
+        assert largest["dashboard"][page]["requests"] > 0, page
+        assert largest["dashboard"][page]["errors"] == 0, page
     assert largest["health_detailed"]["requests"] > 0 and largest["ready_s"] > 0
     # This mwai has every operator command the bench times: each one ran and exited 0.
     for command in (largest["stats"], largest["runs_failed"], scale["prune"]["prune"]):

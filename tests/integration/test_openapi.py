@@ -27,10 +27,21 @@ MWAI_DIR = Path(mwai.server.app.__file__).parent
 
 
 def app_routes(settings: Any) -> set[tuple[str, str]]:
+    """The API routes: every route but the dashboard's HTML pages for people."""
     app = create_app(settings)
     return {(route.method.lower(), route.resource.canonical)
             for route in app.router.routes()
-            if route.method != "HEAD" and route.resource is not None}
+            if route.method != "HEAD" and route.resource is not None
+            and not route.resource.canonical.startswith(openapi.UI_PATH_PREFIXES)}
+
+
+def test_only_the_dashboard_is_left_out_of_the_document(settings: Any) -> None:
+    app = create_app(settings)
+    left_out = {route.resource.canonical for route in app.router.routes()
+                if route.resource is not None
+                and route.resource.canonical.startswith(openapi.UI_PATH_PREFIXES)}
+    assert {"/status", "/dashboard", "/dashboard/", "/dashboard/runs"} <= left_out
+    assert "/dashboard/" in openapi.document()["info"]["description"]
 
 
 def documented_routes() -> set[tuple[str, str]]:

@@ -67,3 +67,7 @@ WHERE status IN ('completed', 'failed', 'cancelled') AND updated_at < :before;
 -- name: table_sizes
 SELECT (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM events) AS events,
        (SELECT count(*) FROM runs WHERE status IN ('queued', 'running')) AS open_runs;
+
+-- name: run_cursor
+-- The dashboard's keyset cursor of one run (its runs page starts after it).
+SELECT id, updated_at FROM runs WHERE id = :id;
