@@ -159,7 +159,8 @@ async def test_agent_environment_holds_no_secret_even_when_it_tries(tmp_path: Pa
     assert env["ANTHROPIC_API_KEY"] == "sk-ant-agent" and env["HARMLESS"] == "1"
     assert "UNLISTED" not in env and "MWAI_TASK_FILE" in env
     assert set(env) - {"PWD", "SHLVL", "_", "LC_CTYPE"} <= {
-        "PATH", "HOME", "LANG", "MWAI_TASK_FILE", "ANTHROPIC_API_KEY", "HARMLESS"}
+        "PATH", "HOME", "LANG", "MWAI_TASK_FILE", "ANTHROPIC_API_KEY", "HARMLESS",
+        "MWAI_AGENT_RUN"}  # the run's marker (no secret): finds the agent's orphans
 
 
 # "mwai" for the next test: a process holding the secrets in its own environment, as

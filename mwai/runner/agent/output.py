@@ -1,8 +1,9 @@
 """What an agent run gives back, and how the summary, cost and tokens are read.
 
 ``claude -p --output-format json`` (or stream-json) ends with a "result"
-document; ``codex exec --json`` prints JSONL events. Anything else: the summary
-is the last line of output.
+document; ``codex exec --json`` prints JSONL events: their readers (``claude``,
+``codex``) turn them into tool calls, failures with their fix, and the final
+usage. Anything else: the summary is the last line of output.
 """
 
 from __future__ import annotations
@@ -14,6 +15,32 @@ from typing import Any
 from mwai.runner.agent.prompt import cut_text
 
 SUMMARY_MAX_CHARS = 4000
+# Why an agent run produced no change, each with its own fix (events, Blocked comment).
+FAILURE_REASONS = ("permission_denied", "sandbox_refusal", "tool_failed", "auth_error",
+                   "no_change")
+
+
+@dataclass(frozen=True)
+class AgentFailure:
+    """Why the agent could not do its work: one of FAILURE_REASONS, what, and the fix."""
+
+    reason: str
+    detail: str
+    fix: str
+
+    def text(self) -> str:
+        return f"{self.reason}: {self.detail} Fix: {self.fix}"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call of the agent, as its CLI streamed it."""
+
+    tool: str
+    target: str  # the file or command, cut short
+    duration_s: float | None
+    ok: bool
+    result: str  # the start of its result, cut short
 
 
 @dataclass(frozen=True)
@@ -26,6 +53,7 @@ class AgentResult:
     cost_usd: float | None
     input_tokens: int | None
     output_tokens: int | None
+    failures: tuple[AgentFailure, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -34,6 +62,7 @@ class ParsedOutput:
     cost_usd: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    failures: tuple[AgentFailure, ...] = ()
 
 
 def _json_documents(text: str) -> list[dict[str, Any]]:
@@ -60,11 +89,17 @@ def _json_documents(text: str) -> list[dict[str, Any]]:
     return documents
 
 
+def cut_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line, cut to ``limit`` characters (event targets and results)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _parse_claude(result: dict[str, Any]) -> ParsedOutput:
+def parse_claude_result(result: dict[str, Any]) -> ParsedOutput:
     usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
     assert isinstance(usage, dict)
     input_parts = [
@@ -82,7 +117,7 @@ def _parse_claude(result: dict[str, Any]) -> ParsedOutput:
     )
 
 
-def _parse_codex(events: list[dict[str, Any]]) -> ParsedOutput | None:
+def parse_codex_events(events: list[dict[str, Any]]) -> ParsedOutput | None:
     message = None
     input_tokens = output_tokens = 0
     turns = 0
@@ -112,7 +147,7 @@ def parse_agent_output(stdout: str, stderr: str = "") -> ParsedOutput:
     """Summary, cost and tokens from claude JSON, codex JSONL, or the last output line."""
     documents = _json_documents(stdout)
     results = [d for d in documents if d.get("type") == "result"]
-    parsed = _parse_claude(results[-1]) if results else _parse_codex(documents)
+    parsed = parse_claude_result(results[-1]) if results else parse_codex_events(documents)
     if parsed is not None and parsed.summary:
         return _bounded(parsed)
     last = last_line(stdout) or last_line(stderr)
