@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -34,7 +35,8 @@ from mwai.model import Comment, Issue
 from mwai.queue.processor import RunContext
 from mwai.runner.agent import run as agent_module
 from mwai.runner.agent.config import AgentConfig
-from mwai.runner.agent.output import AgentResult
+from mwai.runner.agent.output import AgentResult, ToolCall, blocking_failures
+from mwai.runner.agent.process import ToolObserver
 from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.git import GitWorkspace, Worktree
 from mwai.runner.journal import RunJournal
@@ -52,7 +54,13 @@ RUN_TRAILER = "Mwai-Run"
 DONE_MARKER = "[mwai-done]"
 SUMMARY_MAX_CHARS = 1500
 T = TypeVar("T")
-AgentRunner = Callable[[AgentConfig, Any, str, LlmClient | None], Awaitable[AgentResult]]
+
+
+class AgentRunner(Protocol):
+    """run_agent's shape: ``on_tool`` is awaited with each tool call while the agent works."""
+
+    def __call__(self, config: AgentConfig, worktree: Any, prompt: str, llm: LlmClient | None,
+                 *, on_tool: ToolObserver | None = None) -> Awaitable[AgentResult]: ...
 
 
 def feedback_since_last_ai_comment(comments: list[Comment], ai_account_id: str) -> list[Comment]:
@@ -355,17 +363,26 @@ class JiraProcessor:
                 return await run.journal("push", f"Commit {sha[:12]} already on origin",
                                          commit=sha, branch=branch, found=True)
             run.step = "run the agent"
-            result = await self._run_agent(AgentConfig.of(self.settings), worktree.path, prompt,
-                                           self._llm)
-            run.usage.add(result.cost_usd, result.input_tokens, result.output_tokens)
             secrets = self.settings.secret_values()
+
+            async def on_tool(call: ToolCall) -> None:  # live progress: one event per call
+                await run.ctx.event(f"Agent tool {call.tool}: {scrub(call.target, secrets)}",
+                                    level="info" if call.ok else "warning", tool=call.tool,
+                                    target=scrub(call.target, secrets), ok=call.ok,
+                                    duration_s=call.duration_s,
+                                    result=scrub(call.result, secrets))
+
+            result = await self._run_agent(AgentConfig.of(self.settings), worktree.path, prompt,
+                                           self._llm, on_tool=on_tool)
+            run.usage.add(result.cost_usd, result.input_tokens, result.output_tokens)
             await run.journal("agent", f"Agent finished (exit {result.exit_code})",
                               exit_code=result.exit_code, duration_s=round(result.duration_s, 3),
                               summary=scrub(result.summary[:SUMMARY_MAX_CHARS], secrets),
                               output_tail=scrub(result.output[-2000:], secrets),
                               cost_usd=result.cost_usd,
                               input_tokens=result.input_tokens,
-                              output_tokens=result.output_tokens)
+                              output_tokens=result.output_tokens,
+                              failures=[dataclasses.asdict(f) for f in result.failures])
             sha = None
             if result.exit_code == 0:
                 run.step = "commit"
@@ -398,10 +415,18 @@ class JiraProcessor:
         last = (result.summary or result.output[-SUMMARY_MAX_CHARS:]).strip() or "(no output)"
         why = ("the agent finished without changing any file" if result.exit_code == 0
                else f"the agent exited with code {result.exit_code}; nothing was committed")
+        failures = blocking_failures(result)
+        first = failures[0]
+        await run.ctx.event(f"Agent blocked: {first.reason}", level="warning",
+                            reason=first.reason, detail=first.detail, fix=first.fix,
+                            reasons=[f.reason for f in failures])
+        causes = "\n".join(f"- {f.reason}: {f.detail}\n  Fix: {f.fix}" for f in failures)
         text = (f"mwai did not commit anything for {sub.key}: {why}.\n"
-                f"The agent's last message:\n{last[:SUMMARY_MAX_CHARS]}\n\n"
-                f"Add what is missing in a comment, then move {sub.key} back to "
-                f"{settings.jira_status_in_progress} and assign it to the AI account.")
+                f"Why ({first.reason}):\n{causes}\n\n"
+                f"The agent's last message (it may claim success):\n"
+                f"{last[:SUMMARY_MAX_CHARS]}\n\n"
+                f"Fix the cause or add what is missing in a comment, then move {sub.key} back "
+                f"to {settings.jira_status_in_progress} and assign it to the AI account.")
         updates = self.updates
         await updates.comment(run, sub.key, text, "blocked_comment", comments)
         await updates.transition(run, sub.key, settings.jira_status_blocked, "blocked_transition")

@@ -16,8 +16,8 @@ from mwai.runner.agent.prompt import cut_text
 
 SUMMARY_MAX_CHARS = 4000
 # Why an agent run produced no change, each with its own fix (events, Blocked comment).
-FAILURE_REASONS = ("permission_denied", "sandbox_refusal", "tool_failed", "auth_error",
-                   "no_change")
+FAILURE_REASONS = ("permission_denied", "sandbox_refusal", "auth_error", "tool_failed",
+                   "no_change", "agent_error")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,21 @@ class AgentResult:
     input_tokens: int | None
     output_tokens: int | None
     failures: tuple[AgentFailure, ...] = ()
+
+
+def blocking_failures(result: AgentResult) -> list[AgentFailure]:
+    """Why nothing was committed, the likeliest cause first: the failures the CLI's output
+    shows, else "no_change" (exit 0) or "agent_error" (another exit code)."""
+    order = {reason: index for index, reason in enumerate(FAILURE_REASONS)}
+    unique = list(dict.fromkeys(result.failures))
+    if unique:
+        return sorted(unique, key=lambda f: order.get(f.reason, len(order)))
+    if result.exit_code == 0:
+        return [AgentFailure("no_change", "the agent finished without changing any file.",
+                             "say in a comment what the change should be; if the agent "
+                             "claims it changed files, look for refused tools in `mwai show`")]
+    return [AgentFailure("agent_error", f"the agent exited with code {result.exit_code}.",
+                         "read the agent's output in `mwai show` (the agent journal event)")]
 
 
 @dataclass(frozen=True)
