@@ -9,9 +9,10 @@ import os
 from typing import Any
 
 from mwai import telemetry
+from mwai.cli.check import agent_cli_report
 from mwai.cli.common import load_settings, print_json
 from mwai.cli.parser import Handler, add_command, arg, flag
-from mwai.errors import EXIT_OK, UsageError, WebhookError
+from mwai.errors import EXIT_OK, ConfigError, UsageError, WebhookError
 from mwai.logs import configure_logging
 from mwai.queue.store import Store
 from mwai.queue.writes import dumps
@@ -30,6 +31,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     overrides = {"MWAI_LISTEN": args.listen, "MWAI_WORKERS": args.workers,
                  "MWAI_PROCESSOR": args.processor}
     settings = load_settings(args, overrides, require_secret=True)
+    # A preset whose CLI lacks its flags would Block every ticket: refuse to start instead.
+    agent = agent_cli_report(settings) if settings.processor == "jira" else None
+    if agent is not None and agent.problems:
+        raise ConfigError(list(agent.problems))
     configure_logging(settings.log_format, settings.debug)
     telemetry.init_sentry(settings)
     try:

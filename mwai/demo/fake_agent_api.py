@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +113,7 @@ class FakeAgentApi(LoopbackServer):
             done = sum(1 for m in body.get("messages", []) if isinstance(m.get("content"), list)
                        for b in m["content"] if isinstance(b, dict)
                        and b.get("type") == "tool_result")
-            blocks = self._claude_blocks(self._step(done))
+            blocks = self._claude_blocks(self._step(done), _working_directory(body))
         else:
             blocks = [{"type": "text", "text": "OK"}]
         stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
@@ -124,12 +125,15 @@ class FakeAgentApi(LoopbackServer):
                                                  "output_tokens": OUTPUT_TOKENS_PER_STEP}})
         return await self._sse(request, self._anthropic_events(body, blocks, stop))
 
-    def _claude_blocks(self, step: Step) -> list[dict[str, Any]]:
+    def _claude_blocks(self, step: Step, cwd: str) -> list[dict[str, Any]]:
         if step.kind == "write":
+            # Claude Code's Write takes an absolute path: the model reads the working
+            # directory from the system prompt, and so does this script.
+            path = step.path if step.path.startswith("/") or not cwd else f"{cwd}/{step.path}"
             return [{"type": "text", "text": f"I will write {step.path}."},
                     {"type": "tool_use", "id": f"toolu_{next(self._ids):06d}",
                      "name": CLAUDE_WRITE,
-                     "input": {"file_path": step.path, "content": step.content}}]
+                     "input": {"file_path": path, "content": step.content}}]
         if step.kind == "shell":
             return [{"type": "tool_use", "id": f"toolu_{next(self._ids):06d}",
                      "name": CLAUDE_SHELL,
@@ -192,13 +196,17 @@ class FakeAgentApi(LoopbackServer):
         else:
             item = {"type": "message", "id": f"msg_{next(self._ids)}", "role": "assistant",
                     "status": "completed", "content": [
-                        {"type": "output_text", "text": step.text, "annotations": []}]}
+                        {"type": "output_text", "text": step.text, "annotations": [],
+                         "logprobs": []}]}
         return await self._sse(request, self._openai_events(body, item))
 
     def _openai_events(self, body: dict[str, Any],
                        item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         response = {"id": f"resp_{next(self._ids)}", "object": "response", "created_at": 0,
-                    "status": "in_progress", "model": body.get("model", ""), "output": []}
+                    "status": "in_progress", "model": body.get("model", ""), "output": [],
+                    "error": None, "incomplete_details": None, "instructions": None,
+                    "tools": [], "parallel_tool_calls": True, "metadata": {},
+                    "tool_choice": "auto", "temperature": 1.0, "top_p": 1.0}
         seq = itertools.count()
         pending = dict(item, status="in_progress")
         events: list[tuple[str, dict[str, Any]]] = [
@@ -217,7 +225,7 @@ class FakeAgentApi(LoopbackServer):
                 ("response.function_call_arguments.done", {
                     "type": "response.function_call_arguments.done",
                     "sequence_number": next(seq), "item_id": item["id"], "output_index": 0,
-                    "arguments": item["arguments"]}),
+                    "name": item["name"], "arguments": item["arguments"]}),
             ]
         else:
             text = item["content"][0]["text"]
@@ -228,11 +236,11 @@ class FakeAgentApi(LoopbackServer):
                 ("response.output_text.delta", {
                     "type": "response.output_text.delta", "sequence_number": next(seq),
                     "item_id": item["id"], "output_index": 0, "content_index": 0,
-                    "delta": text}),
+                    "delta": text, "logprobs": []}),
                 ("response.output_text.done", {
                     "type": "response.output_text.done", "sequence_number": next(seq),
                     "item_id": item["id"], "output_index": 0, "content_index": 0,
-                    "text": text}),
+                    "text": text, "logprobs": []}),
             ]
         events += [
             ("response.output_item.done", {"type": "response.output_item.done",
@@ -276,6 +284,25 @@ def _tool_names(body: dict[str, Any]) -> set[str]:
     return names
 
 
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [text for part in value for text in _texts(part)]
+    if isinstance(value, dict):
+        return [text for part in value.values() for text in _texts(part)]
+    return []
+
+
+def _working_directory(body: dict[str, Any]) -> str:
+    """The working directory Claude Code states in its system prompt ("" if none)."""
+    for text in _texts(body.get("system")) + _texts(body.get("messages")):
+        match = re.search(r"working directory: (\S+)", text, re.IGNORECASE)
+        if match:
+            return match.group(1)
+    return ""
+
+
 def _write_command(path: str, content: str) -> str:
     directory = path.rsplit("/", 1)[0] if "/" in path else "."
     quoted = "'" + content.replace("'", "'\"'\"'") + "'"
@@ -284,7 +311,8 @@ def _write_command(path: str, content: str) -> str:
 
 def _shell_arguments(tool: str, command: str) -> dict[str, Any]:
     if tool == "exec_command":
-        return {"cmd": command}
+        # Wait for the command to end (Codex returns a still-running one after ~10 s).
+        return {"cmd": command, "yield_time_ms": 30_000}
     if tool == "shell_command":
         return {"command": command}
     return {"command": ["bash", "-lc", command]}

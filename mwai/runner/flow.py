@@ -35,7 +35,7 @@ from mwai.model import Comment, Issue
 from mwai.queue.processor import RunContext
 from mwai.runner.agent import run as agent_module
 from mwai.runner.agent.config import AgentConfig
-from mwai.runner.agent.output import AgentResult, ToolCall, blocking_failures
+from mwai.runner.agent.output import AgentResult, blocking_failures, tool_events
 from mwai.runner.agent.process import ToolObserver
 from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.git import GitWorkspace, Worktree
@@ -364,16 +364,8 @@ class JiraProcessor:
                                          commit=sha, branch=branch, found=True)
             run.step = "run the agent"
             secrets = self.settings.secret_values()
-
-            async def on_tool(call: ToolCall) -> None:  # live progress: one event per call
-                await run.ctx.event(f"Agent tool {call.tool}: {scrub(call.target, secrets)}",
-                                    level="info" if call.ok else "warning", tool=call.tool,
-                                    target=scrub(call.target, secrets), ok=call.ok,
-                                    duration_s=call.duration_s,
-                                    result=scrub(call.result, secrets))
-
             result = await self._run_agent(AgentConfig.of(self.settings), worktree.path, prompt,
-                                           self._llm, on_tool=on_tool)
+                                           self._llm, on_tool=tool_events(run.ctx.event, secrets))
             run.usage.add(result.cost_usd, result.input_tokens, result.output_tokens)
             await run.journal("agent", f"Agent finished (exit {result.exit_code})",
                               exit_code=result.exit_code, duration_s=round(result.duration_s, 3),

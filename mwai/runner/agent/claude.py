@@ -130,9 +130,10 @@ class ClaudeStream:
                 f"({cut_line(summary) or status}).",
                 "set ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN for a subscription) and, "
                 "for a gateway, MWAI_AGENT_BASE_URL"))
+        denied = {(f.detail) for f in failures}
         for call in self._failed_tools:
-            if call.tool == "Bash" and "requires approval" not in call.result \
-                    and "permission" not in call.result.lower():
+            refused = any(call.target and call.target in detail for detail in denied)
+            if call.tool == "Bash" and not refused:
                 failures.append(AgentFailure(
                     "tool_failed", f"the command {call.target!r} failed: {call.result}",
                     "read the agent's output in `mwai show`; fix the repository's checks or "

@@ -41,8 +41,9 @@ def _target(item: dict[str, Any]) -> str:
 class CodexStream:
     """Reads Codex's JSONL events; ``feed`` returns finished tool calls."""
 
-    def __init__(self, confined_by_sandbox: bool = False) -> None:
+    def __init__(self, confined_by_sandbox: bool = False, preset: bool = False) -> None:
         self.confined = confined_by_sandbox
+        self.preset = preset  # started by MWAI_AGENT=codex (else a command of the operator)
         self._started: dict[str, float] = {}
         self._kept: list[dict[str, Any]] = []  # agent messages and usage, for the result
         self._failures: list[AgentFailure] = []
@@ -92,10 +93,14 @@ class CodexStream:
     def _failed(self, call: ToolCall, output: str) -> None:
         lowered = output.lower()
         if not self.confined and any(mark in lowered for mark in _SANDBOX_MARKS):
+            fix = ("the change must stay inside the worktree: Codex's workspace-write sandbox "
+                   "lets it write nothing else (run it inside mwai's sandbox, "
+                   "MWAI_SANDBOX=bwrap, for more)" if self.preset else
+                   "run with MWAI_AGENT=codex: mwai then starts Codex with --sandbox "
+                   "workspace-write, which lets it write the worktree")
             self._failures.append(AgentFailure(
                 "sandbox_refusal", f"Codex's sandbox refused {call.target!r}: {call.result}",
-                "run with MWAI_AGENT=codex: mwai then starts Codex with --sandbox "
-                "workspace-write, which lets it write the worktree"))
+                fix))
         else:
             self._failures.append(AgentFailure(
                 "tool_failed", f"the command {call.target!r} failed: {call.result}",

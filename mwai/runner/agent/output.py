@@ -9,10 +9,12 @@ usage. Anything else: the summary is the last line of output.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mwai.runner.agent.prompt import cut_text
+from mwai.scrub import scrub
 
 SUMMARY_MAX_CHARS = 4000
 # Why an agent run produced no change, each with its own fix (events, Blocked comment).
@@ -54,6 +56,17 @@ class AgentResult:
     input_tokens: int | None
     output_tokens: int | None
     failures: tuple[AgentFailure, ...] = ()
+
+
+def tool_events(emit: Callable[..., Awaitable[None]],
+                secrets: list[str]) -> Callable[[ToolCall], Awaitable[None]]:
+    """Live progress: each tool call of the agent becomes one run event (``emit``)."""
+    async def on_tool(call: ToolCall) -> None:
+        target = scrub(call.target, secrets)
+        await emit(f"Agent tool {call.tool}: {target}", level="info" if call.ok else "warning",
+                   tool=call.tool, target=target, ok=call.ok, duration_s=call.duration_s,
+                   result=scrub(call.result, secrets))
+    return on_tool
 
 
 def blocking_failures(result: AgentResult) -> list[AgentFailure]:

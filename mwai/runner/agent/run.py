@@ -86,7 +86,12 @@ async def run_agent(
             env["HOME"] = str(home)
             if config.kind == "codex":
                 env["CODEX_HOME"] = str(home / ".codex")
-                stream = CodexStream(config.confined_by_sandbox)
+                # Codex installs its sandbox helper under CODEX_HOME but refuses to when
+                # that is inside the temporary directory (then every command fails with
+                # "execvp codex-linux-sandbox"): its temporary directory is in the HOME.
+                (home / "tmp").mkdir()
+                env["TMPDIR"] = str(home / "tmp")
+                stream = CodexStream(config.confined_by_sandbox, preset=True)
             else:
                 stream = ClaudeStream(config.confined_by_sandbox)
         else:
