@@ -291,3 +291,72 @@ async def test_no_request_leaves_for_any_host_but_the_model_api(
         # The CLI used the proxy (it saw the model API) and nothing else.
         assert proxy.hosts and set(proxy.hosts) == {f"127.0.0.1:{api.port}"}, proxy.hosts
         assert [asdict(f) for f in result.failures] == []
+
+
+async def test_tool_calls_show_in_mwai_show_while_the_agent_works(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    checks = tmp_path / "slow-checks"  # the repository's checks, waiting for the test
+    checks.write_text(f"#!/bin/sh\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho checked\n")
+    checks.chmod(0o755)
+    steps = [Step("write", path="NOTE.md", content="x\n"), Step("shell", command=str(checks)),
+             Step("finish", text="Done.")]
+    stack = DemoStack(tmp_path / "stack", plan=ONE_SUBTASK_PLAN)
+    async with FakeAgentApi(steps=steps, api_key=stack.llm.anthropic_key) as api:
+        stack.settings_changes.update({**preset_changes("claude-code", api),
+                                       "agent_allowed_commands": (str(checks),)})
+        await stack.start()
+        try:
+            jira = stack.jira
+            parent = jira.create_issue(project="DEMO", summary="Greet users by name",
+                                       description="Users want to be greeted by name.")
+            jira.human_assign(parent, jira.ai_account_id)
+            await settle(stack, "the plan", lambda: jira.issue(parent).status == "Plan Review")
+            jira.human_transition(parent, "In Progress", assignee=jira.ai_account_id)
+            write_event: list[dict[str, Any]] = []
+            for _ in range(HANG_GUARD_S * 10):
+                write_event = [e for e in await all_events(stack)
+                               if e["message"].startswith("Agent tool Write")]
+                if write_event:
+                    break
+                await asyncio.sleep(0.1)
+            assert write_event, "no tool event while the agent works"
+            run_id = write_event[0]["run_id"]
+            shown = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "mwai", "show", str(run_id),
+                                 "--db", str(stack.db_path)],
+                capture_output=True, text=True, timeout=HANG_GUARD_S, check=False)
+            assert "Agent tool Write: " in shown.stdout and "NOTE.md" in shown.stdout
+            # The agent is still at work: its checks wait for the test.
+            assert (await stack.store.get_run(run_id))["status"] == "running"
+            assert not go.exists()
+            go.touch()
+            await settle(stack, "the change", lambda: any(
+                "Pull request:" in c for s in jira.subtasks_of(parent)
+                for c in jira.comments_of(s.key)), timeout_s=HANG_GUARD_S)
+        finally:
+            go.touch()
+            await stack.stop()
+
+
+async def test_the_old_readme_command_is_told_to_use_the_preset(
+        tmp_path: Path, worktree: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`claude -p --output-format json` (no permission mode): every edit is refused, the CLI
+    exits 0, and mwai says so with the fix instead of "no change"."""
+    steps = [Step("write", path="NOTE.md", content="x\n"),
+             Step("finish", text="I wrote NOTE.md.")]
+    async with FakeAgentApi(steps=steps) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", api.api_key)
+        monkeypatch.setenv("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        monkeypatch.setenv("HOME", str(tmp_path))
+        config = AgentConfig.of(make_settings(
+            tmp_path, agent_command=f"{cli('claude-code')} -p --output-format json",
+            agent_pass_env=("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY",
+                            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")))
+        assert config.kind == "command"
+        result = await run_agent(config, worktree.path, "Write the note.", None)
+    assert result.exit_code == 0 and not (worktree.path / "NOTE.md").exists()
+    assert result.summary == "I wrote NOTE.md."  # the model's claim
+    assert [f.reason for f in result.failures] == ["permission_denied"]
+    assert "Write" in result.failures[0].detail and "NOTE.md" in result.failures[0].detail
+    assert "MWAI_AGENT=claude-code" in result.failures[0].fix
