@@ -150,6 +150,16 @@ def test_a_cli_without_the_preset_flags_is_refused_before_any_ticket(tmp_path: P
     assert "version 1.0.3 (NOT in the tested range" in done.stdout
     assert "does not know --output-format" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+    # `mwai serve` refuses to start rather than Block every ticket.
+    jira_env = {**env, "MWAI_PROCESSOR": "jira", "JIRA_BASE_URL": "http://127.0.0.1:9",
+                "JIRA_EMAIL": "ai@example.com", "JIRA_API_TOKEN": "t", "JIRA_AI_ACCOUNT_ID": "a",
+                "JIRA_HUMAN_ACCOUNT_ID": "h", "GH_TOKEN": "g", "MWAI_REPO_URL": str(tmp_path),
+                "ANTHROPIC_API_KEY": "k", "MWAI_LISTEN": "127.0.0.1:9"}
+    served = subprocess.run([sys.executable, "-m", "mwai", "serve"], capture_output=True,
+                            text=True, env=jira_env, timeout=HANG_GUARD_S, check=False)
+    assert served.returncode == 2, served.stdout + served.stderr
+    assert "does not know --output-format" in served.stderr
+    assert "Traceback" not in served.stdout + served.stderr
 
 
 # -- the stories through mwai's whole flow -------------------------------------------
@@ -360,3 +370,18 @@ async def test_the_old_readme_command_is_told_to_use_the_preset(
     assert [f.reason for f in result.failures] == ["permission_denied"]
     assert "Write" in result.failures[0].detail and "NOTE.md" in result.failures[0].detail
     assert "MWAI_AGENT=claude-code" in result.failures[0].fix
+
+
+@pytest.mark.parametrize("kind,fix", [("claude-code", "ANTHROPIC_API_KEY"),
+                                      ("codex", "CODEX_API_KEY")])
+async def test_a_refused_key_is_an_auth_error_with_the_fix_not_minutes_of_retries(
+        kind: str, fix: str, tmp_path: Path, worktree: Any) -> None:
+    async with FakeAgentApi(steps=[Step("finish", text="Done.")]) as api:
+        changes = {**preset_changes(kind, api), "anthropic_api_key": "sk-wrong",
+                   "codex_api_key": "wrong"}
+        result = await run_agent(AgentConfig.of(make_settings(tmp_path, **changes)),
+                                 worktree.path, "Do it.", None, kill_grace_s=1.0)
+        refused = len(api.requests)
+    assert refused >= 1 and result.failures, result
+    assert result.failures[0].reason == "auth_error" and fix in result.failures[0].fix
+    assert not result.timed_out and "sk-wrong" not in result.output

@@ -57,6 +57,8 @@ class ClaudeStream:
         self._open: dict[str, tuple[str, str, float]] = {}  # id -> (tool, target, started)
         self._result: dict[str, Any] | None = None
         self._failed_tools: list[ToolCall] = []
+        # The model API refused the credentials: Claude Code would retry for minutes.
+        self.fatal: AgentFailure | None = None
 
     @staticmethod
     def recognises(document: dict[str, Any]) -> bool:
@@ -66,6 +68,11 @@ class ClaudeStream:
         kind = document.get("type")
         if kind == "result":
             self._result = document
+            return []
+        if (kind == "system" and document.get("subtype") == "api_retry"
+                and document.get("error_status") in (401, 403)):
+            self.fatal = self.fatal or _auth_failure(
+                f"HTTP {document.get('error_status')} {document.get('error', '')}".strip())
             return []
         message = document.get("message")
         content = message.get("content") if isinstance(message, dict) else None
@@ -95,19 +102,20 @@ class ClaudeStream:
         return calls
 
     def seen_result(self) -> bool:
-        return self._result is not None
+        return self._result is not None or self.fatal is not None
 
     def result(self) -> ParsedOutput:
         """Summary, cost, tokens and the failures; call after the CLI exited."""
         if self._result is None:
-            return ParsedOutput("")
+            fatal = (self.fatal,) if self.fatal else ()
+            return ParsedOutput(fatal[0].detail if fatal else "", failures=fatal)
         parsed = parse_claude_result(self._result)
         return ParsedOutput(parsed.summary, parsed.cost_usd, parsed.input_tokens,
                             parsed.output_tokens, tuple(self._failures(parsed.summary)))
 
     def _failures(self, summary: str) -> list[AgentFailure]:
         assert self._result is not None
-        failures = []
+        failures = [self.fatal] if self.fatal else []
         denials = self._result.get("permission_denials")
         for denial in denials if isinstance(denials, list) else []:
             if not isinstance(denial, dict):
@@ -123,13 +131,10 @@ class ClaudeStream:
                 denial_fix(tool, self.confined)))
         status = self._result.get("api_error_status")
         lowered = summary.lower()
-        if status in (401, 403) or (self._result.get("is_error") is True
-                                    and any(mark in lowered for mark in _AUTH_MARKS)):
-            failures.append(AgentFailure(
-                "auth_error", f"the model API refused Claude Code's credentials "
-                f"({cut_line(summary) or status}).",
-                "set ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN for a subscription) and, "
-                "for a gateway, MWAI_AGENT_BASE_URL"))
+        if not self.fatal and (status in (401, 403) or (
+                self._result.get("is_error") is True
+                and any(mark in lowered for mark in _AUTH_MARKS))):
+            failures.append(_auth_failure(cut_line(summary) or str(status)))
         denied = {(f.detail) for f in failures}
         for call in self._failed_tools:
             refused = any(call.target and call.target in detail for detail in denied)
@@ -139,6 +144,13 @@ class ClaudeStream:
                     "read the agent's output in `mwai show`; fix the repository's checks or "
                     "say in the ticket how to run them"))
         return failures
+
+
+def _auth_failure(what: str) -> AgentFailure:
+    return AgentFailure(
+        "auth_error", f"the model API refused Claude Code's credentials ({what}).",
+        "set ANTHROPIC_API_KEY (or CLAUDE_CODE_OAUTH_TOKEN for a subscription) and, for a "
+        "gateway, MWAI_AGENT_BASE_URL")
 
 
 def _result_text(content: Any) -> str:

@@ -47,6 +47,8 @@ class CodexStream:
         self._started: dict[str, float] = {}
         self._kept: list[dict[str, Any]] = []  # agent messages and usage, for the result
         self._failures: list[AgentFailure] = []
+        # The model API refused the key: Codex would only retry it.
+        self.fatal: AgentFailure | None = None
 
     @staticmethod
     def recognises(document: dict[str, Any]) -> bool:
@@ -108,16 +110,18 @@ class CodexStream:
                 "in the ticket how to run them"))
 
     def _api_error(self, message: str) -> None:
-        if any(mark in message.lower() for mark in _AUTH_MARKS):
-            self._failures.append(AgentFailure(
+        if self.fatal is None and any(mark in message.lower() for mark in _AUTH_MARKS):
+            self.fatal = AgentFailure(
                 "auth_error", f"the model API refused Codex's credentials: {cut_line(message)}",
                 "set CODEX_API_KEY (Codex ignores OPENAI_API_KEY) and, for a gateway, "
-                "MWAI_AGENT_BASE_URL"))
+                "MWAI_AGENT_BASE_URL")
+            self._failures.append(self.fatal)
 
     def seen_result(self) -> bool:
-        return bool(self._kept)
+        return bool(self._kept or self._failures)
 
     def result(self) -> ParsedOutput:
         parsed = parse_codex_events(self._kept) or ParsedOutput("")
-        return ParsedOutput(parsed.summary, None, parsed.input_tokens, parsed.output_tokens,
+        summary = parsed.summary or (self.fatal.detail if self.fatal else "")
+        return ParsedOutput(summary, None, parsed.input_tokens, parsed.output_tokens,
                             tuple(self._failures))

@@ -133,6 +133,11 @@ class EventLines:
             if self.on_tool is not None:
                 await self.on_tool(call)
 
+    @property
+    def fatal(self) -> bool:
+        """The CLI reported a failure it would only retry (refused credentials)."""
+        return self.stream is not None and self.stream.fatal is not None
+
     def result(self) -> ParsedOutput | None:
         if self.stream is None or not self.stream.seen_result():
             return None
@@ -251,14 +256,15 @@ def resolve_program(program: str, path_env: str) -> str:
     )
 
 
-async def _wait_exit(proc: asyncio.subprocess.Process, timeout_s: float) -> bool:
-    """True when the agent exited within ``timeout_s``.
+async def _wait_exit(proc: asyncio.subprocess.Process, timeout_s: float,
+                     stop: Callable[[], bool] = lambda: False) -> bool:
+    """True when the agent exited within ``timeout_s`` (or ``stop()`` said to end it).
 
     Polls the return code: Process.wait() of Python 3.11 also waits until every
     holder of the output pipes is gone, which a leftover child can delay forever.
     """
     deadline = time.monotonic() + timeout_s
-    while proc.returncode is None:
+    while proc.returncode is None and not stop():
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(min(EXIT_POLL_S, max(0.0, deadline - time.monotonic())))
@@ -309,7 +315,7 @@ async def run_command(
         asyncio.create_task(_drain(proc.stderr, err)),
     ]
     try:
-        timed_out = not await _wait_exit(proc, config.timeout_s)
+        timed_out = not await _wait_exit(proc, config.timeout_s, lambda: lines.fatal)
         # Whatever the agent left running (or everything, on timeout) goes now.
         await kill_group(pgid, kill_grace_s if timed_out else min(kill_grace_s, 1.0), marker)
         # The pipes close once every holder is dead (one that escaped the group with
