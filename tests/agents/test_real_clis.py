@@ -15,8 +15,10 @@ import dataclasses
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
@@ -385,3 +387,21 @@ async def test_a_refused_key_is_an_auth_error_with_the_fix_not_minutes_of_retrie
     assert refused >= 1 and result.failures, result
     assert result.failures[0].reason == "auth_error" and fix in result.failures[0].fix
     assert not result.timed_out and "sk-wrong" not in result.output
+
+
+async def test_codex_sandbox_refusal_is_named_though_its_events_hide_it(
+        tmp_path: Path, worktree: Any) -> None:
+    """Codex 0.171 prints no event for a command its sandbox refused; mwai finds it in the
+    run's session log and says what was refused."""
+    outside = Path(tempfile.mkdtemp(dir="/var/tmp")) / "outside.txt"
+    try:
+        steps = [Step("shell", command=f"touch {outside}"), Step("finish", text="Done!")]
+        async with FakeAgentApi(steps=steps) as api:
+            config = AgentConfig.of(make_settings(tmp_path, **preset_changes("codex", api)))
+            result = await run_agent(config, worktree.path, "Do it.", None)
+        assert result.exit_code == 0 and not outside.exists()
+        [failure] = result.failures
+        assert failure.reason == "sandbox_refusal" and str(outside) in failure.detail
+        assert "Read-only file system" in failure.detail and "worktree" in failure.fix
+    finally:
+        shutil.rmtree(outside.parent, ignore_errors=True)

@@ -9,7 +9,9 @@ command its sandbox refused (a read-only file system), a failed command, and an
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from mwai.runner.agent.output import (
@@ -22,6 +24,7 @@ from mwai.runner.agent.output import (
 
 _TOOL_ITEMS = ("command_execution", "file_change", "mcp_tool_call", "web_search")
 _SANDBOX_MARKS = ("read-only file system", "operation not permitted", "permission denied")
+SESSION_LOG_MAX_CHARS = 8 * 1024 * 1024
 _AUTH_MARKS = ("401", "unauthorized", "missing bearer", "invalid api key", "incorrect api key")
 
 
@@ -38,12 +41,37 @@ def _target(item: dict[str, Any]) -> str:
     return cut_line(str(item.get("query", "")))
 
 
+def _response_item(line: str) -> dict[str, Any] | None:
+    try:
+        document = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or document.get("type") != "response_item":
+        return None
+    payload = document.get("payload")
+    return payload if isinstance(payload, dict) else None
+
+
+def _command_of(call: dict[str, Any]) -> str:
+    try:
+        arguments = json.loads(str(call.get("arguments") or "{}"))
+    except ValueError:
+        arguments = {}
+    command = arguments.get("cmd", arguments.get("command")) if isinstance(arguments,
+                                                                          dict) else None
+    if isinstance(command, list):
+        return " ".join(str(part) for part in command)
+    return str(command or call.get("name", "?"))
+
+
 class CodexStream:
     """Reads Codex's JSONL events; ``feed`` returns finished tool calls."""
 
-    def __init__(self, confined_by_sandbox: bool = False, preset: bool = False) -> None:
+    def __init__(self, confined_by_sandbox: bool = False, preset: bool = False,
+                 codex_home: Path | None = None) -> None:
         self.confined = confined_by_sandbox
         self.preset = preset  # started by MWAI_AGENT=codex (else a command of the operator)
+        self.codex_home = codex_home  # the run's own: its session log is read at the end
         self._started: dict[str, float] = {}
         self._kept: list[dict[str, Any]] = []  # agent messages and usage, for the result
         self._failures: list[AgentFailure] = []
@@ -118,9 +146,39 @@ class CodexStream:
             self._failures.append(self.fatal)
 
     def seen_result(self) -> bool:
-        return bool(self._kept or self._failures)
+        return bool(self._kept or self._failures or self.codex_home)
+
+    def read_session_log(self, codex_home: Path) -> None:
+        """Commands Codex's sandbox refused are not in its --json events (0.171): its
+        session log (under the run's own CODEX_HOME) has every call and its output."""
+        commands: dict[str, str] = {}
+        for path in sorted(codex_home.glob("sessions/**/*.jsonl")):
+            try:
+                with path.open(encoding="utf-8", errors="replace") as log:
+                    lines = log.read(SESSION_LOG_MAX_CHARS).splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                payload = _response_item(line)
+                if payload is None:
+                    continue
+                call_id = str(payload.get("call_id"))
+                if payload.get("type") == "function_call":
+                    commands[call_id] = _command_of(payload)
+                elif payload.get("type") == "function_call_output":
+                    output = str(payload.get("output", ""))
+                    refused = [text for text in output.splitlines()
+                               if any(mark in text.lower() for mark in _SANDBOX_MARKS)]
+                    target = cut_line(commands.get(call_id, "?"))
+                    known = any(target in f.detail for f in self._failures)
+                    if refused and not known:
+                        self._failed(ToolCall("command_execution", target, None, False,
+                                              cut_line(refused[0])), refused[0])
 
     def result(self) -> ParsedOutput:
+        if self.codex_home is not None:
+            self.read_session_log(self.codex_home)
+            self.codex_home = None
         parsed = parse_codex_events(self._kept) or ParsedOutput("")
         summary = parsed.summary or (self.fatal.detail if self.fatal else "")
         return ParsedOutput(summary, None, parsed.input_tokens, parsed.output_tokens,

@@ -117,9 +117,11 @@ def codex_invocation(config: AgentConfig, program: str, worktree: Path) -> Invoc
     if not key:
         raise PermanentError("MWAI_AGENT=codex needs CODEX_API_KEY (Codex sends no "
                              "credentials with OPENAI_API_KEY); set it")
-    argv = [program, "exec", "--json", "--strict-config", "--ephemeral",
-            "--color", "never", "--cd", str(worktree)]
-    flags = ["--json", "--strict-config", "--ephemeral", "--color", "--cd"]
+    # Not --ephemeral: the session log (in the run's HOME, removed after it) is where
+    # the commands its sandbox refused show (codex.py).
+    argv = [program, "exec", "--json", "--strict-config", "--color", "never",
+            "--cd", str(worktree)]
+    flags = ["--json", "--strict-config", "--color", "--cd"]
     if config.model:
         argv += ["--model", config.model]
         flags.append("--model")

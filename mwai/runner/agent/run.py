@@ -91,7 +91,8 @@ async def run_agent(
                 # "execvp codex-linux-sandbox"): its temporary directory is in the HOME.
                 (home / "tmp").mkdir()
                 env["TMPDIR"] = str(home / "tmp")
-                stream = CodexStream(config.confined_by_sandbox, preset=True)
+                stream = CodexStream(config.confined_by_sandbox, preset=True,
+                                     codex_home=home / ".codex")
             else:
                 stream = ClaudeStream(config.confined_by_sandbox)
         else:
