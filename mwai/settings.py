@@ -18,6 +18,8 @@ PROCESSORS = ("jira", "noop")
 LOG_FORMATS = ("json", "text")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 LLM_PROVIDERS = ("anthropic", "openai")
+# "": MWAI_AGENT_COMMAND when it is set (as before presets existed), else builtin.
+AGENT_KINDS = ("", "claude-code", "codex", "builtin", "command")
 
 
 @dataclass(frozen=True)
@@ -163,9 +165,30 @@ SETTINGS: tuple[Setting, ...] = (
     S("MWAI_HTTP_RETRIES", "4", "Retries of a Jira/GitHub/LLM request after 429, 5xx or a "
       "timeout, before the run itself is retried later.", "int", group="llm", minimum=0),
     # agent
-    S("MWAI_AGENT_COMMAND", "", "Headless coding agent command run in the worktree (the "
-      "prompt on stdin and in $MWAI_TASK_FILE), e.g. 'claude -p --output-format json'. Empty: "
-      "the built-in LLM edit agent.", group="agent"),
+    S("MWAI_AGENT", "", "Coding agent: 'claude-code' or 'codex' (mwai builds the published "
+      "CLI's command line, see docs/agents.md), 'builtin' (the LLM edit agent) or 'command' "
+      "(MWAI_AGENT_COMMAND as given). Empty: 'command' when MWAI_AGENT_COMMAND is set, else "
+      "'builtin'.", "choice", group="agent", choices=AGENT_KINDS),
+    S("MWAI_AGENT_COMMAND", "", "With MWAI_AGENT=command: the headless coding agent command "
+      "run in the worktree (the prompt on stdin and in $MWAI_TASK_FILE). Prefer the presets "
+      "(MWAI_AGENT=claude-code or codex).", group="agent"),
+    S("MWAI_AGENT_PROGRAM", "", "Path of the preset's CLI; empty: 'claude' or 'codex' found "
+      "on PATH.", "path", group="agent"),
+    S("MWAI_AGENT_MODEL", "", "Model of the preset's CLI (--model); empty: the CLI's default.",
+      group="agent"),
+    S("MWAI_AGENT_MAX_TURNS", "60", "Turn limit of a Claude Code run (--max-turns; Codex has "
+      "none: MWAI_AGENT_TIMEOUT_S bounds it).", "int", group="agent", minimum=1),
+    S("MWAI_AGENT_BASE_URL", "", "Model API base URL of the preset's CLI (a gateway; with or "
+      "without /v1). Empty: ANTHROPIC_BASE_URL for claude-code, OPENAI_BASE_URL for codex.",
+      group="agent"),
+    S("MWAI_AGENT_ALLOWED_COMMANDS", "", "Outside the sandbox: comma-separated command "
+      "prefixes Claude Code may run through its shell tool (the repository's checks, e.g. "
+      "'python -m pytest,make test'); anything else is denied.", "csv", group="agent"),
+    S("CLAUDE_CODE_OAUTH_TOKEN", "", "Claude subscription token (`claude setup-token`) for "
+      "MWAI_AGENT=claude-code, used when ANTHROPIC_API_KEY is empty.", group="agent",
+      secret=True),
+    S("CODEX_API_KEY", "", "API key of MWAI_AGENT=codex (Codex ignores OPENAI_API_KEY).",
+      group="agent", secret=True),
     S("MWAI_AGENT_TIMEOUT_S", "1800", "Time limit of one agent run; its process group is "
       "killed after it.", "float", group="agent", minimum=1),
     S("MWAI_AGENT_PASS_ENV", "", "Comma-separated environment variables passed to the agent "
@@ -378,7 +401,15 @@ class Settings:
     llm_timeout_s: float
     http_timeout_s: float
     http_retries: int
+    agent: str
     agent_command: str
+    agent_program: str
+    agent_model: str
+    agent_max_turns: int
+    agent_base_url: str
+    agent_allowed_commands: tuple[str, ...]
+    claude_code_oauth_token: str
+    codex_api_key: str
     agent_timeout_s: float
     agent_pass_env: tuple[str, ...]
     agent_max_output_bytes: int

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from mwai.cli.probes import check_connections
 from mwai.errors import EXIT_OK, EXIT_PROBLEM, ConfigError, StoreError
 from mwai.queue.schema import SCHEMA_VERSION
 from mwai.queue.store import Store
+from mwai.runner.agent.config import PRESETS, AgentConfig, agent_kind
+from mwai.runner.agent.presets import CliReport, check_cli
 from mwai.runner.verify.sandbox import Sandbox, SandboxConfig
 from mwai.settings import SETTINGS_BY_NAME, Settings
 
@@ -47,7 +50,7 @@ def extra_problems(settings: Settings) -> tuple[list[str], list[str]]:
     if settings.jira_webhook_secret and len(settings.jira_webhook_secret) < 16:
         warnings.append("JIRA_WEBHOOK_SECRET is shorter than 16 characters: use a long "
                         "random value (e.g. `openssl rand -hex 32`)")
-    if settings.agent_command:
+    if agent_kind(settings) == "command":
         program = settings.agent_command.split()[0]
         if shutil.which(program) is None:
             problems.append(f"MWAI_AGENT_COMMAND: {program!r} is not found on PATH")
@@ -63,6 +66,14 @@ def extra_problems(settings: Settings) -> tuple[list[str], list[str]]:
                         f"MWAI_HEARTBEAT_S={settings.heartbeat_s:g}, or live runs lose "
                         "their lease")
     return problems, warnings
+
+
+def agent_cli_report(settings: Settings) -> CliReport | None:
+    """The preset CLI's version and flags (MWAI_AGENT=claude-code|codex); None otherwise."""
+    if agent_kind(settings) not in PRESETS:
+        return None
+    with tempfile.TemporaryDirectory(prefix="mwai-check-") as home:
+        return check_cli(AgentConfig.of(settings), home)
 
 
 async def check_database(path: str) -> tuple[bool, str]:
@@ -101,6 +112,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         # Still check what can be checked when only required values are missing.
         with contextlib.suppress(ConfigError):
             settings = Settings.from_env(source, check_required=False)
+    agent = None
     if settings is not None:
         more, more_warnings = extra_problems(settings)
         problems += more
@@ -108,12 +120,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
         lease_lost = settings.lease_s <= settings.heartbeat_s  # a problem already
         warnings += [note for note in advice.unsafe_combinations(settings)
                      if not (lease_lost and note.startswith("MWAI_LEASE_S"))]
+        agent = agent_cli_report(settings)
+        if agent is not None:
+            problems += agent.problems
+            if not agent.tested and not agent.problems:
+                warnings.append(f"{agent.line()}: it may work; docs/agents.md lists the "
+                                "versions mwai is tested with")
     db_path = settings.db if settings else source.get("MWAI_DB",
                                                       SETTINGS_BY_NAME["MWAI_DB"].default)
     db_ok, db_line = run_async_value(check_database(db_path))
     report: dict[str, Any] = {"configuration": {"ok": not problems, "problems": problems,
                                                 "warnings": warnings},
                               "database": {"ok": db_ok, "detail": db_line}}
+    if agent is not None:
+        report["agent"] = {"kind": agent.kind, "program": agent.program,
+                           "version": agent.version, "tested": agent.tested,
+                           "problems": list(agent.problems)}
     connect_ok = True
     if args.connect:
         if settings is None:
@@ -133,6 +155,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"  PROBLEM {problem}")
     for warning in warnings:
         print(f"  warning {warning}")
+    if agent is not None:
+        print(f"agent: {agent.line()}")
     print(f"database: {'ok' if db_ok else 'PROBLEM'}: {db_line}")
     for item in report.get("connect", []):
         state = {True: "ok", False: "FAILED", None: "skipped"}[item["ok"]]

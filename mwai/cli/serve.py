@@ -11,6 +11,7 @@ import signal
 from typing import Any
 
 from mwai import advice, telemetry
+from mwai.cli.check import agent_cli_report
 from mwai.cli.common import gather_sources, load_settings, print_json
 from mwai.cli.parser import Handler, add_command, arg, flag
 from mwai.errors import EXIT_OK, ConfigError, UsageError, WebhookError
@@ -41,6 +42,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     refused = advice.placeholders({"JIRA_WEBHOOK_SECRET": settings.jira_webhook_secret})
     if refused:
         raise ConfigError(refused)
+    # A preset whose CLI lacks its flags would Block every ticket: refuse to start instead.
+    agent = agent_cli_report(settings) if settings.processor == "jira" else None
+    if agent is not None and agent.problems:
+        raise ConfigError(list(agent.problems))
     configure_logging(settings.log_format, levels=log_levels(settings))
     log = logging.getLogger(WEB_LOGGER)
     for note in notes:

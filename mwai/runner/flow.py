@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -34,7 +34,13 @@ from mwai.model import Comment, Issue
 from mwai.queue.processor import RunContext
 from mwai.runner.agent import run as agent_module
 from mwai.runner.agent.config import AgentConfig
-from mwai.runner.agent.output import AgentResult
+from mwai.runner.agent.output import (
+    AgentResult,
+    blocked_comment,
+    blocking_failures,
+    tool_events,
+)
+from mwai.runner.agent.process import ToolObserver
 from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.git import GitWorkspace, Worktree
 from mwai.runner.git_env import branch_name
@@ -54,7 +60,13 @@ RUN_TRAILER = "Mwai-Run"
 DONE_MARKER = "[mwai-done]"
 SUMMARY_MAX_CHARS = 1500
 T = TypeVar("T")
-AgentRunner = Callable[[AgentConfig, Any, str, LlmClient | None], Awaitable[AgentResult]]
+
+
+class AgentRunner(Protocol):
+    """run_agent's shape: ``on_tool`` is awaited with each tool call while the agent works."""
+
+    def __call__(self, config: AgentConfig, worktree: Any, prompt: str, llm: LlmClient | None,
+                 *, on_tool: ToolObserver | None = None) -> Awaitable[AgentResult]: ...
 
 
 def feedback_since_last_ai_comment(comments: list[Comment], ai_account_id: str) -> list[Comment]:
@@ -338,7 +350,7 @@ class JiraProcessor:
             pr = await self._open_pr(run, parent, repo, branch, pushed, agent)
             await ctx.record(pr_url=pr["pr_url"])
             updates = self.updates
-            await updates.comment(run, sub.key, self._result_text(branch, pr, pushed, agent),
+            await updates.comment(run, sub.key, report.result_comment(branch, pr, pushed, agent),
                                   "result_comment", comments)
             await updates.transition(run, sub.key, settings.jira_status_in_testing,
                                      "execute_transition")
@@ -359,16 +371,17 @@ class JiraProcessor:
                 return await run.journal("push", f"Commit {sha[:12]} already on origin",
                                          commit=sha, branch=branch, found=True)
             run.step = "run the agent, then the checks"
+            secrets = self.settings.secret_values()
+            on_tool = tool_events(run.ctx.event, secrets)
             verified = await verify_change(
                 lambda text: self._run_agent(AgentConfig.of(self.settings), worktree.path,
-                                             text, self._llm),
-                prompt, worktree.path, ChecksConfig.of(self.settings, repo),
-                self.settings.secret_values(), run.ctx)
+                                             text, self._llm, on_tool=on_tool),
+                prompt, worktree.path, ChecksConfig.of(self.settings, repo), secrets, run.ctx)
             for each in verified.agents:
                 run.usage.add(each.cost_usd, each.input_tokens, each.output_tokens)
             result = verified.agent
             await run.journal("agent", f"Agent finished (exit {result.exit_code})",
-                              **report.journal_fields(verified, self.settings.secret_values()))
+                              **report.journal_fields(verified, secrets))
             if result.exit_code == 0 and not verified.passed:
                 keep = True  # for inspection; removed with the other stale worktrees
                 await self._blocked(run, sub, result, comments, report.blocked_text(
@@ -406,18 +419,21 @@ class JiraProcessor:
     async def _blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
                        comments: list[Comment], checks_failed: str = "") -> None:
         settings = self.settings
-        last = (result.summary or result.output[-SUMMARY_MAX_CHARS:]).strip() or "(no output)"
-        why = ("the agent finished without changing any file" if result.exit_code == 0
-               else f"the agent exited with code {result.exit_code}; nothing was committed")
-        text = (f"mwai did not commit anything for {sub.key}: {why}.\n"
-                f"The agent's last message:\n{last[:SUMMARY_MAX_CHARS]}\n\n"
-                f"Add what is missing in a comment, then move {sub.key} back to "
-                f"{settings.jira_status_in_progress} and assign it to the AI account.")
-        text = scrub(checks_failed or text, settings.secret_values())
+        text = checks_failed or await self._agent_blocked(run, sub, result)
+        text = scrub(text, settings.secret_values())
         updates = self.updates
         await updates.comment(run, sub.key, text, "blocked_comment", comments)
         await updates.transition(run, sub.key, settings.jira_status_blocked, "blocked_transition")
         await updates.assign(run, sub.key, settings.jira_human_account_id, "blocked_assign")
+
+    async def _agent_blocked(self, run: RunJournal, sub: Issue, result: AgentResult) -> str:
+        failures = blocking_failures(result)
+        first = failures[0]
+        await run.ctx.event(f"Agent blocked: {first.reason}", level="warning",
+                            reason=first.reason, detail=first.detail, fix=first.fix,
+                            reasons=[f.reason for f in failures])
+        return blocked_comment(sub.key, result, failures, self.settings.jira_status_in_progress,
+                               SUMMARY_MAX_CHARS)
 
     async def _open_pr(self, run: RunJournal, parent: Issue, repo: RepoConfig, branch: str,
                        pushed: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any]:
@@ -438,30 +454,6 @@ class JiraProcessor:
                 body, draft=True)
             return {"pr_url": pr.url, "pr_number": pr.number, "created": created}
         return await run.once("pull_request", "Pull request opened or updated", open_pr)
-
-    @staticmethod
-    def _result_text(branch: str, pr: dict[str, Any], pushed: dict[str, Any],
-                     agent: dict[str, Any]) -> str:
-        lines = [
-            "mwai pushed a change for this sub-task.",
-            f"Branch: {branch}",
-            f"Pull request: {pr['pr_url']}",
-            f"Commit: {pushed['commit']}",
-        ]
-        if agent.get("summary"):
-            lines += ["Agent summary:", str(agent["summary"])]
-        if agent.get("checks_summary"):
-            lines += [str(agent["checks_summary"]), report.text_table(agent.get("checks", []))]
-        if agent.get("duration_s") is not None:
-            lines.append(f"Duration: {float(agent['duration_s']):.1f} s")
-        if agent.get("input_tokens") is not None or agent.get("output_tokens") is not None:
-            lines.append(f"Tokens: {agent.get('input_tokens') or 0} in, "
-                         f"{agent.get('output_tokens') or 0} out")
-        if agent.get("cost_usd") is not None:
-            lines.append(f"Cost: ${float(agent['cost_usd']):.4f}")
-        lines.append("Review it, then move this sub-task to Done, or back to In Progress "
-                     "with a comment for a rework.")
-        return "\n".join(lines)
 
     async def _subtask_done(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
         settings, ctx = self.settings, run.ctx

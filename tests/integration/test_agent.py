@@ -165,7 +165,8 @@ async def test_agent_environment_holds_no_secret_even_when_it_tries(tmp_path: Pa
     # The sandbox adds its private TMPDIR and, when it drops root, git's safe.directory.
     sandboxed = {"TMPDIR", "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0"}
     assert set(env) - {"PWD", "SHLVL", "_", "LC_CTYPE"} <= {
-        "PATH", "HOME", "LANG", "MWAI_TASK_FILE", "ANTHROPIC_API_KEY", "HARMLESS", *sandboxed}
+        "PATH", "HOME", "LANG", "MWAI_TASK_FILE", "ANTHROPIC_API_KEY", "HARMLESS",
+        "MWAI_AGENT_RUN", *sandboxed}  # the run's marker (no secret): finds its orphans
     assert env["HOME"] == "/home/sandbox" and env["HOME"] != str(tmp_path)
 
 

@@ -142,9 +142,9 @@ async def test_rework_gets_a_second_commit_on_the_same_branch_and_pr(
     prompts: list[str] = []
 
     async def recording_agent(config: AgentConfig, worktree: Path, prompt: str,
-                              llm: LlmClient | None) -> AgentResult:
+                              llm: LlmClient | None, **options: Any) -> AgentResult:
         prompts.append(prompt)
-        return await agent_run.run_agent(config, worktree, prompt, llm)
+        return await agent_run.run_agent(config, worktree, prompt, llm, **options)
 
     stack = await make_stack(
         plan=ONE_SUBTASK_PLAN,
@@ -377,11 +377,11 @@ async def test_requeue_of_a_failed_run_retries_it_as_the_failure_comment_says(
     calls: list[str] = []
 
     async def flaky_agent(config: AgentConfig, worktree: Path, prompt: str,
-                          llm: LlmClient | None) -> AgentResult:
+                          llm: LlmClient | None, **options: Any) -> AgentResult:
         calls.append(prompt)
         if len(calls) == 1:
             raise PermanentError("agent crashed: out of credits")
-        return await agent_run.run_agent(config, worktree, prompt, llm)
+        return await agent_run.run_agent(config, worktree, prompt, llm, **options)
 
     stack = await make_stack(plan=ONE_SUBTASK_PLAN,
                              make_processor=lambda s: JiraProcessor(s, run_agent=flaky_agent))

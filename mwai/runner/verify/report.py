@@ -6,6 +6,7 @@ printed from the database after the run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,8 @@ def journal_fields(verification: Verification, secrets: Sequence[str]) -> dict[s
             "cost_usd": result.cost_usd, "input_tokens": result.input_tokens,
             "output_tokens": result.output_tokens, "attempts": verification.attempts,
             "checks": check_rows(verification.runs),
-            "checks_summary": summary_line(verification)}
+            "checks_summary": summary_line(verification),
+            "failures": [dataclasses.asdict(f) for f in result.failures]}
 
 
 def check_rows(runs: Iterable[CheckRun]) -> list[dict[str, Any]]:
@@ -88,3 +90,29 @@ def blocked_text(key: str, verification: Verification, in_progress: str) -> str:
         f"missing in a comment, then move {key} back to {in_progress} and assign it to the "
         "AI account.",
     ])
+
+
+def result_comment(branch: str, pr: Mapping[str, Any], pushed: Mapping[str, Any],
+                   agent: Mapping[str, Any]) -> str:
+    """The sub-task's Jira comment once its change is pushed: where it is, the agent's
+    summary, the checks table, time, tokens and cost."""
+    lines = [
+        "mwai pushed a change for this sub-task.",
+        f"Branch: {branch}",
+        f"Pull request: {pr['pr_url']}",
+        f"Commit: {pushed['commit']}",
+    ]
+    if agent.get("summary"):
+        lines += ["Agent summary:", str(agent["summary"])]
+    if agent.get("checks_summary"):
+        lines += [str(agent["checks_summary"]), text_table(agent.get("checks", []))]
+    if agent.get("duration_s") is not None:
+        lines.append(f"Duration: {float(agent['duration_s']):.1f} s")
+    if agent.get("input_tokens") is not None or agent.get("output_tokens") is not None:
+        lines.append(f"Tokens: {agent.get('input_tokens') or 0} in, "
+                     f"{agent.get('output_tokens') or 0} out")
+    if agent.get("cost_usd") is not None:
+        lines.append(f"Cost: ${float(agent['cost_usd']):.4f}")
+    lines.append("Review it, then move this sub-task to Done, or back to In Progress "
+                 "with a comment for a rework.")
+    return "\n".join(lines)
