@@ -217,7 +217,9 @@ async def test_a_denied_tool_blocks_the_subtask_naming_the_tool_and_the_fix(
              Step("finish", text="All done, everything works!")]
     stack = DemoStack(tmp_path / "stack", plan=ONE_SUBTASK_PLAN)
     async with FakeAgentApi(steps=steps, api_key=stack.llm.anthropic_key) as api:
-        stack.settings_changes.update(preset_changes("claude-code", api))
+        # A denial happens in the CLI's own permission mode: unconfined (inside the
+        # sandbox Claude runs with bypassPermissions and nothing is denied).
+        stack.settings_changes.update({**preset_changes("claude-code", api), "sandbox": "off"})
         await stack.start()
         try:
             jira = stack.jira
@@ -263,8 +265,10 @@ async def test_a_timeout_kills_the_whole_tree_a_setsid_command_included(
                       "> /dev/null 2>&1 &\nexec sleep 300\n")
     checks.chmod(0o755)
     async with FakeAgentApi(steps=[Step("shell", command=str(checks))]) as api:
+        # Unconfined (MWAI_SANDBOX=off): the tree kill by mwai alone; inside bubblewrap
+        # the PID namespace ends every process (tests/integration/test_hostile_agent.py).
         settings = make_settings(tmp_path, **{
-            **preset_changes(kind, api), "agent_timeout_s": 12.0,
+            **preset_changes(kind, api), "agent_timeout_s": 12.0, "sandbox": "off",
             "agent_allowed_commands": (str(checks),), "anthropic_api_key": api.api_key})
         config = AgentConfig.of(settings, confined_by_sandbox=confined)
         seen: list[ToolCall] = []
@@ -314,7 +318,9 @@ async def test_tool_calls_show_in_mwai_show_while_the_agent_works(tmp_path: Path
              Step("finish", text="Done.")]
     stack = DemoStack(tmp_path / "stack", plan=ONE_SUBTASK_PLAN)
     async with FakeAgentApi(steps=steps, api_key=stack.llm.anthropic_key) as api:
-        stack.settings_changes.update({**preset_changes("claude-code", api),
+        # Unconfined: the checks script waits for a file of the test's tmp_path, which
+        # the sandbox's private /tmp would hide.
+        stack.settings_changes.update({**preset_changes("claude-code", api), "sandbox": "off",
                                        "agent_allowed_commands": (str(checks),)})
         await stack.start()
         try:
@@ -397,7 +403,9 @@ async def test_codex_sandbox_refusal_is_named_though_its_events_hide_it(
     try:
         steps = [Step("shell", command=f"touch {outside}"), Step("finish", text="Done!")]
         async with FakeAgentApi(steps=steps) as api:
-            config = AgentConfig.of(make_settings(tmp_path, **preset_changes("codex", api)))
+            # Codex's own sandbox refuses only when it is on: unconfined by bubblewrap.
+            config = AgentConfig.of(make_settings(tmp_path, **preset_changes("codex", api),
+                                                  sandbox="off"))
             result = await run_agent(config, worktree.path, "Do it.", None)
         assert result.exit_code == 0 and not outside.exists()
         [failure] = result.failures

@@ -49,6 +49,9 @@ class AgentConfig:
         secrets = tuple((s.name, str(getattr(settings, s.field))) for s in SETTINGS
                         if s.secret and getattr(settings, s.field))
         kind = agent_kind(settings)
+        sandbox = SandboxConfig.of(settings)
+        # Inside bubblewrap the sandbox is the boundary: the CLI's own checks step aside.
+        confined_by_sandbox = confined_by_sandbox or sandbox.enabled
         base_url = settings.agent_base_url or (
             settings.anthropic_base_url if kind == "claude-code" else settings.openai_base_url)
         return cls(command=settings.agent_command, timeout_s=settings.agent_timeout_s,
@@ -56,7 +59,7 @@ class AgentConfig:
                    max_change_bytes=settings.agent_max_change_bytes,
                    prompt_max_chars=settings.prompt_max_chars,
                    pass_env=settings.agent_pass_env, secrets=secrets,
-                   sandbox=SandboxConfig.of(settings), kind=kind,
+                   sandbox=sandbox, kind=kind,
                    program=settings.agent_program, model=settings.agent_model,
                    max_turns=settings.agent_max_turns, base_url=base_url,
                    allowed_commands=settings.agent_allowed_commands,

@@ -113,11 +113,17 @@ async def run_agent(
         if sandbox is None:
             return await run_command(config, argv, worktree, prompt, env, kill_grace_s,
                                      stream=stream, on_tool=on_tool)
-        # The agent keeps the network: it must reach its model API.
-        confined = sandbox.wrap(argv, cwd=worktree, network=True, readable=[task_dir])
+        # The agent keeps the network: it must reach its model API. A preset's CLI
+        # keeps its own HOME (its config, session log and temporary files), writable.
+        home = task_dir / "home"
+        writable = [home] if config.kind in PRESETS else []
+        confined = sandbox.wrap(argv, cwd=worktree, network=True, readable=[task_dir],
+                                writable=writable)
+        inner = sandbox.environment(env)
+        if writable:
+            inner.update({name: env[name] for name in ("HOME", "TMPDIR") if name in env})
         async with sandbox.lend(worktree, task_dir):
-            return await run_command(config, confined, worktree, prompt,
-                                     sandbox.environment(env), kill_grace_s,
+            return await run_command(config, confined, worktree, prompt, inner, kill_grace_s,
                                      sandbox.config.max_output_bytes,
                                      stream=stream, on_tool=on_tool)
     finally:

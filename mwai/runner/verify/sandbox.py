@@ -158,8 +158,9 @@ class Sandbox:
         return self._tools
 
     def wrap(self, argv: Sequence[str], *, cwd: Path, network: bool,
-             readable: Sequence[Path] = ()) -> list[str]:
-        """``argv`` confined: ``cwd`` writable, ``readable`` read-only, the rest as above."""
+             readable: Sequence[Path] = (), writable: Sequence[Path] = ()) -> list[str]:
+        """``argv`` confined: ``cwd`` and ``writable`` writable, ``readable`` read-only,
+        the rest as above."""
         if not self.config.enabled:
             return list(argv)
         tools = self.tools()
@@ -182,7 +183,8 @@ class Sandbox:
         for path in hidden:  # a private directory inside a shown one stays hidden
             if any(_inside(path, s) and path != s for s in shown):
                 args += ["--tmpfs", path]
-        args += _parents(workdir, empty) + ["--bind", workdir, workdir]
+        for path in [workdir, *(os.path.abspath(p) for p in writable)]:
+            args += _parents(path, empty) + ["--bind", path, path]
         args += ["--perms", "0777", "--dir", SANDBOX_HOME, "--chdir", workdir,
                  "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                  "--die-with-parent", "--new-session"]
