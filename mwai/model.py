@@ -65,6 +65,7 @@ class LostRun:
     issue_key: str
     outcome: str  # queued | failed | cancelled | superseded
     worker: str | None
+    error: str | None = None  # why it failed or was cancelled
 
 
 # ------------------------------------------------------------------ reads
@@ -250,3 +251,6 @@ class StatusChange:
     history_id: int  # Jira numbers history entries in the order they were made
     author_account_id: str | None
     to_status: str
+    # "status", or "assignee" (then to_status is the new assignee's accountId): what
+    # changed, so a resumed run can tell whether a person acted since it began.
+    field: str = "status"

@@ -135,8 +135,10 @@ def parse_comment(document: Any) -> Comment | None:
     )
 
 
-def parse_status_changes(histories: Any) -> list[StatusChange]:
-    """The status moves in a list of Jira history entries, in the order Jira made them."""
+def parse_status_changes(histories: Any, fields: tuple[str, ...] = ("status",)
+                         ) -> list[StatusChange]:
+    """The moves (status, and assignee when asked) in a list of Jira history entries, in
+    the order Jira made them. An assignee change carries the new accountId."""
     changes: list[StatusChange] = []
     for history in histories if isinstance(histories, list) else []:
         history = _dict(history)
@@ -144,9 +146,11 @@ def parse_status_changes(histories: Any) -> list[StatusChange]:
         items = history.get("items")
         for item in items if isinstance(items, list) else []:
             item = _dict(item)
-            if item.get("field") == "status" and history_id.isdigit():
+            name = item.get("field")
+            if name in fields and history_id.isdigit():
+                to = item.get("toString") if name == "status" else item.get("to")
                 changes.append(StatusChange(int(history_id), _user_id(history.get("author")),
-                                            str(item.get("toString") or "")))
+                                            str(to or ""), str(name)))
     return sorted(changes, key=lambda change: change.history_id)
 
 
@@ -324,8 +328,9 @@ class JiraClient:
             f"available transitions are {available}. Fix the workflow or the JIRA_STATUS_* "
             "settings")
 
-    async def status_changes(self, key: str) -> list[StatusChange]:
-        """Every status move of the issue with who made it, oldest first.
+    async def status_changes(self, key: str, fields: tuple[str, ...] = ("status",)
+                             ) -> list[StatusChange]:
+        """Every status move (and assignee change, when asked) with who made it, oldest first.
 
         Cloud pages through the issue's changelog; Data Center has no such resource
         (REST v2 there), so v2 reads the whole history with ``expand=changelog``.
@@ -333,7 +338,8 @@ class JiraClient:
         if self.api_version == "2":
             document = _dict(await self._get_json(
                 self._path("issue", key), {"fields": "status", "expand": "changelog"}))
-            return parse_status_changes(_dict(document.get("changelog")).get("histories"))
+            return parse_status_changes(_dict(document.get("changelog")).get("histories"),
+                                        fields)
         histories: list[Any] = []
         for _ in range(MAX_PAGES):
             page = _dict(await self._get_json(
@@ -346,7 +352,7 @@ class JiraClient:
             if not values or page.get("isLast") is True or (
                     isinstance(total, int) and len(histories) >= total):
                 break
-        return parse_status_changes(histories)
+        return parse_status_changes(histories, fields)
 
     async def assign(self, key: str, account_id: str | None) -> None:
         """Assign by accountId; None unassigns."""

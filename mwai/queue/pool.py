@@ -27,7 +27,7 @@ from mwai import telemetry
 from mwai.backoff import backoff_s
 from mwai.errors import StoreError, TransientError
 from mwai.logs import WORKERS_LOGGER, log_context
-from mwai.model import ClaimedRun
+from mwai.model import ClaimedRun, LostRun
 from mwai.queue import clock
 from mwai.queue.processor import Processor, RunContext, RunObserver
 from mwai.queue.store import Store
@@ -88,12 +88,16 @@ class WorkerPool:
         config: PoolConfig,
         recovery_checkin: PeriodicCheckin,
         observer: RunObserver | None = None,
+        on_lost_failed: Callable[[LostRun], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.processor = processor
         self.config = config
         self.size = config.workers
         self.observer = observer
+        # Told of a run lease recovery failed for good (the composition root wires the
+        # processor's report: a run never fails without saying so where people look).
+        self._on_lost_failed = on_lost_failed
         # Sentry's cron monitor of lease recovery (a no-op without SENTRY_DSN).
         self._recovery_checkin = recovery_checkin
         self._workers: list[asyncio.Task[None]] = []
@@ -132,10 +136,12 @@ class WorkerPool:
 
     async def start(self) -> None:
         await self.store.register_process()
-        for lost in await self.store.recover_dead_processes(self.config.max_attempts):
+        dead = await self.store.recover_dead_processes(self.config.max_attempts)
+        for lost in dead:
             log.warning("Recovered run of a dead process", extra={
                 "run_id": lost.run_id, "issue_key": lost.issue_key, "outcome": lost.outcome,
                 "lost_worker": lost.worker})
+        await self._report_lost_failed(dead)
         await self._recover_once()
         # Optional hook: the Jira flow removes worktrees a crash left behind.
         processor_start = getattr(self.processor, "start", None)
@@ -401,6 +407,17 @@ class WorkerPool:
         requeued = sum(1 for item in lost if item.outcome == "queued")
         if requeued:
             self.notify(requeued)
+        await self._report_lost_failed(lost)
+
+    async def _report_lost_failed(self, lost: list[LostRun]) -> None:
+        for item in lost:
+            if item.outcome != "failed" or self._on_lost_failed is None:
+                continue
+            try:
+                await self._on_lost_failed(item)
+            except Exception as exc:  # reporting must not stop recovery
+                log.error("Could not report a run failed by lease recovery", extra={
+                    "run_id": item.run_id, "error": describe_error(exc)})
 
     async def _cancel_loop(self) -> None:
         while True:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -30,8 +31,10 @@ from mwai.clients.jira import JiraClient, JiraConfig
 from mwai.clients.llm import LlmClient, LlmConfig, make_llm
 from mwai.errors import PermanentError, TransientError
 from mwai.logs import FLOW_LOGGER
-from mwai.model import Comment, Issue
+from mwai.model import ClaimedRun, Comment, Issue, LostRun
+from mwai.queue.clock import now_s
 from mwai.queue.processor import RunContext
+from mwai.queue.store import Store
 from mwai.runner.agent import run as agent_module
 from mwai.runner.agent.config import AgentConfig
 from mwai.runner.agent.output import AgentResult
@@ -39,10 +42,16 @@ from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.git import GitWorkspace, Worktree
 from mwai.runner.journal import RunJournal
 from mwai.runner.names import branch_name
-from mwai.runner.planner import PLAN_MARKER, find_latest_plan, format_plan_comment, write_plan
+from mwai.runner.planner import (
+    PLAN_MARKER,
+    PlannedSubtask,
+    find_latest_plan,
+    format_plan_comment,
+    write_plan,
+)
 from mwai.runner.repos import RepoConfig, RepoSources, resolve_repo
 from mwai.runner.router import Action, Decision, RoutingRules, approval, route, same_status
-from mwai.runner.updates import IssueUpdates, UpdatesConfig
+from mwai.runner.updates import SUMMARY_MAX_CHARS, IssueUpdates, UpdatesConfig, result_text
 from mwai.scrub import scrub
 from mwai.settings import Settings
 
@@ -50,7 +59,6 @@ log = logging.getLogger(FLOW_LOGGER)
 
 RUN_TRAILER = "Mwai-Run"
 DONE_MARKER = "[mwai-done]"
-SUMMARY_MAX_CHARS = 1500
 T = TypeVar("T")
 AgentRunner = Callable[[AgentConfig, Any, str, LlmClient | None], Awaitable[AgentResult]]
 
@@ -164,6 +172,7 @@ class JiraProcessor:
 
     async def process(self, ctx: RunContext) -> None:
         run = await RunJournal.load(ctx)
+        run.in_flight_s = self.settings.http_timeout_s
         try:
             run.step = "start the processor (clients, stale worktrees)"
             await self._start()
@@ -189,21 +198,32 @@ class JiraProcessor:
         issue = await self.jira.get_issue(ctx.run.issue_key)
         rules = RoutingRules.of(self.settings)
         decision = route(issue, rules)
-        if decision.action is Action.START:
-            run.step = "read who approved the plan (the issue's history)"
-            decision = approval(decision, issue, await self.jira.status_changes(issue.key),
-                                rules)
         resumed = run.earlier_action if set(run.done) - {"agent"} else None
+        changes = []  # who changed the issue: the approval, and what a resumed run sees
+        if decision.action is not Action.NOOP or resumed not in (None, Action.NOOP.value):
+            run.step = "read the issue's history (who changed it)"
+            changes = await self.jira.status_changes(issue.key, ("status", "assignee"))
+        if decision.action is Action.START:
+            decision = approval(decision, issue, [c for c in changes if c.field == "status"],
+                                rules)
         if resumed not in (None, Action.NOOP.value, decision.action.value):
-            # An earlier attempt began this action and moved the issue on half-way (or
-            # failed and handed the issue to the human, and an operator requeued the
-            # run): finish that action instead of re-deciding from the changed state.
-            decision = Decision(Action(resumed), f"resuming {resumed} begun by an earlier "
-                                                 f"attempt (issue now: {decision.reason})")
+            people = run.people_since(changes, self.settings.jira_ai_account_id)
+            if people:
+                # A person moved the issue on after the earlier attempt began: what they
+                # did is newer than the half-done action, which must not undo it.
+                await ctx.event("Not resuming: a person changed the issue since", level=
+                                "warning", resumed=resumed, changed_by=people)
+            else:
+                # An earlier attempt began this action and moved the issue on half-way
+                # (or failed and handed the issue to the human, and an operator requeued
+                # the run): finish that action instead of re-deciding from the changed state.
+                decision = Decision(Action(resumed), f"resuming {resumed} begun by an earlier "
+                                                     f"attempt (issue now: {decision.reason})")
         run.action = decision.action
         await ctx.record(action=decision.action.value)
         await ctx.event(f"Action: {decision.action.value}", action=decision.action.value,
-                        reason=decision.reason, status=issue.status)
+                        reason=decision.reason, status=issue.status,
+                        history_seen=max((c.history_id for c in changes), default=0))
         handlers = {
             Action.PLAN: self._plan,
             Action.START: self._start_subtasks,
@@ -226,6 +246,15 @@ class JiraProcessor:
         await run.ctx.record(cost_usd=usage.cost_usd, input_tokens=usage.input_tokens,
                              output_tokens=usage.output_tokens)
 
+    async def report_lost(self, store: Store, lost: LostRun) -> None:
+        """Lease recovery failed a run for good: say so on the issue, as any failure."""
+        await self._start()
+        claimed = ClaimedRun(lost.run_id, lost.issue_key, 0, "{}", 0.0, 0.0, 0, None, None,
+                             None, None, lost.worker or "", now_s())
+        run = await RunJournal.load(RunContext(run=claimed, store=store, notify=lambda _: None))
+        run.action = Action(run.earlier_action) if run.earlier_action else None
+        await self._report_failure(run, f"lease recovery: {lost.error or 'worker lost'}")
+
     async def _report_failure(self, run: RunJournal, error: str) -> None:
         if self._jira is not None:  # else the processor failed before it had a Jira client
             await self.updates.report_failure(run, error)
@@ -240,7 +269,7 @@ class JiraProcessor:
         run.step = "read the comments"
         comments = await self.jira.get_comments(issue.key)
 
-        async def post_plan() -> dict[str, Any]:
+        def posted_plan(comments: list[Comment]) -> dict[str, Any] | None:
             last = comments[-1] if comments else None
             if last and last.author_account_id == settings.jira_ai_account_id \
                     and PLAN_MARKER in last.body:
@@ -248,6 +277,15 @@ class JiraProcessor:
                 if plan is not None:  # posted by an earlier run, nothing new since
                     return {"comment_id": last.id, "found": True,
                             "subtasks": len(plan.subtasks), "only_questions": plan.only_questions}
+            return None
+
+        async def find_plan() -> dict[str, Any] | None:
+            return posted_plan(await self.jira.get_comments(issue.key))
+
+        async def post_plan() -> dict[str, Any]:
+            found = posted_plan(comments)
+            if found is not None:
+                return found
             assert self._llm is not None
             run.step = "write the plan (LLM)"
             plan, replies = await write_plan(self._llm, issue, comments,
@@ -261,7 +299,8 @@ class JiraProcessor:
                     "input_tokens": sum(r.input_tokens for r in replies),
                     "output_tokens": sum(r.output_tokens for r in replies)}
 
-        posted = await run.once("plan_comment", f"Plan posted on {issue.key}", post_plan)
+        posted = await run.once("plan_comment", f"Plan posted on {issue.key}", post_plan,
+                                find=find_plan)
         target = (settings.jira_status_blocked if posted.get("only_questions")
                   else settings.jira_status_plan_review)
         await self.updates.transition(run, issue.key, target, "plan_transition")
@@ -292,16 +331,14 @@ class JiraProcessor:
                         previous = await run.journal(step, f"Sub-task {match.key} already "
                                                      "exists", key=match.key, found=True)
                     else:
-                        run.step = step
-                        key = await self.jira.create_subtask(parent, planned.summary,
-                                                             planned.description)
-                        previous = await run.journal(step, f"Sub-task {key} created",
-                                                     key=key, summary=planned.summary)
-                        created.append(key)
+                        previous = await self._create_subtask(run, parent, planned, step,
+                                                              [s.key for s in available])
+                        if not previous.get("found"):
+                            created.append(str(previous["key"]))
                 keys.append(str(previous["key"]))
                 available = [s for s in available if s.key != previous["key"]]
-            for key in keys:
-                await self.updates.assign(run, key, settings.jira_ai_account_id, f"assign_{key}")
+            # Only the sub-task it starts is assigned (start_next): the others wait
+            # unassigned, and one under review or done stays with its reviewer.
             run.step = "list the sub-tasks"
             siblings = await self.jira.list_subtasks(parent.key)
             started = await self.updates.start_next(run, siblings, current_key=None,
@@ -314,6 +351,21 @@ class JiraProcessor:
                                  "request for this ticket.")
                 await self.updates.comment(run, parent.key, "\n".join(lines), "start_comment",
                                            comments)
+
+    async def _create_subtask(self, run: RunJournal, parent: Issue, planned: PlannedSubtask,
+                              step: str, known: list[str]) -> dict[str, Any]:
+        """Create one planned sub-task; after a restart, first look for the one a killed
+        attempt asked for (its request may have landed after the listing)."""
+        async def find() -> dict[str, Any] | None:
+            for sub in await self.jira.list_subtasks(parent.key):
+                if sub.key not in known and sub.summary.strip() == planned.summary.strip():
+                    return {"key": sub.key, "summary": planned.summary}
+            return None
+
+        async def create() -> dict[str, Any]:
+            key = await self.jira.create_subtask(parent, planned.summary, planned.description)
+            return {"key": key, "summary": planned.summary}
+        return await run.once(step, "Sub-task created", create, find=find)
 
     async def _execute(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
         settings, ctx = self.settings, run.ctx
@@ -335,7 +387,7 @@ class JiraProcessor:
             pr = await self._open_pr(run, parent, repo, branch)
             await ctx.record(pr_url=pr["pr_url"])
             updates = self.updates
-            await updates.comment(run, sub.key, self._result_text(branch, pr, pushed, agent),
+            await updates.comment(run, sub.key, result_text(branch, pr, pushed, agent),
                                   "result_comment", comments)
             await updates.transition(run, sub.key, settings.jira_status_in_testing,
                                      "execute_transition")
@@ -348,7 +400,8 @@ class JiraProcessor:
         """Agent -> commit -> push in a fresh worktree; None when there is nothing to push."""
         run.step = "prepare the worktree"
         self.git.use_token(await self.github.token())
-        worktree = await self.git.prepare(repo, branch, run.id)
+        worktree = await self.git.prepare(repo, branch, run.id,
+                                          f"{run.ctx.run.attempts}-{secrets.token_hex(3)}")
         try:
             sha = await self._pushed_by_this_run(worktree, run.ids)
             if sha is not None:
@@ -358,11 +411,11 @@ class JiraProcessor:
             result = await self._run_agent(AgentConfig.of(self.settings), worktree.path, prompt,
                                            self._llm)
             run.usage.add(result.cost_usd, result.input_tokens, result.output_tokens)
-            secrets = self.settings.secret_values()
+            hidden = self.settings.secret_values()
             await run.journal("agent", f"Agent finished (exit {result.exit_code})",
                               exit_code=result.exit_code, duration_s=round(result.duration_s, 3),
-                              summary=scrub(result.summary[:SUMMARY_MAX_CHARS], secrets),
-                              output_tail=scrub(result.output[-2000:], secrets),
+                              summary=scrub(result.summary[:SUMMARY_MAX_CHARS], hidden),
+                              output_tail=scrub(result.output[-2000:], hidden),
                               cost_usd=result.cost_usd,
                               input_tokens=result.input_tokens,
                               output_tokens=result.output_tokens)
@@ -372,10 +425,11 @@ class JiraProcessor:
                 message = f"{sub.key}: {sub.summary}\n\n{RUN_TRAILER}: {run.id}\n"
                 sha = await self.git.commit_all(worktree, message)
             if sha is None:
-                await self._blocked(run, sub, result, comments)
+                await self.updates.blocked(run, sub, result, comments)
                 return None
             run.step = "push"
-            await self.git.push(worktree)
+            ids = "|".join(str(run_id) for run_id in run.ids)
+            sha = await self.git.push(worktree, f"^{RUN_TRAILER}: ({ids})$")
             return await run.journal("push", f"Pushed {sha[:12]} to {branch}", commit=sha,
                                      branch=branch)
         finally:
@@ -392,21 +446,6 @@ class JiraProcessor:
         ids = "|".join(str(run_id) for run_id in run_ids)
         return await self.git.find_commit(worktree, f"^{RUN_TRAILER}: ({ids})$")
 
-    async def _blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
-                       comments: list[Comment]) -> None:
-        settings = self.settings
-        last = (result.summary or result.output[-SUMMARY_MAX_CHARS:]).strip() or "(no output)"
-        why = ("the agent finished without changing any file" if result.exit_code == 0
-               else f"the agent exited with code {result.exit_code}; nothing was committed")
-        text = (f"mwai did not commit anything for {sub.key}: {why}.\n"
-                f"The agent's last message:\n{last[:SUMMARY_MAX_CHARS]}\n\n"
-                f"Add what is missing in a comment, then move {sub.key} back to "
-                f"{settings.jira_status_in_progress} and assign it to the AI account.")
-        updates = self.updates
-        await updates.comment(run, sub.key, text, "blocked_comment", comments)
-        await updates.transition(run, sub.key, settings.jira_status_blocked, "blocked_transition")
-        await updates.assign(run, sub.key, settings.jira_human_account_id, "blocked_assign")
-
     async def _open_pr(self, run: RunJournal, parent: Issue, repo: RepoConfig,
                        branch: str) -> dict[str, Any]:
         async def open_pr() -> dict[str, Any]:
@@ -422,28 +461,6 @@ class JiraProcessor:
                 body, draft=True)
             return {"pr_url": pr.url, "pr_number": pr.number, "created": created}
         return await run.once("pull_request", "Pull request opened or updated", open_pr)
-
-    @staticmethod
-    def _result_text(branch: str, pr: dict[str, Any], pushed: dict[str, Any],
-                     agent: dict[str, Any]) -> str:
-        lines = [
-            "mwai pushed a change for this sub-task.",
-            f"Branch: {branch}",
-            f"Pull request: {pr['pr_url']}",
-            f"Commit: {pushed['commit']}",
-        ]
-        if agent.get("summary"):
-            lines += ["Agent summary:", str(agent["summary"])]
-        if agent.get("duration_s") is not None:
-            lines.append(f"Duration: {float(agent['duration_s']):.1f} s")
-        if agent.get("input_tokens") is not None or agent.get("output_tokens") is not None:
-            lines.append(f"Tokens: {agent.get('input_tokens') or 0} in, "
-                         f"{agent.get('output_tokens') or 0} out")
-        if agent.get("cost_usd") is not None:
-            lines.append(f"Cost: ${float(agent['cost_usd']):.4f}")
-        lines.append("Review it, then move this sub-task to Done, or back to In Progress "
-                     "with a comment for a rework.")
-        return "\n".join(lines)
 
     async def _subtask_done(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
         settings, ctx = self.settings, run.ctx

@@ -18,6 +18,7 @@ from mwai.clients.jira import JiraClient
 from mwai.logs import FLOW_LOGGER
 from mwai.model import Comment, Issue
 from mwai.queue.writes import dumps
+from mwai.runner.agent.output import AgentResult
 from mwai.runner.journal import RunJournal, run_marker
 from mwai.runner.router import Action, same_status
 from mwai.scrub import scrub
@@ -27,6 +28,7 @@ from mwai.settings import Settings
 log = logging.getLogger(FLOW_LOGGER)
 
 ERROR_MAX_CHARS = 600
+SUMMARY_MAX_CHARS = 1500
 
 
 @dataclass(frozen=True)
@@ -77,17 +79,44 @@ class IssueUpdates:
     async def comment(self, run: RunJournal, key: str, text: str, step: str,
                       existing: list[Comment] | None = None, marker: str | None = None
                       ) -> dict[str, Any]:
-        """Post a comment once: not if this run journaled it or Jira already shows it."""
-        async def post() -> dict[str, Any]:
-            ai = self.config.ai_account_id
-            for comment in existing or []:
-                ours = marker in comment.body if marker else run.marked(comment.body)
-                if ours and comment.author_account_id in (ai, None):
+        """Post a comment once: not if this run journaled it or Jira already shows it
+        (after a restart, read again once a request of the killed attempt can no longer
+        land)."""
+        ai = self.config.ai_account_id
+
+        def ours(comments: list[Comment]) -> dict[str, Any] | None:
+            for comment in comments:
+                mine = marker in comment.body if marker else run.marked(comment.body)
+                if mine and comment.author_account_id in (ai, None):
                     return {"issue_key": key, "comment_id": comment.id, "found": True}
+            return None
+
+        async def find() -> dict[str, Any] | None:
+            return ours(await self.jira.get_comments(key))
+
+        async def post() -> dict[str, Any]:
+            found = ours(existing or [])
+            if found is not None:
+                return found
             body = text if marker else f"{text}\n{run_marker(run.id)}"
             body = scrub(body, self.config.secrets)
             return {"issue_key": key, "comment_id": await self.jira.add_comment(key, body)}
-        return await run.once(step, f"Comment posted on {key}", post)
+        return await run.once(step, f"Comment posted on {key}", post, find=find)
+
+    async def blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
+                      comments: list[Comment]) -> None:
+        """The agent committed nothing: say why on the sub-task and hand it to the human."""
+        config = self.config
+        last = (result.summary or result.output[-SUMMARY_MAX_CHARS:]).strip() or "(no output)"
+        why = ("the agent finished without changing any file" if result.exit_code == 0
+               else f"the agent exited with code {result.exit_code}; nothing was committed")
+        text = (f"mwai did not commit anything for {sub.key}: {why}.\n"
+                f"The agent's last message:\n{last[:SUMMARY_MAX_CHARS]}\n\n"
+                f"Add what is missing in a comment, then move {sub.key} back to "
+                f"{config.status_in_progress} and assign it to the AI account.")
+        await self.comment(run, sub.key, text, "blocked_comment", comments)
+        await self.transition(run, sub.key, config.status_blocked, "blocked_transition")
+        await self.assign(run, sub.key, config.human_account_id, "blocked_assign")
 
     async def start_next(self, run: RunJournal, siblings: list[Issue], current_key: str | None,
                          candidates: list[str] | None = None) -> str | None:
@@ -99,18 +128,27 @@ class IssueUpdates:
         config = self.config
         started = (config.status_in_progress, config.status_in_testing,
                    config.status_done, config.status_blocked)
-        busy = [s.key for s in siblings if s.key != current_key
+        busy = [s for s in siblings if s.key != current_key
                 and same_status(s.status, config.status_in_progress)]
-        if busy:
+        # One this run (or a killed attempt of it) began to start: finish starting it,
+        # unless a person has taken it meanwhile.
+        half = [s for s in busy if (f"start_{s.key}" in run.intents
+                                    or run.result(f"start_{s.key}") is not None)
+                and run.result(f"enqueue_{s.key}") is None
+                and s.assignee_account_id in (None, config.ai_account_id)]
+        if busy and not half:
             await run.ctx.event("Next sub-task not started: another one is in progress",
-                                in_progress=busy)
+                                in_progress=[s.key for s in busy])
             return None
-        following = next((s for s in siblings if s.key != current_key
-                          and (candidates is None or s.key in candidates)
-                          and not any(same_status(s.status, name) for name in started)), None)
+        following = half[0] if half else next(
+            (s for s in siblings if s.key != current_key
+             and (candidates is None or s.key in candidates)
+             and not any(same_status(s.status, name) for name in started)), None)
         if following is None:
             return None
         key = following.key
+        if run.result(f"start_{key}") is None and f"start_{key}" not in run.intents:
+            await run.ctx.event(f"Intent: start_{key}", intent=f"start_{key}")
         await self.transition(run, key, config.status_in_progress, f"start_{key}")
         if following.assignee_account_id != config.ai_account_id:
             await self.assign(run, key, config.ai_account_id, f"start_assign_{key}")
@@ -148,3 +186,26 @@ class IssueUpdates:
         except Exception as exc:  # the original error matters more than this one
             log.warning("Could not report the failure on Jira", extra={
                 "error": scrub(str(exc), self.config.secrets)})
+
+
+def result_text(branch: str, pr: dict[str, Any], pushed: dict[str, Any],
+                agent: dict[str, Any]) -> str:
+    """The sub-task's comment after a push: where the change is and how to review it."""
+    lines = [
+        "mwai pushed a change for this sub-task.",
+        f"Branch: {branch}",
+        f"Pull request: {pr['pr_url']}",
+        f"Commit: {pushed['commit']}",
+    ]
+    if agent.get("summary"):
+        lines += ["Agent summary:", str(agent["summary"])]
+    if agent.get("duration_s") is not None:
+        lines.append(f"Duration: {float(agent['duration_s']):.1f} s")
+    if agent.get("input_tokens") is not None or agent.get("output_tokens") is not None:
+        lines.append(f"Tokens: {agent.get('input_tokens') or 0} in, "
+                     f"{agent.get('output_tokens') or 0} out")
+    if agent.get("cost_usd") is not None:
+        lines.append(f"Cost: ${float(agent['cost_usd']):.4f}")
+    lines.append("Review it, then move this sub-task to Done, or back to In Progress "
+                 "with a comment for a rework.")
+    return "\n".join(lines)

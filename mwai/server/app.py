@@ -15,6 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -298,8 +299,11 @@ def _service_ctx(processor: Processor | None) -> Callable[[web.Application],
         app_metrics = app[metrics.METRICS_KEY]
         checkin = telemetry.PeriodicCheckin(settings, "lease-recovery",
                                             settings.recovery_interval_s)
+        jira_flow = chosen if isinstance(chosen, JiraProcessor) else None
         pool = WorkerPool(store, chosen, PoolConfig.of(settings), checkin,
-                          observer=app_metrics)
+                          observer=app_metrics,
+                          on_lost_failed=partial(jira_flow.report_lost, store)
+                          if jira_flow else None)
         app_metrics.bind_pool(pool)
         # Tasks started from here on (the workers, their runs) inherit it: the API
         # clients of the processor count their calls without being handed the metrics.
