@@ -233,6 +233,7 @@ class Issue:
     project_key: str
     labels: tuple[str, ...]
     subtask_keys: tuple[str, ...]
+    updated: str = ""  # ISO 8601 as Jira gives it, when asked for (search)
 
 
 @dataclass(frozen=True, slots=True)

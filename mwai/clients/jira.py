@@ -118,6 +118,7 @@ def parse_issue(document: Any) -> Issue:
             sub["key"] for sub in subtasks if isinstance(sub, dict) and isinstance(
                 sub.get("key"), str)
         ) if isinstance(subtasks, list) else (),
+        updated=str(fields.get("updated") or ""),
     )
 
 
@@ -202,6 +203,39 @@ class JiraClient:
     async def get_issue(self, key: str) -> Issue:
         document = await self._get_json(self._path("issue", key), {"fields": ISSUE_FIELDS})
         return parse_issue(document)
+
+    async def search(self, jql: str, max_issues: int = 1000) -> list[Issue]:
+        """Issues matching ``jql``, with their ``updated`` time, at most ``max_issues``.
+
+        Cloud: POST /rest/api/3/search/jql, paged by ``nextPageToken`` (the older
+        /search with startAt is gone there); Data Center: POST /rest/api/2/search.
+        """
+        fields = [*ISSUE_FIELDS.split(","), "updated"]
+        issues: list[Issue] = []
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            body: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": self.page_size}
+            if self.api_version == "3":
+                body.update({"nextPageToken": token} if token else {})
+                path = self._path("search", "jql")
+            else:
+                body["startAt"] = len(issues)
+                path = self._path("search")
+            page = _dict((await self.api.request("POST", path, json=body)).json())
+            items = page.get("issues")
+            items = items if isinstance(items, list) else []
+            issues += [parse_issue(item) for item in items]
+            next_token = page.get("nextPageToken")
+            total = page.get("total")
+            if not items or len(issues) >= max_issues or page.get("isLast") is True:
+                break
+            if self.api_version == "3":
+                if not isinstance(next_token, str) or not next_token:
+                    break
+                token = next_token
+            elif isinstance(total, int) and len(issues) >= total:
+                break
+        return issues[:max_issues]
 
     async def list_subtasks(self, parent_key: str) -> list[Issue]:
         """The parent's sub-tasks, read one by one (full fields), ordered by key number."""
@@ -315,10 +349,16 @@ class JiraClient:
         for transition in transitions:
             target = _dict(transition.get("to"))
             if str(target.get("name", "")).casefold() == status_name.casefold():
-                await self.api.request(
-                    "POST", self._path("issue", key, "transitions"),
-                    json={"transition": {"id": str(transition.get("id"))}},
-                    expect_json=False)
+                try:
+                    await self.api.request(
+                        "POST", self._path("issue", key, "transitions"),
+                        json={"transition": {"id": str(transition.get("id"))}},
+                        expect_json=False)
+                except PermanentError:
+                    # A retry of a request that timed out but was applied is refused
+                    # (the issue is there already): that is success, not an error.
+                    if (await self.get_issue(key)).status.casefold() != status_name.casefold():
+                        raise
                 return
         available = ", ".join(
             f"'{t.get('name')}' -> {_dict(t.get('to')).get('name')}" for t in transitions

@@ -156,7 +156,7 @@ class RunJournal:
                 found = await find()
                 if found is not None:
                     return await self.journal(step, f"{message} (found after a restart)",
-                                              found=True, **found)
+                                              **{**found, "found": True})
             await self.ctx.event(f"Intent: {step}", intent=step)
         return await self.journal(step, message, **(await action() or {}))
 

@@ -34,6 +34,7 @@ from mwai.queue.store import Store
 from mwai.runner.flow import JiraProcessor
 from mwai.server import metrics, openapi, ratelimit, sdnotify
 from mwai.server import webhook as wh
+from mwai.server.reconcile import Reconciler
 from mwai.settings import Settings
 
 log = logging.getLogger(WEB_LOGGER)
@@ -41,6 +42,7 @@ log = logging.getLogger(WEB_LOGGER)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", Store)
 POOL_KEY = web.AppKey("pool", WorkerPool)
+RECONCILER_KEY = web.AppKey("reconciler", Reconciler)
 STARTED_KEY = web.AppKey("started_monotonic", float)
 RATE_LIMIT_KEY = web.AppKey("rate_limiter", ratelimit.RateLimiter)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
@@ -316,7 +318,15 @@ def _service_ctx(processor: Processor | None) -> Callable[[web.Application],
             await chosen.close()
             await store.close()
             raise
+        catch_up = None
+        if jira_flow is not None and settings.reconcile_interval_s > 0:
+            reconciler = Reconciler(settings, store, jira_flow.jira, pool.notify)
+            app[RECONCILER_KEY] = reconciler
+            catch_up = asyncio.create_task(reconciler.run_forever(), name="mwai-reconcile")
         yield
+        if catch_up is not None:
+            catch_up.cancel()
+            await asyncio.gather(catch_up, return_exceptions=True)
         await pool.stop()
         await chosen.close()
         await store.close()
