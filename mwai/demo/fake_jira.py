@@ -207,7 +207,8 @@ class FakeJira(JiraSite, LoopbackServer):
         record = RequestRecord(request.method, request.path, dict(request.query), document,
                                self._auth_ok(request))
         self.requests.append(record)
-        response = await self._answer(request, handler, record, bad_json)
+        # Shielded: like a real server, it acts on a request it got even if the client died.
+        response = await asyncio.shield(self._answer(request, handler, record, bad_json))
         record.status = response.status
         return response
 

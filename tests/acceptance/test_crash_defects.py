@@ -9,7 +9,6 @@ nothing a person did is undone.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
@@ -92,7 +91,7 @@ async def test_start_finishes_starting_a_subtask_it_moved_before_the_kill(
 @pytest.mark.parametrize("in_flight", ["plan comment", "sub-task"])
 async def test_a_request_in_flight_at_the_kill_is_not_repeated_when_it_lands_later(
         tmp_path: Path, in_flight: str) -> None:
-    async with CrashStack(tmp_path, MWAI_HTTP_TIMEOUT_S="3") as stack:
+    async with CrashStack(tmp_path, MWAI_HTTP_TIMEOUT_S="6") as stack:
         jira = stack.jira
         first = await stack.start()
         parent = jira.create_issue(project="DEMO", summary="Greet users by name")
@@ -103,7 +102,7 @@ async def test_a_request_in_flight_at_the_kill_is_not_repeated_when_it_lands_lat
             assert first_plan
             match = "POST /rest/api/3/issue"
         # Acted on only after the kill, and after the restart read the issue.
-        jira.slow_next(1, delay_s=2.5, match=match)
+        jira.slow_next(1, delay_s=4.5, match=match)
         posted = len(jira.calls("POST", match.split(" ", 1)[1]))
         if in_flight == "plan comment":
             jira.human_assign(parent, jira.ai_account_id)
@@ -120,7 +119,8 @@ async def test_a_request_in_flight_at_the_kill_is_not_repeated_when_it_lands_lat
             await wait_until("the sub-task in testing", lambda: any(
                 s.status == "In Testing" for s in jira.subtasks_of(parent)), service=second)
         await wait_until("mwai idle", lambda: stack.idle(second), service=second)
-        await asyncio.sleep(0)  # the fake has answered every request by now (idle)
+        await wait_until("the fake done with every request (the killed one's too)",
+                         lambda: all(r.status for r in jira.requests))
         assert len([c for c in jira.comments_of(parent) if PLAN_MARKER in c]) == 1
         summaries = [s.summary for s in jira.subtasks_of(parent)]
         if in_flight == "plan comment":
@@ -191,39 +191,45 @@ async def test_a_push_that_lost_the_race_to_a_killed_attempts_push_is_not_a_fail
     # The killed mwai's push outlives it (git runs in its own session) and lands while
     # the restarted run pushes the same change: origin keeps one commit, the run goes on.
     hook = tmp_path / "origin.git" / "hooks" / "pre-receive"
-    async with CrashStack(tmp_path) as stack:
-        hold = tmp_path / "hold-push"
-        hook.write_text(f"#!/bin/sh\ni=0\nwhile [ -e {hold} ] && [ $i -lt 200 ]; do "
-                        "sleep 0.05; i=$((i+1)); done\ncat >/dev/null\n")
+    # Each attempt's agent writes something else (as a model would): git cannot fold
+    # the two changes into one by itself.
+    agent = tmp_path / "random_agent.py"
+    agent.write_text("import sys, uuid\nsys.stdin.read()\n"
+                     "open('greeting.txt', 'w').write(uuid.uuid4().hex)\nprint('done')\n")
+    async with CrashStack(tmp_path, MWAI_AGENT_COMMAND=f"{sys.executable} {agent}") as stack:
+        # origin's hook holds the first push until `first` goes, any later one until
+        # `later` goes: the killed attempt's push lands first, then the restarted one
+        # updates a ref that did not exist when it began ("reference already exists").
+        first, later, tickets = tmp_path / "first", tmp_path / "later", tmp_path / "tickets"
+        tickets.mkdir()
+        hook.write_text(f"#!/bin/sh\nn=$(ls {tickets} | wc -l)\ntouch {tickets}/$$\n"
+                        f"gate={first}\n[ $n -gt 0 ] && gate={later}\ni=0\n"
+                        "while [ -e $gate ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n"
+                        "cat >/dev/null\n")
         hook.chmod(0o755)
         jira = stack.jira
-        first = await stack.start()
-        parent = await stack.planned_parent(first)
+        service = await stack.start()
+        parent = await stack.planned_parent(service)
         sub = f"DEMO-{int(parent.split('-')[1]) + 1}"
-        hold.touch()
+        first.touch()
+        later.touch()
         jira.human_transition(parent, "In Progress", assignee=jira.ai_account_id)
-        await wait_until("the push held in origin's hook", lambda: any(
-            "pre-receive" in _cmdline(pid) for pid in _pids()), service=first)
-        await stack.kill(first)
-        second = await stack.start()
-        await wait_until("the restarted run's push held too", lambda: sum(
-            "pre-receive" in _cmdline(pid) for pid in _pids()) >= 2, service=second)
-        hold.unlink()  # both pushes go on at once now
+        await wait_until("the push held in origin's hook", lambda: len(list(
+            tickets.iterdir())) == 1, service=service)
+        await stack.kill(service)
+        service = await stack.start()
+        await wait_until("the restarted run's push held too", lambda: len(list(
+            tickets.iterdir())) == 2, service=service)
+        first.unlink()  # the orphaned push of the killed mwai lands
+        await wait_until("the orphan's commit on origin", lambda: any(
+            c.startswith(f"{sub}: ") for c in git_log(stack.origin, "--all")))
+        later.unlink()
         await wait_until("the sub-task in testing", lambda: stack.state(sub) == (
-            "In Testing", jira.human_account_id), service=second)
+            "In Testing", jira.human_account_id), service=service)
         branch = stack.github.pulls(GITHUB_REPO)[0]["head"]["ref"]
         commits = [c for c in git_log(stack.origin, branch) if c.startswith(f"{sub}: ")]
         assert len(commits) == 1
         assert not [c for c in jira.comments_of(sub) if "could not finish" in c]
+        assert "raced; origin has this run's commit already" in service.output()
 
 
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
