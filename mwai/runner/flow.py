@@ -207,16 +207,14 @@ class JiraProcessor:
             decision = approval(decision, issue, [c for c in changes if c.field == "status"],
                                 rules)
         if resumed not in (None, Action.NOOP.value, decision.action.value):
+            # An earlier attempt began this action and moved the issue on half-way (or failed
+            # and handed it to the human, and an operator requeued the run): finish it, unless
+            # a person changed the issue since: that is newer and must not be undone.
             people = run.people_since(changes, self.settings.jira_ai_account_id)
             if people:
-                # A person moved the issue on after the earlier attempt began: what they
-                # did is newer than the half-done action, which must not undo it.
                 await ctx.event("Not resuming: a person changed the issue since", level=
                                 "warning", resumed=resumed, changed_by=people)
             else:
-                # An earlier attempt began this action and moved the issue on half-way
-                # (or failed and handed the issue to the human, and an operator requeued
-                # the run): finish that action instead of re-deciding from the changed state.
                 decision = Decision(Action(resumed), f"resuming {resumed} begun by an earlier "
                                                      f"attempt (issue now: {decision.reason})")
         run.action = decision.action
@@ -474,6 +472,9 @@ class JiraProcessor:
                        if not same_status(s.status, settings.jira_status_done)]
             if waiting:
                 await ctx.event("Waiting for the other sub-tasks", waiting=waiting)
+                # The run that was to start the next one may have been cut short (a crash,
+                # then a person's review while mwai was down): start it here, if need be.
+                await self.updates.start_next(run, siblings, current_key=sub.key)
                 return
             repo = resolve_repo(RepoSources.of(settings), parent.project_key)
             branch = branch_name(parent.key, parent.summary)

@@ -183,8 +183,9 @@ class Story:
                 next_kill = time.monotonic() + self.rng.uniform(0.2, 1.2)
             await asyncio.sleep(0.02)
         else:
-            pytest.fail(f"the story did not finish in {STORY_DEADLINE_S} s\n"
-                        + service.output()[-4000:])
+            issues = [(i["key"], i["status"], i["assignee"]) for i in self.state()["issues"]]
+            pytest.fail(f"the story did not finish in {STORY_DEADLINE_S} s: {issues}; "
+                        f"logs in {self.tmp_path}")
         assert service.stop() == 0
         self.parent = parent
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mwai.demo.sample_repo import git_log
-from mwai.demo.story import GITHUB_REPO
+from mwai.demo.story import DEMO_PLAN, GITHUB_REPO
 from mwai.runner.planner import PLAN_MARKER
 from tests.acceptance.crash_kit import ONE_SUBTASK_PLAN, CrashStack, wait_until
 
@@ -233,3 +233,28 @@ async def test_a_push_that_lost_the_race_to_a_killed_attempts_push_is_not_a_fail
         assert "raced; origin has this run's commit already" in service.output()
 
 
+
+
+async def test_the_next_subtask_starts_when_a_review_overtook_the_killed_run(
+        tmp_path: Path) -> None:
+    # Found by the chaos test: killed after handing sub-task 1 to the reviewer, before
+    # starting sub-task 2; the reviewer accepts sub-task 1 while mwai is down.
+    # The catch-up is off: the flow itself must not leave sub-task 2 waiting.
+    async with CrashStack(tmp_path, plan=DEMO_PLAN, MWAI_RECONCILE_INTERVAL_S="0") as stack:
+        jira = stack.jira
+        first = await stack.start()
+        parent = await stack.planned_parent(first)
+        number = int(parent.split("-")[1])
+        sub1, sub2 = f"DEMO-{number + 1}", f"DEMO-{number + 2}"
+        jira.human_transition(parent, "In Progress", assignee=jira.ai_account_id)
+        await wait_until("sub-task 1 started", lambda: sub1 in jira.issues
+                         and jira.issue(sub1).status == "In Progress", service=first)
+        jira.hold_next(1, hold_s=5.0, match=f"PUT /rest/api/3/issue/{sub1}/assignee")
+        await wait_until("sub-task 1 handed to the reviewer", lambda: stack.state(sub1) == (
+            "In Testing", jira.human_account_id), service=first)
+        await stack.kill(first)
+        jira.human_transition(sub1, "Done")
+        second = await stack.start()
+        await wait_until("sub-task 2 done by the agent", lambda: stack.state(sub2) == (
+            "In Testing", jira.human_account_id), service=second)
+        assert jira.issue(sub1).status == "Done"
