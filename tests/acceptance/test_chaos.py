@@ -32,7 +32,7 @@ from tests.acceptance.service import Service, free_port
 
 pytestmark = pytest.mark.slow
 
-SEEDS = (11, 23, 47, 59, 71, 83)
+SEEDS = (11, 23, 47, 59, 71, 83, 97, 101, 113)
 KILLS_PER_STORY = 8
 STORY_DEADLINE_S = 75.0
 FIGURES: dict[str, float] = {"stories": 0, "kills": 0, "during_agent": 0, "during_push": 0}
