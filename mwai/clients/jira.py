@@ -243,15 +243,17 @@ class JiraClient:
         subtasks = [await self.get_issue(key) for key in parent.subtask_keys]
         return sorted(subtasks, key=lambda issue: key_number(issue.key))
 
-    async def create_subtask(self, parent: Issue, summary: str, description: str) -> str:
+    async def create_subtask(self, parent: Issue, summary: str, description: str,
+                             labels: tuple[str, ...] = ()) -> str:
         """Create a sub-task of ``parent`` with the project's own sub-task issue type."""
         type_id = await self.subtask_type_id(parent.project_key)
-        fields = {
+        fields: dict[str, Any] = {
             "project": {"key": parent.project_key},
             "parent": {"key": parent.key},
             "issuetype": {"id": type_id},
             "summary": one_line_summary(summary),
             "description": self._rich_text(description),
+            **({"labels": list(labels)} if labels else {}),
         }
         response = await self.api.request("POST", self._path("issue"), json={"fields": fields})
         created = response.json()

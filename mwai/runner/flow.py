@@ -42,13 +42,7 @@ from mwai.runner.agent.prompt import build_prompt
 from mwai.runner.git import GitWorkspace, Worktree
 from mwai.runner.journal import RunJournal
 from mwai.runner.names import branch_name
-from mwai.runner.planner import (
-    PLAN_MARKER,
-    PlannedSubtask,
-    find_latest_plan,
-    format_plan_comment,
-    write_plan,
-)
+from mwai.runner.planner import PLAN_MARKER, find_latest_plan, format_plan_comment, write_plan
 from mwai.runner.repos import RepoConfig, RepoSources, resolve_repo
 from mwai.runner.router import Action, Decision, RoutingRules, approval, route, same_status
 from mwai.runner.updates import SUMMARY_MAX_CHARS, IssueUpdates, UpdatesConfig, result_text
@@ -329,8 +323,9 @@ class JiraProcessor:
                         previous = await run.journal(step, f"Sub-task {match.key} already "
                                                      "exists", key=match.key, found=True)
                     else:
-                        previous = await self._create_subtask(run, parent, planned, step,
-                                                              [s.key for s in available])
+                        previous = await self.updates.create_subtask(
+                            run, parent, planned.summary, planned.description, step,
+                            [s.key for s in available])
                         if not previous.get("found"):
                             created.append(str(previous["key"]))
                 keys.append(str(previous["key"]))
@@ -349,21 +344,6 @@ class JiraProcessor:
                                  "request for this ticket.")
                 await self.updates.comment(run, parent.key, "\n".join(lines), "start_comment",
                                            comments)
-
-    async def _create_subtask(self, run: RunJournal, parent: Issue, planned: PlannedSubtask,
-                              step: str, known: list[str]) -> dict[str, Any]:
-        """Create one planned sub-task; after a restart, first look for the one a killed
-        attempt asked for (its request may have landed after the listing)."""
-        async def find() -> dict[str, Any] | None:
-            for sub in await self.jira.list_subtasks(parent.key):
-                if sub.key not in known and sub.summary.strip() == planned.summary.strip():
-                    return {"key": sub.key, "summary": planned.summary}
-            return None
-
-        async def create() -> dict[str, Any]:
-            key = await self.jira.create_subtask(parent, planned.summary, planned.description)
-            return {"key": key, "summary": planned.summary}
-        return await run.once(step, "Sub-task created", create, find=find)
 
     async def _execute(self, run: RunJournal, sub: Issue, decision: Decision) -> None:
         settings, ctx = self.settings, run.ctx

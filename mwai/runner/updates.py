@@ -103,6 +103,26 @@ class IssueUpdates:
             return {"issue_key": key, "comment_id": await self.jira.add_comment(key, body)}
         return await run.once(step, f"Comment posted on {key}", post, find=find)
 
+    async def create_subtask(self, run: RunJournal, parent: Issue, summary: str,
+                             description: str, step: str, known: list[str]) -> dict[str, Any]:
+        """Create a planned sub-task, labelled with the run and step that made it; after a
+        restart, first look for the one a killed attempt asked for (its request may have
+        landed after the listing): by that label, or by its summary."""
+        labels = [subtask_label(run_id, step) for run_id in run.ids]
+
+        async def find() -> dict[str, Any] | None:
+            for sub in await self.jira.list_subtasks(parent.key):
+                if sub.key not in known and (set(labels) & set(sub.labels)
+                                             or sub.summary.strip() == summary.strip()):
+                    return {"key": sub.key, "summary": summary}
+            return None
+
+        async def create() -> dict[str, Any]:
+            key = await self.jira.create_subtask(parent, summary, description,
+                                                 labels=(subtask_label(run.id, step),))
+            return {"key": key, "summary": summary}
+        return await run.once(step, "Sub-task created", create, find=find)
+
     async def blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
                       comments: list[Comment]) -> None:
         """The agent committed nothing: say why on the sub-task and hand it to the human."""
@@ -186,6 +206,12 @@ class IssueUpdates:
         except Exception as exc:  # the original error matters more than this one
             log.warning("Could not report the failure on Jira", extra={
                 "error": scrub(str(exc), self.config.secrets)})
+
+
+def subtask_label(run_id: int, step: str) -> str:
+    """The label of a sub-task mwai created: which run and step made it (Jira labels
+    have no spaces); a restarted run finds its sub-task by it even when renamed."""
+    return f"mwai-run-{run_id}-{step.replace('_', '-')}"
 
 
 def result_text(branch: str, pr: dict[str, Any], pushed: dict[str, Any],

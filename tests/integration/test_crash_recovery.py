@@ -73,6 +73,9 @@ async def test_a_second_start_leaves_subtasks_under_review_with_their_reviewer(
     await settle(stack, "the repeated START", lambda: True)
 
     assert states(stack, parent) == [review] * 2
+    # Each sub-task says which run and plan step made it (a restart finds it by that).
+    assert [[label.rsplit("-", 2)[1:] for label in sub.labels if label.startswith("mwai-run-")]
+            for sub in jira.subtasks_of(parent)] == [[["subtask", "1"]], [["subtask", "2"]]]
 
 
 async def test_a_run_lease_recovery_fails_for_good_says_so_in_jira(
