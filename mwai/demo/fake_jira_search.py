@@ -83,6 +83,11 @@ class _Parser:
         self.at += 1
         return token
 
+    def sees(self, kind: str, word: str | None = None) -> bool:
+        token = self.peek()
+        return token is not None and token.kind == kind and (
+            word is None or token.text.upper() == word)
+
     def keyword(self, word: str) -> bool:
         token = self.peek()
         if token is not None and token.kind == "word" and token.text.upper() == word:
@@ -103,7 +108,7 @@ class _Parser:
         return lambda issue: all(term(issue) for term in terms)
 
     def clause(self) -> Predicate:
-        if self.peek() is not None and self.peek().kind == "(":  # type: ignore[union-attr]
+        if self.sees("("):
             self.take("(")
             inner = self.expression()
             self.take(")")
@@ -122,7 +127,7 @@ class _Parser:
         if self.keyword("IN"):
             self.take("(")
             wanted = {self.literal().casefold()}
-            while self.peek() is not None and self.peek().kind == ",":  # type: ignore[union-attr]
+            while self.sees(","):
                 self.take(",")
                 wanted.add(self.literal().casefold())
             self.take(")")
@@ -145,9 +150,8 @@ class _Parser:
 def parse_jql(jql: str) -> tuple[Predicate, str, bool]:
     """The filter of ``jql``, its ORDER BY field and whether descending."""
     parser = _Parser(jql)
-    predicate = parser.expression() if parser.peek() and not (
-        parser.peek().kind == "word" and parser.peek().text.upper() == "ORDER"  # type: ignore
-    ) else (lambda issue: True)
+    predicate: Predicate = (lambda issue: True) if parser.peek() is None or parser.sees(
+        "word", "ORDER") else parser.expression()
     order, descending = "key", False
     if parser.keyword("ORDER"):
         if not parser.keyword("BY"):
@@ -156,9 +160,9 @@ def parse_jql(jql: str) -> tuple[Predicate, str, bool]:
         descending = parser.keyword("DESC")
         if not descending:
             parser.keyword("ASC")
-    if parser.peek() is not None:
-        raise JqlError(f"Error in the JQL Query: unexpected '{parser.peek().text}'."  # type: ignore
-                       )
+    rest = parser.peek()
+    if rest is not None:
+        raise JqlError(f"Error in the JQL Query: unexpected '{rest.text}'.")
     return predicate, order, descending
 
 
