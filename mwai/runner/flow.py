@@ -3,11 +3,13 @@
 Every side effect (a comment, a sub-task, a push, a pull request, a transition)
 is journaled (mwai.runner.journal): a retried attempt of the same run skips what is
 done, so nothing is ever made twice. Across *different* runs the remote state
-is the guard: sub-tasks are matched by summary, the pull request is found by
-its head branch, a commit carrying this run's trailer on origin counts as
-pushed, and comments carry a run marker. The journaled Jira writes (transitions,
-assignments, comments, starting the next sub-task, the failure report) are in
-mwai.runner.updates; this module decides which ones each action makes.
+is the guard: sub-tasks are matched by their label or summary, the pull request
+is found by its head branch, a commit carrying this run's trailer on origin
+counts as pushed, and comments carry a run marker. A resumed action never undoes
+a person's newer change (the issue's history says who changed it since). The
+journaled Jira writes (transitions, assignments, comments, sub-tasks, starting
+the next sub-task, the failure report) are in mwai.runner.updates; this module
+decides which ones each action makes.
 
 Failures: TransientError propagates (the worker retries the run with backoff);
 anything else fails the run. Either way the message names the step. A run
