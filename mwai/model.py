@@ -94,6 +94,7 @@ class LostRun:
     issue_key: str
     outcome: str  # queued | failed | cancelled | superseded
     worker: str | None
+    error: str | None = None  # why it failed or was cancelled
 
 
 # ------------------------------------------------------------------ reads
@@ -301,6 +302,7 @@ class Issue:
     project_key: str
     labels: tuple[str, ...]
     subtask_keys: tuple[str, ...]
+    updated: str = ""  # ISO 8601 as Jira gives it, when asked for (search)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,3 +321,6 @@ class StatusChange:
     history_id: int  # Jira numbers history entries in the order they were made
     author_account_id: str | None
     to_status: str
+    # "status", or "assignee" (then to_status is the new assignee's accountId): what
+    # changed, so a resumed run can tell whether a person acted since it began.
+    field: str = "status"

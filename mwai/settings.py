@@ -82,6 +82,10 @@ SETTINGS: tuple[Setting, ...] = (
       minimum=0.05),
     S("MWAI_RECOVERY_INTERVAL_S", "30", "How often expired leases are looked for and their "
       "runs re-queued.", "float", minimum=0.05),
+    S("MWAI_RECONCILE_INTERVAL_S", "300", "How often (and once at start) mwai searches Jira "
+      "for tickets it should act on that changed since its last pass, and queues what a "
+      "lost webhook would have queued (Jira Automation does not redeliver); 0 turns the "
+      "catch-up off.", "float", minimum=0),
     S("MWAI_POLL_S", "5", "Safety poll of idle workers (enqueue wakes them at once anyway).",
       "float", minimum=0.01),
     S("MWAI_SHUTDOWN_GRACE_S", "30", "On SIGTERM, how long running runs may finish before "
@@ -360,6 +364,7 @@ class Settings:
     lease_s: float
     heartbeat_s: float
     recovery_interval_s: float
+    reconcile_interval_s: float
     poll_s: float
     shutdown_grace_s: float
     stuck_after_s: float

@@ -118,6 +118,7 @@ def parse_issue(document: Any) -> Issue:
             sub["key"] for sub in subtasks if isinstance(sub, dict) and isinstance(
                 sub.get("key"), str)
         ) if isinstance(subtasks, list) else (),
+        updated=str(fields.get("updated") or ""),
     )
 
 
@@ -135,8 +136,10 @@ def parse_comment(document: Any) -> Comment | None:
     )
 
 
-def parse_status_changes(histories: Any) -> list[StatusChange]:
-    """The status moves in a list of Jira history entries, in the order Jira made them."""
+def parse_status_changes(histories: Any, fields: tuple[str, ...] = ("status",)
+                         ) -> list[StatusChange]:
+    """The moves (status, and assignee when asked) in a list of Jira history entries, in
+    the order Jira made them. An assignee change carries the new accountId."""
     changes: list[StatusChange] = []
     for history in histories if isinstance(histories, list) else []:
         history = _dict(history)
@@ -144,9 +147,11 @@ def parse_status_changes(histories: Any) -> list[StatusChange]:
         items = history.get("items")
         for item in items if isinstance(items, list) else []:
             item = _dict(item)
-            if item.get("field") == "status" and history_id.isdigit():
+            name = item.get("field")
+            if name in fields and history_id.isdigit():
+                to = item.get("toString") if name == "status" else item.get("to")
                 changes.append(StatusChange(int(history_id), _user_id(history.get("author")),
-                                            str(item.get("toString") or "")))
+                                            str(to or ""), str(name)))
     return sorted(changes, key=lambda change: change.history_id)
 
 
@@ -199,21 +204,56 @@ class JiraClient:
         document = await self._get_json(self._path("issue", key), {"fields": ISSUE_FIELDS})
         return parse_issue(document)
 
+    async def search(self, jql: str, max_issues: int = 1000) -> list[Issue]:
+        """Issues matching ``jql``, with their ``updated`` time, at most ``max_issues``.
+
+        Cloud: POST /rest/api/3/search/jql, paged by ``nextPageToken`` (the older
+        /search with startAt is gone there); Data Center: POST /rest/api/2/search.
+        """
+        fields = [*ISSUE_FIELDS.split(","), "updated"]
+        issues: list[Issue] = []
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            body: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": self.page_size}
+            if self.api_version == "3":
+                body.update({"nextPageToken": token} if token else {})
+                path = self._path("search", "jql")
+            else:
+                body["startAt"] = len(issues)
+                path = self._path("search")
+            page = _dict((await self.api.request("POST", path, json=body)).json())
+            items = page.get("issues")
+            items = items if isinstance(items, list) else []
+            issues += [parse_issue(item) for item in items]
+            next_token = page.get("nextPageToken")
+            total = page.get("total")
+            if not items or len(issues) >= max_issues or page.get("isLast") is True:
+                break
+            if self.api_version == "3":
+                if not isinstance(next_token, str) or not next_token:
+                    break
+                token = next_token
+            elif isinstance(total, int) and len(issues) >= total:
+                break
+        return issues[:max_issues]
+
     async def list_subtasks(self, parent_key: str) -> list[Issue]:
         """The parent's sub-tasks, read one by one (full fields), ordered by key number."""
         parent = await self.get_issue(parent_key)
         subtasks = [await self.get_issue(key) for key in parent.subtask_keys]
         return sorted(subtasks, key=lambda issue: key_number(issue.key))
 
-    async def create_subtask(self, parent: Issue, summary: str, description: str) -> str:
+    async def create_subtask(self, parent: Issue, summary: str, description: str,
+                             labels: tuple[str, ...] = ()) -> str:
         """Create a sub-task of ``parent`` with the project's own sub-task issue type."""
         type_id = await self.subtask_type_id(parent.project_key)
-        fields = {
+        fields: dict[str, Any] = {
             "project": {"key": parent.project_key},
             "parent": {"key": parent.key},
             "issuetype": {"id": type_id},
             "summary": one_line_summary(summary),
             "description": self._rich_text(description),
+            **({"labels": list(labels)} if labels else {}),
         }
         response = await self.api.request("POST", self._path("issue"), json={"fields": fields})
         created = response.json()
@@ -311,10 +351,16 @@ class JiraClient:
         for transition in transitions:
             target = _dict(transition.get("to"))
             if str(target.get("name", "")).casefold() == status_name.casefold():
-                await self.api.request(
-                    "POST", self._path("issue", key, "transitions"),
-                    json={"transition": {"id": str(transition.get("id"))}},
-                    expect_json=False)
+                try:
+                    await self.api.request(
+                        "POST", self._path("issue", key, "transitions"),
+                        json={"transition": {"id": str(transition.get("id"))}},
+                        expect_json=False)
+                except PermanentError:
+                    # A retry of a request that timed out but was applied is refused
+                    # (the issue is there already): that is success, not an error.
+                    if (await self.get_issue(key)).status.casefold() != status_name.casefold():
+                        raise
                 return
         available = ", ".join(
             f"'{t.get('name')}' -> {_dict(t.get('to')).get('name')}" for t in transitions
@@ -324,8 +370,9 @@ class JiraClient:
             f"available transitions are {available}. Fix the workflow or the JIRA_STATUS_* "
             "settings")
 
-    async def status_changes(self, key: str) -> list[StatusChange]:
-        """Every status move of the issue with who made it, oldest first.
+    async def status_changes(self, key: str, fields: tuple[str, ...] = ("status",)
+                             ) -> list[StatusChange]:
+        """Every status move (and assignee change, when asked) with who made it, oldest first.
 
         Cloud pages through the issue's changelog; Data Center has no such resource
         (REST v2 there), so v2 reads the whole history with ``expand=changelog``.
@@ -333,7 +380,8 @@ class JiraClient:
         if self.api_version == "2":
             document = _dict(await self._get_json(
                 self._path("issue", key), {"fields": "status", "expand": "changelog"}))
-            return parse_status_changes(_dict(document.get("changelog")).get("histories"))
+            return parse_status_changes(_dict(document.get("changelog")).get("histories"),
+                                        fields)
         histories: list[Any] = []
         for _ in range(MAX_PAGES):
             page = _dict(await self._get_json(
@@ -346,7 +394,7 @@ class JiraClient:
             if not values or page.get("isLast") is True or (
                     isinstance(total, int) and len(histories) >= total):
                 break
-        return parse_status_changes(histories)
+        return parse_status_changes(histories, fields)
 
     async def assign(self, key: str, account_id: str | None) -> None:
         """Assign by accountId; None unassigns."""

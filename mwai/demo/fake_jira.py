@@ -44,6 +44,7 @@ import orjson
 from aiohttp import web
 
 from mwai.clients.adf import adf_problems, adf_to_text
+from mwai.demo.fake_jira_search import JqlError, search
 from mwai.demo.fake_jira_site import WORKFLOW, Body, FakeIssue, JiraSite, Transition
 from mwai.demo.loopback import LoopbackServer
 
@@ -72,6 +73,7 @@ class Fault:
     delay_s: float = 0.0
     html: bool = False
     match: str | None = None  # substring of "METHOD /path"; None: any request
+    hold_s: float = 0.0  # after acting on the request: its answer waits (a kill lands)
 
 
 class JiraFail(Exception):
@@ -167,6 +169,10 @@ class FakeJira(JiraSite, LoopbackServer):
         """The next ``n`` requests wait ``delay_s`` before being handled normally."""
         self.faults.extend(Fault(0, delay_s=delay_s, match=match) for _ in range(n))
 
+    def hold_next(self, n: int = 1, hold_s: float = 5.0, match: str | None = None) -> None:
+        """Act on the next ``n`` requests at once, then hold each answer ``hold_s``."""
+        self.faults += [Fault(0, hold_s=hold_s, match=match) for _ in range(n)]
+
     def html_next(self, n: int = 1, match: str | None = None) -> None:
         """The next ``n`` requests get a 200 HTML page (a proxy or login page)."""
         self.faults.extend(Fault(200, html=True, match=match) for _ in range(n))
@@ -201,7 +207,8 @@ class FakeJira(JiraSite, LoopbackServer):
         record = RequestRecord(request.method, request.path, dict(request.query), document,
                                self._auth_ok(request))
         self.requests.append(record)
-        response = await self._answer(request, handler, record, bad_json)
+        # Shielded: like a real server, it acts on a request it got even if the client died.
+        response = await asyncio.shield(self._answer(request, handler, record, bad_json))
         record.status = response.status
         return response
 
@@ -239,9 +246,12 @@ class FakeJira(JiraSite, LoopbackServer):
                 return _json({"errorMessages": ["Unexpected character in the JSON body"],
                               "errors": {}}, 400)
         try:
-            return await handler(request)
+            response = await handler(request)
         except JiraFail as failure:
             return _json(failure.body, failure.status)
+        if fault is not None and fault.hold_s:
+            await asyncio.sleep(fault.hold_s)
+        return response
 
     def _auth_ok(self, request: web.Request) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -266,6 +276,8 @@ class FakeJira(JiraSite, LoopbackServer):
         app.router.add_get(base + "/issue/{key}/transitions", self._get_transitions)
         app.router.add_post(base + "/issue/{key}/transitions", self._post_transition)
         app.router.add_put(base + "/issue/{key}/assignee", self._put_assignee)
+        app.router.add_post("/rest/api/{version:3}/search/jql", self._search)
+        app.router.add_post("/rest/api/{version:2}/search", self._search)
 
     # ------------------------------------------------------------ reading requests
 
@@ -396,6 +408,27 @@ class FakeJira(JiraSite, LoopbackServer):
                                                     "issues."})
         self._set_assignee(issue, account_id, self.ai_account_id)
         return web.Response(status=204)
+
+    async def _search(self, request: web.Request) -> web.Response:
+        """Cloud's /search/jql (paged by nextPageToken) and Data Center's /search."""
+        document = await request.json(loads=orjson.loads)
+        query = document if isinstance(document, dict) else {}
+        try:
+            found = search(list(self.issues.values()), str(query.get("jql") or ""))
+        except JqlError as exc:
+            raise JiraFail(400, [str(exc)]) from None
+        size = min(int(query.get("maxResults") or 50), self.max_page_size)
+        token = str(query.get("nextPageToken") or query.get("startAt") or "0")
+        start = int(token) if token.isdigit() else 0
+        page = found[start:start + size]
+        wanted = set(query.get("fields") or []) or None
+        issues = [self._issue_json(issue, self._v3(request), wanted) for issue in page]
+        more = start + size < len(found)
+        if self._v3(request):
+            return _json({"issues": issues, "isLast": not more,
+                          **({"nextPageToken": str(start + size)} if more else {})})
+        return _json({"issues": issues, "startAt": start, "maxResults": size,
+                      "total": len(found)})
 
     async def _createmeta(self, request: web.Request) -> web.Response:
         project = request.match_info["project"]

@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import itertools
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,7 @@ class FakeIssue:
     comments: list[FakeComment] = field(default_factory=list)
     subtask_keys: list[str] = field(default_factory=list)
     history: list[FakeHistory] = field(default_factory=list)
+    updated_s: float = field(default_factory=time.time)  # Jira's "updated"
 
 
 @dataclass
@@ -112,7 +114,11 @@ class WebhookDelivery:
 
 
 def _now_jira() -> str:
-    moment = datetime.datetime.now(datetime.UTC)
+    return _jira_time(time.time())
+
+
+def _jira_time(epoch_s: float) -> str:
+    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
 
 
@@ -257,6 +263,7 @@ class JiraSite:
         comment = FakeComment(id=str(next(self._ids)), author_account_id=author, body=body,
                               created=_now_jira())
         issue.comments.append(comment)
+        issue.updated_s = time.time()
         return comment
 
     def _set_status(self, issue: FakeIssue, status: str, author: str | None) -> None:
@@ -274,6 +281,7 @@ class JiraSite:
 
     def _record(self, issue: FakeIssue, author: str | None, field_name: str,
                 before: str | None, after: str | None) -> None:
+        issue.updated_s = time.time()
         issue.history.append(FakeHistory(str(next(self._ids)), author, _now_jira(), field_name,
                                          before, after))
 
@@ -372,6 +380,7 @@ class JiraSite:
                         "name": f"Project {issue.project}"},
             "labels": list(issue.labels),
             "subtasks": [self._brief(self.issues[key]) for key in issue.subtask_keys],
+            "updated": _jira_time(issue.updated_s),
         }
         if issue.parent_key is not None:
             fields["parent"] = self._brief(self.issues[issue.parent_key])

@@ -29,7 +29,7 @@ from mwai import telemetry
 from mwai.backoff import backoff_s
 from mwai.errors import StoreError, TransientError
 from mwai.logs import WORKERS_LOGGER, log_context
-from mwai.model import ClaimedRun
+from mwai.model import ClaimedRun, LostRun
 from mwai.queue import clock
 from mwai.queue.processor import Processor, RunContext, RunObserver
 from mwai.queue.store import Store
@@ -90,12 +90,16 @@ class WorkerPool:
         config: PoolConfig,
         recovery_checkin: PeriodicCheckin,
         observer: RunObserver | None = None,
+        on_lost_failed: Callable[[LostRun], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.processor = processor
         self.config = config
         self.size = config.workers
         self.observer = observer
+        # Told of a run lease recovery failed for good (the composition root wires the
+        # processor's report: a run never fails without saying so where people look).
+        self._on_lost_failed = on_lost_failed
         # Sentry's cron monitor of lease recovery (a no-op without SENTRY_DSN).
         self._recovery_checkin = recovery_checkin
         self._workers: list[asyncio.Task[None]] = []
@@ -393,10 +397,11 @@ class WorkerPool:
         try:
             # A process of this host whose pid is gone is dead at once (mwai.queue.health):
             # its runs come back without waiting for their lease to expire.
-            for dead in await self.store.recover_dead_processes(self.config.max_attempts):
+            dead = await self.store.recover_dead_processes(self.config.max_attempts)
+            for item in dead:
                 log.warning("Recovered run of a dead process", extra={
-                    "run_id": dead.run_id, "issue_key": dead.issue_key,
-                    "outcome": dead.outcome, "lost_worker": dead.worker})
+                    "run_id": item.run_id, "issue_key": item.issue_key,
+                    "outcome": item.outcome, "lost_worker": item.worker})
             lost = await self.store.recover_expired(self.config.max_attempts)
         except StoreError as exc:
             log.error("Lease recovery failed", extra={"error": str(exc)})
@@ -410,6 +415,17 @@ class WorkerPool:
         requeued = sum(1 for item in lost if item.outcome == "queued")
         if requeued:
             self.notify(requeued)
+        await self._report_lost_failed([*dead, *lost])
+
+    async def _report_lost_failed(self, lost: list[LostRun]) -> None:
+        for item in lost:
+            if item.outcome != "failed" or self._on_lost_failed is None:
+                continue
+            try:
+                await self._on_lost_failed(item)
+            except Exception as exc:  # reporting must not stop recovery
+                log.error("Could not report a run failed by lease recovery", extra={
+                    "run_id": item.run_id, "error": describe_error(exc)})
 
     async def _cancel_loop(self) -> None:
         while True:

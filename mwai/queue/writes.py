@@ -25,6 +25,9 @@ from mwai.queue.health import process_liveness
 from mwai.queue.schema import Q
 from mwai.queue.writer import WriterConnection
 
+# A run whose workers were lost this many times (mwai killed while running it) fails
+# for good: it may be what brings the service down.
+MAX_LOST_ATTEMPTS = 10
 
 def dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
@@ -266,28 +269,35 @@ def _recover(
     now = clock.now_s()
     lost: list[LostRun] = []
     message = "Lease expired; worker lost" if by is None else f"Stale lock released by {by}"
-    for run_id, issue_key, attempts, locked_by, cancel_requested in rows:
-        meta: dict[str, Any] = {"lost_worker": locked_by, "attempts": attempts, "reason": why}
+    for run_id, issue_key, attempts, locked_by, cancel_requested, lost_attempts in rows:
+        # The lost worker's attempt was spent by the crash, not by the run: it does not
+        # count against MWAI_MAX_ATTEMPTS, only against MAX_LOST_ATTEMPTS (a run that
+        # takes mwai down with it every time must stop some day).
+        lost_attempts += 1
+        own = attempts - lost_attempts
+        conn.execute(Q["count_lost_attempt"], {"run_id": run_id})
+        meta: dict[str, Any] = {"lost_worker": locked_by, "attempts": own,
+                                "lost_attempts": lost_attempts, "reason": why}
         if by is not None:
             meta["by"] = by
         if cancel_requested:
             outcome, status = "cancelled", "cancelled"
             error = f"cancelled; its worker {locked_by} was lost ({why})"
-        elif attempts >= max_attempts:
+        elif lost_attempts >= MAX_LOST_ATTEMPTS:
             outcome, status = "failed", "failed"
-            error = (f"worker {locked_by} was lost ({why}) and the run has used all "
-                     f"{max_attempts} attempts")
+            error = (f"worker {locked_by} was lost ({why}); the run's workers were lost "
+                     f"{lost_attempts} times (service crashes), the most mwai allows")
         else:
             outcome, status, error = "", "", None
         if status:
             conn.execute(Q["close_run"],
                          {"run_id": run_id, "status": status, "last_error": error, "now": now})
         else:
-            outcome = op_release(conn, run_id, issue_key, attempts, now,
+            outcome = op_release(conn, run_id, issue_key, own, now,
                                  f"worker {locked_by} was lost ({why})", 0)
         _insert_events(conn, [Event(run_id, message, "warning", {**meta, "outcome": outcome},
                                     now)])
-        lost.append(LostRun(run_id, issue_key, outcome, locked_by))
+        lost.append(LostRun(run_id, issue_key, outcome, locked_by, error))
     return lost
 
 
@@ -417,7 +427,7 @@ def op_release_locks(
             continue  # alive (it heartbeated meanwhile, or its pid runs on this host)
         why = f"released by {by} (mwai unlock): process of {locked_by} is not alive"
         if row[5] == "running":
-            released += _recover(conn, [tuple(row[:5])], max_attempts, why, by)
+            released += _recover(conn, [(*row[:5], row[6])], max_attempts, why, by)
         else:
             conn.execute(Q["ops_clear_lock"],
                          {"run_id": run_id, "locked_by": locked_by, "now": now})

@@ -3,11 +3,13 @@
 Every side effect (a comment, a sub-task, a push, a pull request, a transition)
 is journaled (mwai.runner.journal): a retried attempt of the same run skips what is
 done, so nothing is ever made twice. Across *different* runs the remote state
-is the guard: sub-tasks are matched by summary, the pull request is found by
-its head branch, a commit carrying this run's trailer on origin counts as
-pushed, and comments carry a run marker. The journaled Jira writes (transitions,
-assignments, comments, starting the next sub-task, the failure report) are in
-mwai.runner.updates; this module decides which ones each action makes.
+is the guard: sub-tasks are matched by their label or summary, the pull request
+is found by its head branch, a commit carrying this run's trailer on origin
+counts as pushed, and comments carry a run marker. A resumed action never undoes
+a person's newer change (the issue's history says who changed it since). The
+journaled Jira writes (transitions, assignments, comments, sub-tasks, starting
+the next sub-task, the failure report) are in mwai.runner.updates; this module
+decides which ones each action makes.
 
 Failures: TransientError propagates (the worker retries the run with backoff);
 anything else fails the run. Either way the message names the step. A run
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol, TypeVar
 
@@ -30,18 +33,15 @@ from mwai.clients.jira import JiraClient, JiraConfig
 from mwai.clients.llm import LlmClient, LlmConfig, make_llm
 from mwai.errors import PermanentError, TransientError
 from mwai.logs import FLOW_LOGGER
-from mwai.model import Comment, Issue
+from mwai.model import ClaimedRun, Comment, Issue, LostRun
+from mwai.queue.clock import now_s
 from mwai.queue.processor import RunContext
+from mwai.queue.store import Store
 from mwai.runner.agent import run as agent_module
 from mwai.runner.agent.config import AgentConfig
-from mwai.runner.agent.output import (
-    AgentResult,
-    blocked_comment,
-    blocking_failures,
-    tool_events,
-)
+from mwai.runner.agent.output import AgentResult, tool_events
 from mwai.runner.agent.process import ToolObserver
-from mwai.runner.agent.prompt import build_prompt
+from mwai.runner.agent.prompt import build_prompt, feedback_since_last_ai_comment
 from mwai.runner.git import GitWorkspace, Worktree
 from mwai.runner.git_env import branch_name
 from mwai.runner.journal import RunJournal
@@ -58,7 +58,6 @@ log = logging.getLogger(FLOW_LOGGER)
 
 RUN_TRAILER = "Mwai-Run"
 DONE_MARKER = "[mwai-done]"
-SUMMARY_MAX_CHARS = 1500
 T = TypeVar("T")
 
 
@@ -67,13 +66,6 @@ class AgentRunner(Protocol):
 
     def __call__(self, config: AgentConfig, worktree: Any, prompt: str, llm: LlmClient | None,
                  *, on_tool: ToolObserver | None = None) -> Awaitable[AgentResult]: ...
-
-
-def feedback_since_last_ai_comment(comments: list[Comment], ai_account_id: str) -> list[Comment]:
-    """The rework feedback: every comment after the AI account's latest one."""
-    last_ai = max((i for i, c in enumerate(comments) if c.author_account_id == ai_account_id),
-                  default=-1)
-    return comments[last_ai + 1:]
 
 
 def _built(client: T | None) -> T:
@@ -179,6 +171,7 @@ class JiraProcessor:
 
     async def process(self, ctx: RunContext) -> None:
         run = await RunJournal.load(ctx)
+        run.in_flight_s = self.settings.http_timeout_s
         try:
             run.step = "start the processor (clients, stale worktrees)"
             await self._start()
@@ -204,21 +197,30 @@ class JiraProcessor:
         issue = await self.jira.get_issue(ctx.run.issue_key)
         rules = RoutingRules.of(self.settings)
         decision = route(issue, rules)
-        if decision.action is Action.START:
-            run.step = "read who approved the plan (the issue's history)"
-            decision = approval(decision, issue, await self.jira.status_changes(issue.key),
-                                rules)
         resumed = run.earlier_action if set(run.done) - {"agent"} else None
+        changes = []  # who changed the issue: the approval, and what a resumed run sees
+        if decision.action is not Action.NOOP or resumed not in (None, Action.NOOP.value):
+            run.step = "read the issue's history (who changed it)"
+            changes = await self.jira.status_changes(issue.key, ("status", "assignee"))
+        if decision.action is Action.START:
+            decision = approval(decision, issue, [c for c in changes if c.field == "status"],
+                                rules)
         if resumed not in (None, Action.NOOP.value, decision.action.value):
-            # An earlier attempt began this action and moved the issue on half-way (or
-            # failed and handed the issue to the human, and an operator requeued the
-            # run): finish that action instead of re-deciding from the changed state.
-            decision = Decision(Action(resumed), f"resuming {resumed} begun by an earlier "
-                                                 f"attempt (issue now: {decision.reason})")
+            # An earlier attempt began this action and moved the issue on half-way (or failed
+            # and handed it to the human, and an operator requeued the run): finish it, unless
+            # a person changed the issue since: that is newer and must not be undone.
+            people = run.people_since(changes, self.settings.jira_ai_account_id)
+            if people:
+                await ctx.event("Not resuming: a person changed the issue since", level=
+                                "warning", resumed=resumed, changed_by=people)
+            else:
+                decision = Decision(Action(resumed), f"resuming {resumed} begun by an earlier "
+                                                     f"attempt (issue now: {decision.reason})")
         run.action = decision.action
         await ctx.record(action=decision.action.value)
         await ctx.event(f"Action: {decision.action.value}", action=decision.action.value,
-                        reason=decision.reason, status=issue.status)
+                        reason=decision.reason, status=issue.status,
+                        history_seen=max((c.history_id for c in changes), default=0))
         handlers = {
             Action.PLAN: self._plan,
             Action.START: self._start_subtasks,
@@ -241,6 +243,15 @@ class JiraProcessor:
         await run.ctx.record(cost_usd=usage.cost_usd, input_tokens=usage.input_tokens,
                              output_tokens=usage.output_tokens)
 
+    async def report_lost(self, store: Store, lost: LostRun) -> None:
+        """Lease recovery failed a run for good: say so on the issue, as any failure."""
+        await self._start()
+        claimed = ClaimedRun(lost.run_id, lost.issue_key, 0, "{}", 0.0, 0.0, 0, None, None,
+                             None, None, lost.worker or "", now_s())
+        run = await RunJournal.load(RunContext(run=claimed, store=store, notify=lambda _: None))
+        run.action = Action(run.earlier_action) if run.earlier_action else None
+        await self._report_failure(run, f"lease recovery: {lost.error or 'worker lost'}")
+
     async def _report_failure(self, run: RunJournal, error: str) -> None:
         if self._jira is not None:  # else the processor failed before it had a Jira client
             await self.updates.report_failure(run, error)
@@ -255,7 +266,7 @@ class JiraProcessor:
         run.step = "read the comments"
         comments = await self.jira.get_comments(issue.key)
 
-        async def post_plan() -> dict[str, Any]:
+        def posted_plan(comments: list[Comment]) -> dict[str, Any] | None:
             last = comments[-1] if comments else None
             if last and last.author_account_id == settings.jira_ai_account_id \
                     and PLAN_MARKER in last.body:
@@ -263,6 +274,15 @@ class JiraProcessor:
                 if plan is not None:  # posted by an earlier run, nothing new since
                     return {"comment_id": last.id, "found": True,
                             "subtasks": len(plan.subtasks), "only_questions": plan.only_questions}
+            return None
+
+        async def find_plan() -> dict[str, Any] | None:
+            return posted_plan(await self.jira.get_comments(issue.key))
+
+        async def post_plan() -> dict[str, Any]:
+            found = posted_plan(comments)
+            if found is not None:
+                return found
             assert self._llm is not None
             run.step = "write the plan (LLM)"
             plan, replies = await write_plan(self._llm, issue, comments,
@@ -276,7 +296,8 @@ class JiraProcessor:
                     "input_tokens": sum(r.input_tokens for r in replies),
                     "output_tokens": sum(r.output_tokens for r in replies)}
 
-        posted = await run.once("plan_comment", f"Plan posted on {issue.key}", post_plan)
+        posted = await run.once("plan_comment", f"Plan posted on {issue.key}", post_plan,
+                                find=find_plan)
         target = (settings.jira_status_blocked if posted.get("only_questions")
                   else settings.jira_status_plan_review)
         await self.updates.transition(run, issue.key, target, "plan_transition")
@@ -307,16 +328,15 @@ class JiraProcessor:
                         previous = await run.journal(step, f"Sub-task {match.key} already "
                                                      "exists", key=match.key, found=True)
                     else:
-                        run.step = step
-                        key = await self.jira.create_subtask(parent, planned.summary,
-                                                             planned.description)
-                        previous = await run.journal(step, f"Sub-task {key} created",
-                                                     key=key, summary=planned.summary)
-                        created.append(key)
+                        previous = await self.updates.create_subtask(
+                            run, parent, planned.summary, planned.description, step,
+                            [s.key for s in available])
+                        if not previous.get("found"):
+                            created.append(str(previous["key"]))
                 keys.append(str(previous["key"]))
                 available = [s for s in available if s.key != previous["key"]]
-            for key in keys:
-                await self.updates.assign(run, key, settings.jira_ai_account_id, f"assign_{key}")
+            # Only the sub-task it starts is assigned (start_next): the others wait
+            # unassigned, and one under review or done stays with its reviewer.
             run.step = "list the sub-tasks"
             siblings = await self.jira.list_subtasks(parent.key)
             started = await self.updates.start_next(run, siblings, current_key=None,
@@ -363,7 +383,8 @@ class JiraProcessor:
         """Agent -> commit -> push in a fresh worktree; None when there is nothing to push."""
         run.step = "prepare the worktree"
         self.git.use_token(await self.github.token())
-        worktree = await self.git.prepare(repo, branch, run.id)
+        worktree = await self.git.prepare(repo, branch, run.id,
+                                          f"{run.ctx.run.attempts}-{secrets.token_hex(3)}")
         keep = False
         try:
             sha = await self._pushed_by_this_run(worktree, run.ids)
@@ -371,21 +392,21 @@ class JiraProcessor:
                 return await run.journal("push", f"Commit {sha[:12]} already on origin",
                                          commit=sha, branch=branch, found=True)
             run.step = "run the agent, then the checks"
-            secrets = self.settings.secret_values()
-            on_tool = tool_events(run.ctx.event, secrets)
+            hidden = self.settings.secret_values()
+            on_tool = tool_events(run.ctx.event, hidden)
             verified = await verify_change(
                 lambda text: self._run_agent(AgentConfig.of(self.settings), worktree.path,
                                              text, self._llm, on_tool=on_tool),
-                prompt, worktree.path, ChecksConfig.of(self.settings, repo), secrets, run.ctx)
+                prompt, worktree.path, ChecksConfig.of(self.settings, repo), hidden, run.ctx)
             for each in verified.agents:
                 run.usage.add(each.cost_usd, each.input_tokens, each.output_tokens)
             result = verified.agent
             await run.journal("agent", f"Agent finished (exit {result.exit_code})",
-                              **report.journal_fields(verified, secrets))
+                              **report.journal_fields(verified, hidden))
             if result.exit_code == 0 and not verified.passed:
                 keep = True  # for inspection; removed with the other stale worktrees
-                await self._blocked(run, sub, result, comments, report.blocked_text(
-                    sub.key, verified, self.settings.jira_status_in_progress))
+                await self.updates.blocked(run, sub, scrub(report.blocked_text(
+                    sub.key, verified, self.settings.jira_status_in_progress), hidden), comments)
                 return None
             sha = None
             if result.exit_code == 0:
@@ -393,10 +414,11 @@ class JiraProcessor:
                 message = f"{sub.key}: {sub.summary}\n\n{RUN_TRAILER}: {run.id}\n"
                 sha = await self.git.commit_all(worktree, message)
             if sha is None:
-                await self._blocked(run, sub, result, comments)
+                await self.updates.agent_blocked(run, sub, result, comments)
                 return None
             run.step = "push"
-            await self.git.push(worktree)
+            ids = "|".join(str(run_id) for run_id in run.ids)
+            sha = await self.git.push(worktree, f"^{RUN_TRAILER}: ({ids})$")
             return await run.journal("push", f"Pushed {sha[:12]} to {branch}", commit=sha,
                                      branch=branch, files=await self.git.changed_files(worktree))
         finally:
@@ -415,25 +437,6 @@ class JiraProcessor:
             return None
         ids = "|".join(str(run_id) for run_id in run_ids)
         return await self.git.find_commit(worktree, f"^{RUN_TRAILER}: ({ids})$")
-
-    async def _blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
-                       comments: list[Comment], checks_failed: str = "") -> None:
-        settings = self.settings
-        text = checks_failed or await self._agent_blocked(run, sub, result)
-        text = scrub(text, settings.secret_values())
-        updates = self.updates
-        await updates.comment(run, sub.key, text, "blocked_comment", comments)
-        await updates.transition(run, sub.key, settings.jira_status_blocked, "blocked_transition")
-        await updates.assign(run, sub.key, settings.jira_human_account_id, "blocked_assign")
-
-    async def _agent_blocked(self, run: RunJournal, sub: Issue, result: AgentResult) -> str:
-        failures = blocking_failures(result)
-        first = failures[0]
-        await run.ctx.event(f"Agent blocked: {first.reason}", level="warning",
-                            reason=first.reason, detail=first.detail, fix=first.fix,
-                            reasons=[f.reason for f in failures])
-        return blocked_comment(sub.key, result, failures, self.settings.jira_status_in_progress,
-                               SUMMARY_MAX_CHARS)
 
     async def _open_pr(self, run: RunJournal, parent: Issue, repo: RepoConfig, branch: str,
                        pushed: dict[str, Any], agent: dict[str, Any]) -> dict[str, Any]:
@@ -467,6 +470,9 @@ class JiraProcessor:
                        if not same_status(s.status, settings.jira_status_done)]
             if waiting:
                 await ctx.event("Waiting for the other sub-tasks", waiting=waiting)
+                # The run that was to start the next one may have been cut short (a crash,
+                # then a person's review while mwai was down): start it here, if need be.
+                await self.updates.start_next(run, siblings, current_key=sub.key)
                 return
             repo = resolve_repo(RepoSources.of(settings), parent.project_key)
             branch = branch_name(parent.key, parent.summary)

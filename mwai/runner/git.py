@@ -76,6 +76,9 @@ _AUTH_HINTS = (
 )
 _NOT_A_REPO_HINTS = ("does not appear to be a git repository", "not found")
 _REJECTED_HINTS = ("[rejected]", "non-fast-forward", "fetch first")
+# Two pushes of one branch at once: one of them loses the ref update.
+_RACE_HINTS = ("cannot lock ref", "reference already exists", "stale info",
+               "failed to update ref")
 
 
 @dataclass
@@ -245,15 +248,19 @@ class GitWorkspace:
 
     # -- worktrees -------------------------------------------------------
 
-    async def prepare(self, repo: RepoConfig, branch: str, run_id: int) -> Worktree:
-        """A fresh worktree for the run on ``branch`` (reused from origin if it exists)."""
+    async def prepare(self, repo: RepoConfig, branch: str, run_id: int,
+                      attempt: str = "") -> Worktree:
+        """A fresh worktree for the run on ``branch`` (reused from origin if it exists).
+
+        ``attempt`` names the attempt in the path: a new attempt never writes where an
+        older one (or an agent it left behind) did."""
         if not is_safe_url(repo.url):
             raise PermanentError(f"refusing the repository URL {repo.url!r}: not a plain URL")
         for name in (branch, repo.base_branch):
             if not is_safe_branch(name):
                 raise PermanentError(f"refusing the branch name {name!r}: not a plain name")
         mirror = self.mirror_path(repo)
-        path = self.worktrees_dir / f"run-{int(run_id)}"
+        path = self.worktrees_dir / f"run-{int(run_id)}{'-' + attempt if attempt else ''}"
         async with self._lock(mirror):
             await self._ensure_mirror(repo)
             await self._fetch(repo, mirror)
@@ -349,13 +356,7 @@ class GitWorkspace:
         """
         if not wt.start_commit:
             return None
-        result = await self._git(
-            ["log", "-n", "1", "--format=%H", "--extended-regexp",
-             f"--grep={message_regex}", wt.start_commit, "--"],
-            wt.path,
-            check=False,
-        )
-        return result.stdout.strip() or None if result.returncode == 0 else None
+        return await self._find_on(wt, wt.start_commit, message_regex)
 
     async def head(self, wt: Worktree) -> str:
         return (await self._git(["rev-parse", "HEAD"], wt.path)).stdout.strip()
@@ -367,18 +368,33 @@ class GitWorkspace:
             await self._fetch(wt.repo, mirror)
             return await self._remote_sha(mirror, wt.branch)
 
-    async def push(self, wt: Worktree) -> None:
-        """Push HEAD to origin/<branch> (fast-forward only).
+    async def push(self, wt: Worktree, mine: str | None = None) -> str:
+        """Push HEAD to origin/<branch> (fast-forward only); the commit now on origin.
 
-        A push rejected because someone else pushed meanwhile is rebased onto the
-        new origin/<branch> once and pushed again.
+        A push rejected because someone else pushed meanwhile, or that lost a race
+        (ref lock, reference already exists, stale info: e.g. the push of a killed
+        mwai that outlived it), fetches first: a commit on origin whose message
+        matches ``mine`` (the run's trailer) is this change, pushed already. Otherwise
+        HEAD is rebased onto the new origin/<branch> once and pushed again.
         """
         self._check_worktree(wt)
         result = await self._push_once(wt)
         if result.returncode == 0:
-            return
-        if not _rejected(result):
+            return await self.head(wt)
+        if not (_rejected(result) or _raced(result)):
             raise self._error(["push"], result, network=True)
+        remote = await self.head_commit_on_remote(wt)
+        if remote is not None and mine is not None:
+            pushed = await self._find_on(wt, remote, mine)
+            if pushed is not None:
+                log.info("push of %s raced; origin has this run's commit already", wt.branch)
+                return pushed
+        if _raced(result) and not _rejected(result):
+            # The race was lost to a push of the same commit: nothing to rebase.
+            if remote == await self.head(wt):
+                return remote
+            raise TransientError(f"{self._error(['push'], result, network=True)} (another "
+                                 "push to the branch raced this one; retry)")
         log.info("push of %s rejected (origin moved); rebasing once", wt.branch)
         await self.head_commit_on_remote(wt)
         rebase = await self._git(
@@ -393,9 +409,16 @@ class GitWorkspace:
         result = await self._push_once(wt)
         if result.returncode != 0:
             error = self._error(["push"], result, network=True)
-            if _rejected(result):
+            if _rejected(result) or _raced(result):
                 raise TransientError(f"{error} (origin/{wt.branch} keeps moving; retry later)")
             raise error
+        return await self.head(wt)
+
+    async def _find_on(self, wt: Worktree, start: str, message_regex: str) -> str | None:
+        result = await self._git(
+            ["log", "-n", "1", "--format=%H", "--extended-regexp",
+             f"--grep={message_regex}", start, "--"], wt.path, check=False)
+        return result.stdout.strip() or None if result.returncode == 0 else None
 
     async def _push_once(self, wt: Worktree) -> GitResult:
         return await self._git(
@@ -450,6 +473,12 @@ def _rejected(result: GitResult) -> bool:
     """A push refused because origin has commits we lack (porcelain status on stdout)."""
     text = (result.stdout + result.stderr).lower()
     return any(hint in text for hint in _REJECTED_HINTS)
+
+
+def _raced(result: GitResult) -> bool:
+    """A push that lost a race with another push of the same branch."""
+    text = (result.stdout + result.stderr).lower()
+    return any(hint in text for hint in _RACE_HINTS)
 
 
 def _rmtree(path: Path) -> None:

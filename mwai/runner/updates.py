@@ -18,6 +18,12 @@ from mwai.clients.jira import JiraClient
 from mwai.logs import FLOW_LOGGER
 from mwai.model import Comment, Issue
 from mwai.queue.writes import dumps
+from mwai.runner.agent.output import (
+    QUOTED_SUMMARY_MAX_CHARS,
+    AgentResult,
+    blocked_comment,
+    blocking_failures,
+)
 from mwai.runner.journal import RunJournal, run_marker
 from mwai.runner.router import Action, same_status
 from mwai.scrub import scrub
@@ -77,17 +83,69 @@ class IssueUpdates:
     async def comment(self, run: RunJournal, key: str, text: str, step: str,
                       existing: list[Comment] | None = None, marker: str | None = None
                       ) -> dict[str, Any]:
-        """Post a comment once: not if this run journaled it or Jira already shows it."""
-        async def post() -> dict[str, Any]:
-            ai = self.config.ai_account_id
-            for comment in existing or []:
-                ours = marker in comment.body if marker else run.marked(comment.body)
-                if ours and comment.author_account_id in (ai, None):
+        """Post a comment once: not if this run journaled it or Jira already shows it
+        (after a restart, read again once a request of the killed attempt can no longer
+        land)."""
+        ai = self.config.ai_account_id
+
+        def ours(comments: list[Comment]) -> dict[str, Any] | None:
+            for comment in comments:
+                mine = marker in comment.body if marker else run.marked(comment.body)
+                if mine and comment.author_account_id in (ai, None):
                     return {"issue_key": key, "comment_id": comment.id, "found": True}
+            return None
+
+        async def find() -> dict[str, Any] | None:
+            return ours(await self.jira.get_comments(key))
+
+        async def post() -> dict[str, Any]:
+            found = ours(existing or [])
+            if found is not None:
+                return found
             body = text if marker else f"{text}\n{run_marker(run.id)}"
             body = scrub(body, self.config.secrets)
             return {"issue_key": key, "comment_id": await self.jira.add_comment(key, body)}
-        return await run.once(step, f"Comment posted on {key}", post)
+        return await run.once(step, f"Comment posted on {key}", post, find=find)
+
+    async def create_subtask(self, run: RunJournal, parent: Issue, summary: str,
+                             description: str, step: str, known: list[str]) -> dict[str, Any]:
+        """Create a planned sub-task, labelled with the run and step that made it; after a
+        restart, first look for the one a killed attempt asked for (its request may have
+        landed after the listing): by that label, or by its summary."""
+        labels = [subtask_label(run_id, step) for run_id in run.ids]
+
+        async def find() -> dict[str, Any] | None:
+            for sub in await self.jira.list_subtasks(parent.key):
+                if sub.key not in known and (set(labels) & set(sub.labels)
+                                             or sub.summary.strip() == summary.strip()):
+                    return {"key": sub.key, "summary": summary}
+            return None
+
+        async def create() -> dict[str, Any]:
+            key = await self.jira.create_subtask(parent, summary, description,
+                                                 labels=(subtask_label(run.id, step),))
+            return {"key": key, "summary": summary}
+        return await run.once(step, "Sub-task created", create, find=find)
+
+    async def blocked(self, run: RunJournal, sub: Issue, text: str,
+                      comments: list[Comment]) -> None:
+        """Nothing was committed: say why (``text``) on the sub-task, hand it to the human."""
+        await self.comment(run, sub.key, text, "blocked_comment", comments)
+        await self.transition(run, sub.key, self.config.status_blocked, "blocked_transition")
+        await self.assign(run, sub.key, self.config.human_account_id, "blocked_assign")
+
+    async def agent_blocked(self, run: RunJournal, sub: Issue, result: AgentResult,
+                            comments: list[Comment]) -> None:
+        """The agent left no change: each cause with its fix, as an event and on Jira (the
+        agent's summary, output and failures come scrubbed of mwai's secrets)."""
+        failures = blocking_failures(result)
+        first = failures[0]
+        await run.ctx.event(f"Agent blocked: {first.reason}", level="warning",
+                            reason=first.reason, detail=first.detail, fix=first.fix,
+                            reasons=[f.reason for f in failures])
+        await self.blocked(run, sub, blocked_comment(
+            sub.key, result, failures, self.config.status_in_progress, QUOTED_SUMMARY_MAX_CHARS),
+            comments)
 
     async def start_next(self, run: RunJournal, siblings: list[Issue], current_key: str | None,
                          candidates: list[str] | None = None) -> str | None:
@@ -99,18 +157,27 @@ class IssueUpdates:
         config = self.config
         started = (config.status_in_progress, config.status_in_testing,
                    config.status_done, config.status_blocked)
-        busy = [s.key for s in siblings if s.key != current_key
+        busy = [s for s in siblings if s.key != current_key
                 and same_status(s.status, config.status_in_progress)]
-        if busy:
+        # One this run (or a killed attempt of it) began to start: finish starting it,
+        # unless a person has taken it meanwhile.
+        half = [s for s in busy if (f"start_{s.key}" in run.intents
+                                    or run.result(f"start_{s.key}") is not None)
+                and run.result(f"enqueue_{s.key}") is None
+                and s.assignee_account_id in (None, config.ai_account_id)]
+        if busy and not half:
             await run.ctx.event("Next sub-task not started: another one is in progress",
-                                in_progress=busy)
+                                in_progress=[s.key for s in busy])
             return None
-        following = next((s for s in siblings if s.key != current_key
-                          and (candidates is None or s.key in candidates)
-                          and not any(same_status(s.status, name) for name in started)), None)
+        following = half[0] if half else next(
+            (s for s in siblings if s.key != current_key
+             and (candidates is None or s.key in candidates)
+             and not any(same_status(s.status, name) for name in started)), None)
         if following is None:
             return None
         key = following.key
+        if run.result(f"start_{key}") is None and f"start_{key}" not in run.intents:
+            await run.ctx.event(f"Intent: start_{key}", intent=f"start_{key}")
         await self.transition(run, key, config.status_in_progress, f"start_{key}")
         if following.assignee_account_id != config.ai_account_id:
             await self.assign(run, key, config.ai_account_id, f"start_assign_{key}")
@@ -148,3 +215,9 @@ class IssueUpdates:
         except Exception as exc:  # the original error matters more than this one
             log.warning("Could not report the failure on Jira", extra={
                 "error": scrub(str(exc), self.config.secrets)})
+
+
+def subtask_label(run_id: int, step: str) -> str:
+    """The label of a sub-task mwai created: which run and step made it (Jira labels
+    have no spaces); a restarted run finds its sub-task by it even when renamed."""
+    return f"mwai-run-{run_id}-{step.replace('_', '-')}"

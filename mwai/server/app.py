@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import orjson
@@ -36,6 +37,7 @@ from mwai.server import metrics, openapi, ratelimit, sdnotify
 from mwai.server import webhook as wh
 from mwai.server.dashboard import Deps as DashboardDeps
 from mwai.server.dashboard import create_dashboard
+from mwai.server.reconcile import Reconciler
 from mwai.server.reload import LiveSettings, reload_settings
 from mwai.settings import Settings
 
@@ -46,6 +48,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 LIVE_KEY = web.AppKey("live_settings", LiveSettings)
 STORE_KEY = web.AppKey("store", Store)
 POOL_KEY = web.AppKey("pool", WorkerPool)
+RECONCILER_KEY = web.AppKey("reconciler", Reconciler)
 STARTED_KEY = web.AppKey("started_monotonic", float)
 RATE_LIMIT_KEY = web.AppKey("rate_limiter", ratelimit.RateLimiter)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
@@ -307,8 +310,11 @@ def _service_ctx(processor: Processor | None) -> Callable[[web.Application],
         app_metrics = app[metrics.METRICS_KEY]
         checkin = telemetry.PeriodicCheckin(settings, "lease-recovery",
                                             settings.recovery_interval_s)
+        jira_flow = chosen if isinstance(chosen, JiraProcessor) else None
         pool = WorkerPool(store, chosen, PoolConfig.of(settings), checkin,
-                          observer=app_metrics)
+                          observer=app_metrics,
+                          on_lost_failed=partial(jira_flow.report_lost, store)
+                          if jira_flow else None)
         app_metrics.bind_pool(pool)
         # Tasks started from here on (the workers, their runs) inherit it: the API
         # clients of the processor count their calls without being handed the metrics.
@@ -321,7 +327,15 @@ def _service_ctx(processor: Processor | None) -> Callable[[web.Application],
             await chosen.close()
             await store.close()
             raise
+        catch_up = None
+        if jira_flow is not None and settings.reconcile_interval_s > 0:
+            reconciler = Reconciler(settings, store, jira_flow.jira, pool.notify)
+            app[RECONCILER_KEY] = reconciler
+            catch_up = asyncio.create_task(reconciler.run_forever(), name="mwai-reconcile")
         yield
+        if catch_up is not None:
+            catch_up.cancel()
+            await asyncio.gather(catch_up, return_exceptions=True)
         await pool.stop()
         await chosen.close()
         await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ import mwai.queue.clock
 from mwai.errors import PermanentError
 from mwai.queue.processor import RunContext
 from mwai.queue.store import Store
+from mwai.queue.writes import MAX_LOST_ATTEMPTS
 from mwai.server.app import POOL_KEY, STORE_KEY, create_app
 from tests.conftest import automation_payload, secret_headers
 from tests.integration.helpers import (
@@ -145,8 +147,9 @@ async def test_expired_lease_of_a_dead_worker_is_recovered(aiohttp_client: Any,
     assert attempts == 2
 
 
-async def test_lost_run_past_max_attempts_fails(aiohttp_client: Any, settings_factory: Any
-                                                ) -> None:
+async def test_a_lost_worker_does_not_spend_the_runs_own_attempts(
+        aiohttp_client: Any, settings_factory: Any) -> None:
+    # Its one attempt was spent by a crash of mwai, not by the run: it runs again.
     settings = settings_factory(max_attempts=1)
     dead = Store(settings.db)
     await dead.open()
@@ -155,9 +158,28 @@ async def test_lost_run_past_max_attempts_fails(aiohttp_client: Any, settings_fa
     assert claimed is not None
     await dead.close()
     await aiohttp_client(create_app(settings))
+    await wait_for(lambda: status_of(settings, claimed.id) == "completed", what="completed")
+    rows = db_rows(settings.db, "SELECT attempts, lost_attempts FROM runs WHERE id=?",
+                   (claimed.id,))
+    assert rows == [(2, 1)]
+
+
+async def test_a_run_whose_workers_keep_getting_lost_fails_in_the_end(
+        aiohttp_client: Any, settings_factory: Any) -> None:
+    settings = settings_factory(max_attempts=3)
+    dead = Store(settings.db)
+    await dead.open()
+    await dead.enqueue("LOST-3", "{}")
+    claimed = await dead.claim(f"{dead.process_id}/w1", lease_s=0.2)
+    assert claimed is not None
+    await dead.close()
+    with sqlite3.connect(settings.db) as conn:  # lost nine times before this one
+        conn.execute("UPDATE runs SET lost_attempts = ?, attempts = attempts + ? WHERE id = ?",
+                     (MAX_LOST_ATTEMPTS - 1, MAX_LOST_ATTEMPTS - 1, claimed.id))
+    await aiohttp_client(create_app(settings))
     await wait_for(lambda: status_of(settings, claimed.id) == "failed", what="failed")
     (error,) = db_rows(settings.db, "SELECT last_error FROM runs WHERE id=?", (claimed.id,))[0]
-    assert "was lost" in error and "all 1 attempts" in error
+    assert "was lost" in error and f"lost {MAX_LOST_ATTEMPTS} times" in error
 
 
 async def test_shutdown_gives_back_running_runs_without_spending_an_attempt(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mwai.model import Comment
-from mwai.runner.flow import feedback_since_last_ai_comment
+from mwai.runner.agent.prompt import feedback_since_last_ai_comment
 from mwai.runner.journal import run_marker
 from mwai.scrub import scrub
 

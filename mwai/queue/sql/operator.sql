@@ -107,7 +107,7 @@ SELECT id, issue_key, status, attempts, locked_by, locked_at, lease_expires_at,
 FROM runs WHERE locked_by IS NOT NULL AND locked_by >= '' LIMIT :limit;
 
 -- name: ops_lock_of_run
-SELECT id, issue_key, attempts, locked_by, cancel_requested, status
+SELECT id, issue_key, attempts, locked_by, cancel_requested, status, lost_attempts
 FROM runs WHERE id = :run_id AND locked_by = :locked_by;
 
 -- name: ops_clear_lock

@@ -56,8 +56,9 @@ WHERE NOT EXISTS (SELECT 1 FROM kv WHERE key = 'claims.paused')
           SELECT 1 FROM runs AS r WHERE r.issue_key = q.issue_key AND r.status = 'running')
     ORDER BY q.priority DESC, q.id
     LIMIT 1)
-RETURNING id, issue_key, attempts, payload_json, created_at, available_at, priority,
-          request_id, branch, pr_url, action;
+-- attempts: the run's own ones; those its lost workers spent (lost_attempts) do not count.
+RETURNING id, issue_key, attempts - lost_attempts, payload_json, created_at, available_at,
+          priority, request_id, branch, pr_url, action;
 
 -- name: renew_lease
 UPDATE runs SET lease_expires_at = :lease_expires_at, updated_at = :now
@@ -88,6 +89,10 @@ UPDATE runs SET
     locked_at        = NULL,
     lease_expires_at = NULL
 WHERE id = :run_id AND status = 'running';
+
+-- name: count_lost_attempt
+-- The attempt of a lost worker was spent by a crash of mwai, not by the run.
+UPDATE runs SET lost_attempts = lost_attempts + 1 WHERE id = :run_id;
 
 -- name: queued_run_for_issue
 SELECT id FROM runs WHERE issue_key = :issue_key AND status = 'queued';
@@ -128,14 +133,14 @@ WHERE id = :run_id;
 -- name: expired_runs
 -- Running runs whose lease ran out, except those of the asking process (it
 -- knows its own workers are alive, whatever the wall clock says).
-SELECT id, issue_key, attempts, locked_by, cancel_requested
+SELECT id, issue_key, attempts, locked_by, cancel_requested, lost_attempts
 FROM runs
 WHERE status = 'running'
   AND lease_expires_at < :now
   AND (locked_by IS NULL OR substr(locked_by, 1, length(:process_id)) != :process_id);
 
 -- name: runs_of_process
-SELECT id, issue_key, attempts, locked_by, cancel_requested
+SELECT id, issue_key, attempts, locked_by, cancel_requested, lost_attempts
 FROM runs
 WHERE status = 'running' AND locked_by >= :prefix_low AND locked_by < :prefix_high;
 

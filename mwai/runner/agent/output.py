@@ -17,6 +17,8 @@ from mwai.runner.agent.prompt import cut_text
 from mwai.scrub import scrub
 
 SUMMARY_MAX_CHARS = 4000
+# The agent's summary quoted in a Jira comment or the journal.
+QUOTED_SUMMARY_MAX_CHARS = 1500
 # Why an agent run produced no change, each with its own fix (events, Blocked comment).
 FAILURE_REASONS = ("permission_denied", "sandbox_refusal", "auth_error", "tool_failed",
                    "no_change", "agent_error")

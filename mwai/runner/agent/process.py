@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import json
 import os
@@ -150,6 +151,29 @@ class EventLines:
         if self.stream is None or not self.stream.seen_result():
             return None
         return self.stream.result()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """What the agent's child runs before exec: ask Linux for SIGKILL when mwai dies.
+
+    The agent is in its own session, so a killed mwai would leave it running (and
+    writing into a worktree a new attempt may use). The libc handle is taken here,
+    in mwai, not between fork and exec; None where there is no prctl (not Linux).
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # mwai died before the signal was armed
+            os._exit(1)
+    return arm
 
 
 async def _drain(stream: asyncio.StreamReader | None, capture: BoundedCapture,
@@ -310,6 +334,7 @@ async def run_command(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # own process group: a timeout kills its children too
+            preexec_fn=die_with_parent(),
         )
     except OSError as exc:
         raise PermanentError(

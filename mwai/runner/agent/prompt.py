@@ -88,3 +88,10 @@ def build_prompt(
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:250]
+
+
+def feedback_since_last_ai_comment(comments: list[Comment], ai_account_id: str) -> list[Comment]:
+    """The rework feedback: every comment after the AI account's latest one."""
+    last_ai = max((i for i, c in enumerate(comments) if c.author_account_id == ai_account_id),
+                  default=-1)
+    return comments[last_ai + 1:]

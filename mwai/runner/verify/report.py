@@ -10,12 +10,12 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from mwai.runner.agent.output import QUOTED_SUMMARY_MAX_CHARS
 from mwai.runner.verify.command import CheckRun
 from mwai.runner.verify.loop import Verification
 from mwai.scrub import scrub
 
 TAIL_IN_COMMENT_CHARS = 3000
-SUMMARY_MAX_CHARS = 1500
 AGENT_OUTPUT_TAIL_CHARS = 2000
 
 
@@ -23,7 +23,7 @@ def journal_fields(verification: Verification, secrets: Sequence[str]) -> dict[s
     """What the run's "agent" journal entry keeps: the last agent result and the checks."""
     result, secret_list = verification.agent, list(secrets)
     return {"exit_code": result.exit_code, "duration_s": round(result.duration_s, 3),
-            "summary": scrub(result.summary[:SUMMARY_MAX_CHARS], secret_list),
+            "summary": scrub(result.summary[:QUOTED_SUMMARY_MAX_CHARS], secret_list),
             "output_tail": scrub(result.output[-AGENT_OUTPUT_TAIL_CHARS:], secret_list),
             "cost_usd": result.cost_usd, "input_tokens": result.input_tokens,
             "output_tokens": result.output_tokens, "attempts": verification.attempts,
