@@ -17,9 +17,9 @@ from typing import Any, Self
 
 import pytest
 
-from mwai.demo.fake_github import FakeGitHub
-from mwai.demo.fake_jira import FakeJira
-from mwai.demo.fake_llm import FakeLlm
+from mwai.demo.fakes.github import FakeGitHub
+from mwai.demo.fakes.jira import FakeJira
+from mwai.demo.fakes.llm import FakeLlm
 from mwai.demo.sample_repo import make_sample_origin
 from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, demo_agent_command, plan_script
 from tests.acceptance.service import Service, free_port

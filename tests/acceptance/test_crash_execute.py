@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from mwai.demo.fake_github import FakeGitHub
-from mwai.demo.fake_jira import FakeJira
-from mwai.demo.fake_llm import FakeLlm
+from mwai.demo.fakes.github import FakeGitHub
+from mwai.demo.fakes.jira import FakeJira
+from mwai.demo.fakes.llm import FakeLlm
 from mwai.demo.sample_repo import git_log, make_sample_origin
 from mwai.demo.story import (
     DEMO_PLAN,

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from mwai.demo.fake_agent_api import FakeAgentApi, Step
+from mwai.demo.fakes.agent_api import FakeAgentApi, Step
 from mwai.demo.sample_repo import git_branches, make_sample_origin
 from mwai.demo.story import DemoStack
 from mwai.runner.agent.config import AgentConfig

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from mwai.demo.fake_agent_api import FakeAgentApi, Step
+from mwai.demo.fakes.agent_api import FakeAgentApi, Step
 
 HERE = Path(__file__).resolve().parent
 ANTHROPIC = json.loads((HERE / "anthropic_messages_stream.json").read_text())

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from mwai.clients.jira import JiraClient, JiraConfig
-from mwai.demo.fake_jira import FakeJira
+from mwai.demo.fakes.jira import FakeJira
 from mwai.demo.story import DEMO_PLAN, DemoStack
 from mwai.model import Event
 from mwai.queue.store import Store

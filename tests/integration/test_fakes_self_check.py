@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from mwai.clients.jira import JiraClient, JiraConfig
-from mwai.demo.fake_jira import FakeJira
-from mwai.demo.fake_llm import FakeLlm
+from mwai.demo.fakes.jira import FakeJira
+from mwai.demo.fakes.llm import FakeLlm
 from tests.conftest import SECRET, make_settings
 from tests.integration.helpers import wait_for
 

@@ -20,7 +20,7 @@ from mwai.clients.github import (
     graphql_url,
 )
 from mwai.clients.http import HttpError, new_session
-from mwai.demo.fake_github import FakeApp, FakeGitHub, jwt_problem
+from mwai.demo.fakes.github import FakeApp, FakeGitHub, jwt_problem
 from mwai.errors import PermanentError, TransientError
 from tests.conftest import make_settings
 

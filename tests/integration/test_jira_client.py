@@ -12,7 +12,7 @@ import pytest
 
 from mwai.clients.http import HttpError
 from mwai.clients.jira import JiraClient, JiraConfig
-from mwai.demo.fake_jira import COMMENT_NOT_VALID, NOT_ADF, NOT_FOUND, FakeJira
+from mwai.demo.fakes.jira import COMMENT_NOT_VALID, NOT_ADF, NOT_FOUND, FakeJira
 from mwai.errors import PermanentError, TransientError
 from mwai.server.app import create_app
 from mwai.settings import Settings

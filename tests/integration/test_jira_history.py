@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from mwai.clients.jira import JiraClient, JiraConfig
-from mwai.demo.fake_jira import FakeJira
+from mwai.demo.fakes.jira import FakeJira
 from tests.conftest import make_settings
 
 COLLEAGUE = "colleague-account"

@@ -17,7 +17,7 @@ from mwai.clients.llm import (
     estimate_cost_usd,
     make_llm,
 )
-from mwai.demo.fake_llm import FakeLlm
+from mwai.demo.fakes.llm import FakeLlm
 from mwai.errors import PermanentError, TransientError
 from tests.conftest import make_settings
 

@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mwai.demo.loopback import Fault, LoopbackServer
+from mwai.demo.fakes.loopback import Fault, LoopbackServer
 
 FAULT_KINDS = ("429", "500", "502", "slow", "html")
 DOCS = "https://docs.github.com/rest"

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mwai.demo.loopback import Fault, LoopbackServer
+from mwai.demo.fakes.loopback import Fault, LoopbackServer
 
 Script = Callable[[dict[str, Any]], str]
 FAULT_KINDS = ("429", "500", "529", "slow", "html")

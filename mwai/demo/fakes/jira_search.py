@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mwai.demo.fake_jira_site import FakeIssue
+from mwai.demo.fakes.jira_site import FakeIssue
 
 Predicate = Callable[[FakeIssue], bool]
 _TOKEN = re.compile(r'\s*(?:(\()|(\))|(,)|(!=|>=|<=|=|>|<)|"((?:[^"\\]|\\.)*)"|([^\s(),=!<>"]+))')

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mwai.demo.loopback import LoopbackServer
+from mwai.demo.fakes.loopback import LoopbackServer
 
 INPUT_TOKENS_PER_REQUEST = 1200
 OUTPUT_TOKENS_PER_STEP = 40

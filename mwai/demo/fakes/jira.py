@@ -44,9 +44,9 @@ import orjson
 from aiohttp import web
 
 from mwai.clients.adf import adf_problems, adf_to_text
-from mwai.demo.fake_jira_search import JqlError, search
-from mwai.demo.fake_jira_site import WORKFLOW, Body, FakeIssue, JiraSite, Transition
-from mwai.demo.loopback import LoopbackServer
+from mwai.demo.fakes.jira_search import JqlError, search
+from mwai.demo.fakes.jira_site import WORKFLOW, Body, FakeIssue, JiraSite, Transition
+from mwai.demo.fakes.loopback import LoopbackServer
 
 NOT_FOUND = "Issue does not exist or you do not have permission to see it."
 NOT_ADF = "Operation value must be an Atlassian Document (see the Atlassian Document Format)"
