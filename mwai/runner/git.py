@@ -2,7 +2,7 @@
 
 Every git command is an argument list (never a shell). Ticket text reaches git
 only as a commit message on stdin (``commit -F -``) and as a branch name made
-by ``names.branch_name`` (a safe slug). The push token is given to the one command
+by ``git_env.branch_name`` (a safe slug). The push token is given to the one command
 that needs it through GIT_CONFIG_COUNT/KEY/VALUE environment variables as an
 ``http.extraHeader``: it never appears in a URL, an argument or a config file.
 Git runs with LC_ALL=C so its messages can be recognised.
@@ -24,7 +24,7 @@ from typing import Any
 
 from mwai.errors import PermanentError, TransientError
 from mwai.logs import GIT_LOGGER
-from mwai.runner.git_env import basic_credential, git_environment, mirror_name
+from mwai.runner.git_env import JUNK_PATTERNS, basic_credential, git_environment, mirror_name
 from mwai.runner.repos import RepoConfig, is_safe_branch, is_safe_url
 from mwai.scrub import Scrubber
 
@@ -32,14 +32,6 @@ log = logging.getLogger(GIT_LOGGER)
 
 LOCAL_TIMEOUT_S = 120.0
 NETWORK_TIMEOUT_S = 600.0
-# Never committed, even in a repository without a .gitignore: what the agent, the setup
-# and the checks leave behind that is not source (untracked files only; tracked stay).
-JUNK_PATTERNS = (
-    "__pycache__/", "*.py[cod]", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".tox/",
-    ".nox/", ".coverage", ".coverage.*", "coverage.xml", "htmlcov/", "coverage/",
-    ".nyc_output/", "node_modules/", ".next/", ".cache/", "dist/", "build/", "target/",
-    "*.egg-info/", ".eggs/", ".venv/", "*.swp", "*.swo", "*~", ".#*", ".DS_Store",
-)
 STDERR_KEPT_CHARS = 2000
 
 # Lower-case fragments of git/curl/ssh messages that mean "try again later".

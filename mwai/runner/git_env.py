@@ -16,6 +16,15 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
+# Never committed, even in a repository without a .gitignore: what the agent, the setup
+# and the checks leave behind that is not source (untracked files only; tracked stay).
+JUNK_PATTERNS = (
+    "__pycache__/", "*.py[cod]", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".tox/",
+    ".nox/", ".coverage", ".coverage.*", "coverage.xml", "htmlcov/", "coverage/",
+    ".nyc_output/", "node_modules/", ".next/", ".cache/", "dist/", "build/", "target/",
+    "*.egg-info/", ".eggs/", ".venv/", "*.swp", "*.swo", "*~", ".#*", ".DS_Store",
+)
+
 SLUG_MAX_CHARS = 40
 
 

@@ -110,8 +110,11 @@ def preset(tmp_path: Path, kind: str, confined: bool = False, **changes: object)
     program = tmp_path / "cli"
     program.write_text("#!/bin/sh\nexit 0\n")
     program.chmod(0o755)
-    settings = make_settings(tmp_path, agent=kind, agent_program=str(program), **changes)
-    return AgentConfig.of(settings, confined_by_sandbox=confined)
+    # Inside bubblewrap (MWAI_SANDBOX=bwrap) the sandbox is the boundary: the CLI's own
+    # checks step aside; with MWAI_SANDBOX=off they are the CLI's safest working mode.
+    settings = make_settings(tmp_path, agent=kind, agent_program=str(program),
+                             sandbox="bwrap" if confined else "off", **changes)
+    return AgentConfig.of(settings)
 
 
 def test_claude_modes_and_keys(tmp_path: Path) -> None:
