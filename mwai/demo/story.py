@@ -40,6 +40,7 @@ from mwai.demo.sample_repo import git_log, make_sample_origin
 from mwai.errors import MwaiError
 from mwai.queue.processor import Processor
 from mwai.queue.store import Store
+from mwai.runner.verify.sandbox import Sandbox, SandboxConfig
 from mwai.server.app import STORE_KEY, create_app
 from mwai.settings import Settings
 
@@ -333,11 +334,23 @@ def _indent(text: str, spaces: int) -> str:
     return "\n".join(" " * spaces + line for line in text.splitlines())
 
 
+def demo_sandbox(write: Callable[[str], None], config: SandboxConfig | None = None) -> str:
+    """MWAI_SANDBOX for the demo: bwrap where it can start; else off, said plainly (the
+    demo's agent and checks are mwai's own scripts, not a model's work)."""
+    problem = Sandbox(config or SandboxConfig.of(Settings.defaults())).problem()
+    if problem is None:
+        return "bwrap"
+    write(f"note: the sandbox cannot start here ({problem}); the demo runs its own agent "
+          "without it (MWAI_SANDBOX=off). A real service refuses to run agents so.")
+    return "off"
+
+
 async def run_demo(root: Path, write: Callable[[str], None], timeout_s: float) -> int:
     write(f"mwai demo: fakes of Jira, GitHub and the LLM on 127.0.0.1; work in {root}")
     try:
         # The demo agent's first change breaks the sample's tests; the fix loop mends it.
-        async with DemoStack(root, agent_command=demo_agent_command("buggy")) as stack:
+        async with DemoStack(root, agent_command=demo_agent_command("buggy"),
+                             sandbox=demo_sandbox(write)) as stack:
             write(f"mwai is listening on {stack.url} (database {stack.db_path})")
             try:
                 result = await play_story(stack, write, timeout_s)
@@ -364,7 +377,7 @@ async def run_demo(root: Path, write: Callable[[str], None], timeout_s: float) -
 
 async def serve_demo(root: Path, port: int, write: Callable[[str], None]) -> int:
     """Keep the fakes and mwai up until Ctrl-C, for a hand-made curl request."""
-    async with DemoStack(root, listen_port=port) as stack:
+    async with DemoStack(root, listen_port=port, sandbox=demo_sandbox(write)) as stack:
         jira = stack.jira
         jira.create_issue("TEST-123", summary="Add a greeting",
                           description="The sample app should greet users by name.",

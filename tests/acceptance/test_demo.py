@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from mwai.demo.story import demo_sandbox
+from mwai.runner.verify.sandbox import SandboxConfig
+from mwai.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +39,20 @@ def test_mwai_demo_plays_the_whole_story(tmp_path: Path) -> None:
     assert "| 1 | mwai.demo.sample_tests |" in output
     assert (work / "mwai.sqlite3").is_file()
     assert "Traceback" not in output
+
+
+def test_the_demo_without_bubblewrap_runs_its_own_agent_unconfined_and_says_so(
+        tmp_path: Path) -> None:
+    # A fresh machine may lack bubblewrap: the front door still plays (the demo's agent
+    # and checks are mwai's own scripts) and says so. Here: bwrap looked for in vain.
+    lines: list[str] = []
+    missing = dataclasses.replace(SandboxConfig.of(Settings.defaults()),
+                                  tool_path=str(tmp_path))
+    assert demo_sandbox(lines.append, missing) == "off"
+    assert len(lines) == 1 and "bwrap, prlimit, setpriv is not installed" in lines[0]
+    assert "MWAI_SANDBOX=off" in lines[0]
+    # Where bubblewrap works (CI installs it), the demo is sandboxed, and silent about it.
+    assert demo_sandbox(lines.append) == "bwrap" and len(lines) == 1
 
 
 def test_mwai_demo_refuses_a_used_directory(tmp_path: Path) -> None:
