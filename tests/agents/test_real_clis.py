@@ -246,31 +246,51 @@ async def test_a_denied_tool_blocks_the_subtask_naming_the_tool_and_the_fix(
 # -- the agent process ------------------------------------------------------------------
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+def processes_with(token: str) -> list[int]:
+    """Live processes whose command line holds ``token``, in any PID namespace (/proc of
+    the host lists the sandbox's processes too)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if token.encode() in cmdline and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
 
 
-@pytest.mark.parametrize("kind,confined", [("claude-code", False), ("codex", True)])
+@pytest.fixture
+def visible_dir() -> Any:
+    """A directory both sides see: the sandbox hides /tmp (it gets a private one)."""
+    path = Path(tempfile.mkdtemp(prefix="mwai-agent-test-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind,sandbox", [("claude-code", "off"), ("codex", "bwrap")])
 async def test_a_timeout_kills_the_whole_tree_a_setsid_command_included(
-        kind: str, confined: bool, tmp_path: Path, worktree: Any) -> None:
-    pid_file = tmp_path / "escaped.pid"
-    # The repository's checks start a daemon in its own session, then hang. (Codex with
-    # its own sandbox off, as inside mwai's sandbox, is the case the issue saw survive.)
-    checks = tmp_path / "checks"
-    checks.write_text(f"#!/bin/sh\nsetsid sh -c 'echo $$ > {pid_file}; exec sleep 300' "
-                      "> /dev/null 2>&1 &\nexec sleep 300\n")
+        kind: str, sandbox: str, tmp_path: Path, visible_dir: Path, worktree: Any) -> None:
+    # The repository's checks start a daemon in its own session, then hang: unconfined
+    # (mwai's tree kill alone), and Codex inside bubblewrap with its own sandbox off
+    # (the case the issue saw survive; there the PID namespace ends it too).
+    token = f"{secrets_token()}"
+    checks = visible_dir / "checks"
+    started = Path(worktree.path) / "checks-started"  # the worktree: writable in both
+    # Each waiting shell carries the token as its $0, so /proc finds it in any namespace.
+    checks.write_text(f"#!/bin/sh\nsetsid sh -c 'sleep 300; :' {token} > /dev/null 2>&1 &\n"
+                      f"echo started > {started}\nexec sh -c 'sleep 300; :' {token}-main\n")
     checks.chmod(0o755)
     async with FakeAgentApi(steps=[Step("shell", command=str(checks))]) as api:
-        # Unconfined (MWAI_SANDBOX=off): the tree kill by mwai alone; inside bubblewrap
-        # the PID namespace ends every process (tests/integration/test_hostile_agent.py).
         settings = make_settings(tmp_path, **{
-            **preset_changes(kind, api), "agent_timeout_s": 12.0, "sandbox": "off",
+            **preset_changes(kind, api), "agent_timeout_s": 12.0, "sandbox": sandbox,
             "agent_allowed_commands": (str(checks),), "anthropic_api_key": api.api_key})
-        config = AgentConfig.of(settings, confined_by_sandbox=confined)
+        config = AgentConfig.of(settings)
+        assert config.confined_by_sandbox is (sandbox == "bwrap")
         seen: list[ToolCall] = []
 
         async def observe(call: ToolCall) -> None:
@@ -279,13 +299,16 @@ async def test_a_timeout_kills_the_whole_tree_a_setsid_command_included(
         with pytest.raises(AgentTimeout, match="timed out after 12 s"):
             await run_agent(config, worktree.path, "Run it.", None, kill_grace_s=1.0,
                             on_tool=observe)
-    assert pid_file.exists(), f"the scripted command never ran: {seen}"
-    escaped = int(pid_file.read_text())
+    assert started.exists(), f"the scripted command never ran: {seen}"
     for _ in range(100):
-        if process_gone(escaped):
+        if not processes_with(token):
             break
         await asyncio.sleep(0.05)
-    assert process_gone(escaped), f"the setsid'd command {escaped} survived the timeout"
+    assert processes_with(token) == [], "a process of the timed-out agent survived"
+
+
+def secrets_token() -> str:
+    return f"mwai-test-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 @pytest.mark.parametrize("kind", ["claude-code", "codex"])
@@ -309,18 +332,19 @@ async def test_no_request_leaves_for_any_host_but_the_model_api(
         assert [asdict(f) for f in result.failures] == []
 
 
-async def test_tool_calls_show_in_mwai_show_while_the_agent_works(tmp_path: Path) -> None:
-    go = tmp_path / "go"
-    checks = tmp_path / "slow-checks"  # the repository's checks, waiting for the test
+async def test_tool_calls_show_in_mwai_show_while_the_agent_works(
+        tmp_path: Path, visible_dir: Path) -> None:
+    # Inside the sandbox (the default): the checks script and its signal are where the
+    # sandbox lets it read (its /tmp is private).
+    go = visible_dir / "go"
+    checks = visible_dir / "slow-checks"  # the repository's checks, waiting for the test
     checks.write_text(f"#!/bin/sh\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho checked\n")
     checks.chmod(0o755)
     steps = [Step("write", path="NOTE.md", content="x\n"), Step("shell", command=str(checks)),
              Step("finish", text="Done.")]
     stack = DemoStack(tmp_path / "stack", plan=ONE_SUBTASK_PLAN)
     async with FakeAgentApi(steps=steps, api_key=stack.llm.anthropic_key) as api:
-        # Unconfined: the checks script waits for a file of the test's tmp_path, which
-        # the sandbox's private /tmp would hide.
-        stack.settings_changes.update({**preset_changes("claude-code", api), "sandbox": "off",
+        stack.settings_changes.update({**preset_changes("claude-code", api),
                                        "agent_allowed_commands": (str(checks),)})
         await stack.start()
         try:
