@@ -21,7 +21,13 @@ from mwai.demo.fakes.github import FakeGitHub
 from mwai.demo.fakes.jira import FakeJira
 from mwai.demo.fakes.llm import FakeLlm
 from mwai.demo.sample_repo import make_sample_origin
-from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, demo_agent_command, plan_script
+from mwai.demo.story import (
+    DEMO_PLAN,
+    GITHUB_REPO,
+    demo_agent_command,
+    plan_script,
+    sample_checks_command,
+)
 from tests.acceptance.service import Service, free_port
 from tests.conftest import SECRET
 
@@ -84,6 +90,11 @@ class CrashStack:
             "MWAI_WORK_DIR": str(self.tmp_path / "work"),
             "ANTHROPIC_API_KEY": llm.anthropic_key, "ANTHROPIC_BASE_URL": llm.anthropic_base_url,
             "MWAI_AGENT_COMMAND": demo_agent_command(), "MWAI_AGENT_TIMEOUT_S": "60",
+            # The sample's own tests (auto-detection would want pytest in python3), and
+            # unconfined: these agents are the tests' scripts under tmp_path, and they
+            # report their pid and cwd there (the sandbox hides /tmp; the sandbox's own
+            # crash behaviour is in tests/integration/test_hostile_agent.py).
+            "MWAI_CHECKS": sample_checks_command(), "MWAI_SANDBOX": "off",
             **self.extra_env,
         }
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from mwai.demo.sample_repo import git_log, make_sample_origin
-from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, demo_agent_command
+from mwai.demo.story import DEMO_PLAN, GITHUB_REPO, demo_agent_command, sample_checks_command
 from mwai.runner.planner import PLAN_MARKER
 from tests.acceptance.service import Service, free_port
 
@@ -127,6 +127,8 @@ class Story:
             "MWAI_WORK_DIR": self.work_dir, "ANTHROPIC_API_KEY": info["anthropic_key"],
             "ANTHROPIC_BASE_URL": info["anthropic_url"],
             "MWAI_AGENT_COMMAND": demo_agent_command(), "MWAI_AGENT_TIMEOUT_S": "60",
+            # The sample's own tests (auto-detection would want pytest in python3).
+            "MWAI_CHECKS": sample_checks_command(),
         }
 
     def start(self) -> Service:
