@@ -120,10 +120,10 @@ def test_sighup_changes_the_alert_threshold_of_the_running_service(tmp_path: Pat
         assert service.post_webhook({"event_type": "issue_assigned", "issue_key": "GATE-1"}
                                     )[0] == 200
         wait_until(lambda: service.get("/health/detailed")[1]["running"] == 1, "a running run")
-        assert service.get("/health/detailed")[1]["stuck_runs"] == 0
+        assert service.get("/health/detailed")[1]["stuck_count"] == 0
         env_file.write_text("MWAI_STUCK_AFTER_S=1\n")
         service.signal(signal.SIGHUP)
-        report = wait_until(lambda: (lambda r: r if r["stuck_runs"] == 1 else None)(
+        report = wait_until(lambda: (lambda r: r if r["stuck_count"] == 1 else None)(
             service.get("/health/detailed")[1]), "the run to count as stuck")
         assert report["status"] == "degraded"
         assert '"applied":["MWAI_STUCK_AFTER_S"]' in service.output()

@@ -135,7 +135,8 @@ async def test_a_change_that_never_passes_is_blocked_and_not_pushed(
     assert "still fails after 2 attempt(s)" in comment
     assert "AssertionError" in comment and "FAILED tests/test_greet.py::test_greet" in comment
     run_id = await execute_run_id(stack, key)
-    kept = stack.root / "work" / "worktrees" / f"run-{run_id}"
+    # Each attempt has its own worktree (run-<id>-<attempt>-<random>): the one kept.
+    [kept] = (stack.root / "work" / "worktrees").glob(f"run-{run_id}-*")
     assert (kept / "sample" / "greet.py").is_file()  # kept for inspection
     assert await metric(stack, 'mwai_checks_total{kind="check",outcome="failed"}') == 2
 
