@@ -14,6 +14,7 @@ Both are pure functions.
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from typing import Any
 
@@ -87,6 +88,31 @@ def text_to_adf(text: str) -> dict[str, Any]:
             index += 1
         blocks.append(_paragraph(paragraph))
     return {"type": "doc", "version": 1, "content": blocks}
+
+
+def stored_size(doc: dict[str, Any]) -> int:
+    """The characters Jira stores for ``doc``: its compact JSON, which Jira's limit counts."""
+    return len(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+
+
+def text_to_adf_within(text: str, max_chars: int, note: str) -> dict[str, Any]:
+    """``text_to_adf(text)``, cut so that its stored size is at most ``max_chars``.
+
+    The plain text is not the measure: every list item, break and mark adds markup,
+    so a long list is several times larger as ADF. The longest prefix that fits
+    (found by bisection) ends with ``note``, saying that the text was cut.
+    """
+    doc = text_to_adf(text)
+    if stored_size(doc) <= max_chars:
+        return doc
+    fits, too_long = 0, len(text)
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if stored_size(text_to_adf(text[:middle].rstrip() + note)) <= max_chars:
+            fits = middle
+        else:
+            too_long = middle
+    return text_to_adf(text[:fits].rstrip() + note)
 
 
 def _is_paragraph_line(line: str) -> bool:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from mwai.clients.adf import adf_to_text, text_to_adf
+from mwai.clients.adf import adf_to_text, text_to_adf_within
 from mwai.clients.http import ApiClient, CallObserver
 from mwai.errors import PermanentError
 from mwai.model import Comment, Issue, StatusChange
@@ -28,6 +28,9 @@ MAX_SUMMARY_CHARS = 255  # Jira refuses longer summaries
 # Jira refuses comment bodies and descriptions over 32,767 characters; keep a margin
 # for the ADF markup of what we send.
 MAX_TEXT_CHARS = 30_000
+# The same limit counts an ADF body's stored JSON, markup included (a list item is ~80
+# characters of it): v3 bodies are bounded by that size, not by their text's.
+MAX_ADF_CHARS = 32_000
 TRUNCATION_NOTE = "\n\n[... truncated by mwai: the text was longer than Jira accepts]"
 MAX_PAGES = 200  # a bound on pagination, whatever the server says about totals
 
@@ -192,7 +195,9 @@ class JiraClient:
 
     def _rich_text(self, text: str) -> dict[str, Any] | str:
         text = fit_text(text)
-        return text_to_adf(text) if self.api_version == "3" else text
+        if self.api_version == "2":
+            return text
+        return text_to_adf_within(text, MAX_ADF_CHARS, TRUNCATION_NOTE)
 
     async def _get_json(self, path: str, params: dict[str, str | int] | None = None) -> Any:
         response = await self.api.request("GET", path, params=params)

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from mwai.clients.adf import stored_size
 from mwai.clients.http import HttpError
 from mwai.clients.jira import JiraClient, JiraConfig
 from mwai.demo.fakes.jira import COMMENT_NOT_VALID, NOT_ADF, NOT_FOUND, FakeJira
@@ -305,6 +306,24 @@ async def test_a_comment_longer_than_jira_accepts_is_cut_not_refused(
 
     (stored,) = fake.comments_of(key)
     assert stored.startswith("agent output:\nyyy") and stored.endswith("than Jira accepts]")
+
+
+async def test_a_long_plan_is_bounded_by_its_stored_adf_size_not_its_text(
+        fake: FakeJira, client: JiraClient) -> None:
+    """A list is several times larger as ADF than as text: 1,500 steps are ~30 KB of text
+    but ~150 KB of ADF, which Jira refuses; mwai cuts it to what Jira stores."""
+    key = fake.create_issue()
+    plan = "## Plan\n\n" + "\n".join(f"- step {n}: change one file" for n in range(3000))
+
+    await client.add_comment(key, plan)
+
+    (record,) = fake.comment_records(key)
+    assert isinstance(record.body, dict)
+    assert stored_size(record.body) <= 32_767
+    assert record.body["content"][1]["type"] == "bulletList"
+    (text,) = fake.comments_of(key)
+    assert text.startswith("## Plan\n\n- step 0: change one file\n- step 1:")
+    assert text.endswith("than Jira accepts]") and "step 2999" not in text
 
 
 async def test_rule_payloads_are_accepted_by_the_mwai_webhook(

@@ -7,7 +7,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mwai.clients.adf import MAX_DEPTH, adf_problems, adf_to_text, text_to_adf
+from mwai.clients.adf import (
+    MAX_DEPTH,
+    adf_problems,
+    adf_to_text,
+    stored_size,
+    text_to_adf,
+    text_to_adf_within,
+)
 
 
 def text(value: str, *marks: dict[str, Any]) -> dict[str, Any]:
@@ -201,3 +208,16 @@ def test_any_text_converts_to_a_valid_document(value: str) -> None:
     result = text_to_adf(value)
     assert adf_problems(result) == []
     assert isinstance(adf_to_text(result), str)
+
+
+def test_text_to_adf_within_bounds_the_stored_json_of_a_long_list() -> None:
+    text = "\n".join(f"{n}. item number {n}" for n in range(1, 2001))
+    assert stored_size(text_to_adf(text)) > 100_000  # the defect: ~30 KB of text
+
+    doc = text_to_adf_within(text, 20_000, "\n\n[cut]")
+
+    assert stored_size(doc) <= 20_000
+    rendered = adf_to_text(doc)
+    assert rendered.startswith("1. item number 1\n2. item number 2")
+    assert rendered.endswith("[cut]") and "item number 2000" not in rendered
+    assert text_to_adf_within("short", 20_000, "[cut]") == text_to_adf("short")

@@ -43,7 +43,7 @@ from typing import Any, Self
 import orjson
 from aiohttp import web
 
-from mwai.clients.adf import adf_problems, adf_to_text
+from mwai.clients.adf import adf_problems, adf_to_text, stored_size
 from mwai.demo.fakes.jira_search import JqlError, search
 from mwai.demo.fakes.jira_site import WORKFLOW, Body, FakeIssue, JiraSite, Transition
 from mwai.demo.fakes.loopback import LoopbackServer
@@ -302,7 +302,9 @@ class FakeJira(JiraSite, LoopbackServer):
                 raise JiraFail(400, ["INVALID_INPUT"])
         elif not isinstance(value, str):
             raise JiraFail(400, errors={field_name: NOT_STRING})
-        if len(adf_to_text(body)) > MAX_TEXT_CHARS:
+        # Jira's limit counts what it stores: the ADF document's JSON, markup included.
+        size = stored_size(body) if isinstance(body, dict) else len(adf_to_text(body))
+        if size > MAX_TEXT_CHARS:
             raise JiraFail(400, errors={field_name: TOO_LONG})
         return body
 
