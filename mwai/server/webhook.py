@@ -1,12 +1,18 @@
 """Pure functions of the webhook: authenticate, parse, validate -> ``Trigger``.
 
-Two payload shapes arrive at ``POST /webhook/jira``:
+These body shapes arrive at ``POST /webhook/jira`` (real examples, with their
+sources, are in tests/contracts/jira_webhooks):
 
-* Jira Automation "Send web request" bodies, flat:
+* Jira Automation "Send web request", custom data, flat:
   ``{"event_type", "issue_key" | "issueKey", "issue_type", "status",
-  "assignee_account_id", "parent_key", "project_key", ...}``
-* native Jira Cloud webhooks: ``{"webhookEvent": "jira:issue_updated",
-  "issue": {"key", "fields": {...}}, "changelog", "user", "comment"}``
+  "assignee_account_id", "parent_key", "project_key", ...}``; a smart value
+  without a value renders as ``""``, which counts as missing;
+* Automation's "Issue data (Automation format)" (and Jira format): the issue
+  itself at the top level, ``{"self", "id", "key", "fields": {...}}``;
+* native Jira webhooks: ``{"webhookEvent": "jira:issue_updated" |
+  "comment_created" | ..., "issue": {"key", "fields": {...}}, "changelog",
+  "user", "comment"}``, users by ``accountId`` (Cloud) or ``name``/``key``
+  (Server and Data Center).
 
 The webhook is only a trigger: the run re-reads the issue from Jira, so only
 the key must be right; the other fields are kept for the journal.
@@ -128,17 +134,31 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+NO_KEY = ("no issue key: send 'issue_key' (a custom Automation body), the issue itself "
+          "('key', Automation's Issue data bodies) or 'issue.key' (a native Jira webhook); "
+          "a smart value that rendered empty ('') counts as missing")
+
+
 def to_trigger(document: dict[str, Any]) -> Trigger:
-    """Read either payload shape; raise WebhookError(400/422) naming the bad field."""
+    """Read any accepted body shape; raise WebhookError(400/422) naming the bad field."""
     if "webhookEvent" in document or isinstance(document.get("issue"), dict):
         return _native(document)
+    flat_key = any(_given(document.get(name)) for name in ("issue_key", "issueKey"))
+    if not flat_key and (_given(document.get("key")) or isinstance(document.get("fields"), dict)):
+        # Automation's "Issue data" body options send the issue itself, at the top level.
+        return _issue_trigger(document, "", "automation", "automation")
     return _automation(document)
+
+
+def _given(value: Any) -> bool:
+    """Automation renders a smart value without a value as "", not null: both are missing."""
+    return value is not None and value != ""
 
 
 def _optional_str(document: dict[str, Any], *names: str) -> str | None:
     for name in names:
-        if name in document and document[name] is not None:
-            value = document[name]
+        value = document.get(name)
+        if _given(value):
             if not isinstance(value, str):
                 raise WebhookError(422, f"field {name!r} must be a string")
             return value
@@ -160,12 +180,11 @@ def _automation(document: dict[str, Any]) -> Trigger:
     raw_key = None
     key_field = "issue_key"
     for name in ("issue_key", "issueKey"):
-        if document.get(name) is not None:
+        if _given(document.get(name)):
             raw_key, key_field = document[name], name
             break
     if raw_key is None:
-        raise WebhookError(400, "no issue key: send 'issue_key' (Automation) or "
-                                "'issue.key' (native Jira webhook)")
+        raise WebhookError(400, NO_KEY)
     issue_key = validate_issue_key(raw_key, key_field)
     parent = _optional_str(document, "parent_key", "parentKey")
     if parent:
@@ -177,7 +196,7 @@ def _automation(document: dict[str, Any]) -> Trigger:
         issue_type=_optional_str(document, "issue_type", "issueType"),
         status=_optional_str(document, "status"),
         assignee_account_id=_optional_str(document, "assignee_account_id", "assigneeAccountId"),
-        parent_key=parent or None,
+        parent_key=parent,
         project_key=_optional_str(document, "project_key", "projectKey"),
     )
 
@@ -192,9 +211,20 @@ def _field(container: Any, *path: str) -> Any:
 
 def _native_str(container: Any, label: str, *path: str) -> str | None:
     value = _field(container, *path)
-    if value is not None and not isinstance(value, str):
+    if not _given(value):
+        return None
+    if not isinstance(value, str):
         raise WebhookError(422, f"field {label!r} must be a string")
-    return value
+    return str(value)
+
+
+def _user_id(fields: Any, label: str) -> str | None:
+    """The assignee's id: ``accountId`` on Cloud, ``name`` (else ``key``) on Data Center."""
+    for name in ("accountId", "name", "key"):
+        value = _native_str(fields, f"{label}.{name}", "assignee", name)
+        if value is not None:
+            return value
+    return None
 
 
 def _native(document: dict[str, Any]) -> Trigger:
@@ -202,25 +232,31 @@ def _native(document: dict[str, Any]) -> Trigger:
     if not isinstance(event, str):
         raise WebhookError(422, "field 'webhookEvent' must be a string")
     issue = document.get("issue")
-    if not isinstance(issue, dict) or issue.get("key") is None:
+    if not isinstance(issue, dict) or not _given(issue.get("key")):
         raise WebhookError(400, f"no issue key: a native {event or 'Jira'} webhook needs "
                                 "'issue.key'")
-    issue_key = validate_issue_key(issue.get("key"), "issue.key")
+    return _issue_trigger(issue, "issue.", "jira", event or "jira:webhook")
+
+
+def _issue_trigger(issue: dict[str, Any], label: str, source: str, event: str) -> Trigger:
+    """A trigger from an issue in Jira's JSON (``label``: where it sits in the body)."""
+    if not _given(issue.get("key")):
+        raise WebhookError(400, NO_KEY)
+    issue_key = validate_issue_key(issue.get("key"), f"{label}key")
     fields = issue.get("fields")
     if fields is not None and not isinstance(fields, dict):
-        raise WebhookError(422, "field 'issue.fields' must be an object")
-    parent = _native_str(fields, "issue.fields.parent.key", "parent", "key")
+        raise WebhookError(422, f"field '{label}fields' must be an object")
+    prefix = f"{label}fields"
+    parent = _native_str(fields, f"{prefix}.parent.key", "parent", "key")
     if parent:
-        validate_issue_key(parent, "issue.fields.parent.key")
+        validate_issue_key(parent, f"{prefix}.parent.key")
     return Trigger(
         issue_key=issue_key,
-        source="jira",
-        event_type=event or "jira:webhook",
-        issue_type=_native_str(fields, "issue.fields.issuetype.name", "issuetype", "name"),
-        status=_native_str(fields, "issue.fields.status.name", "status", "name"),
-        assignee_account_id=_native_str(
-            fields, "issue.fields.assignee.accountId", "assignee", "accountId"
-        ),
+        source=source,
+        event_type=event,
+        issue_type=_native_str(fields, f"{prefix}.issuetype.name", "issuetype", "name"),
+        status=_native_str(fields, f"{prefix}.status.name", "status", "name"),
+        assignee_account_id=_user_id(fields, f"{prefix}.assignee"),
         parent_key=parent,
-        project_key=_native_str(fields, "issue.fields.project.key", "project", "key"),
+        project_key=_native_str(fields, f"{prefix}.project.key", "project", "key"),
     )
