@@ -100,16 +100,25 @@ SETTINGS: tuple[Setting, ...] = (
     # jira
     S("JIRA_BASE_URL", "", "Base URL of the Jira site, e.g. https://example.atlassian.net.",
       group="jira", required_by=("jira",)),
-    S("JIRA_EMAIL", "", "Email of the AI Runner Jira account (basic auth user).", group="jira",
-      required_by=("jira",)),
-    S("JIRA_API_TOKEN", "", "API token of the AI Runner Jira account.", group="jira",
-      secret=True, required_by=("jira",)),
-    S("JIRA_AI_ACCOUNT_ID", "", "accountId of the AI Runner Jira account; tickets assigned to "
-      "it are worked on.", group="jira", required_by=("jira",)),
-    S("JIRA_HUMAN_ACCOUNT_ID", "", "accountId of the human who reviews plans and results.",
+    S("JIRA_EMAIL", "", "Email of the AI Runner Jira account (the basic auth user; on Data "
+      "Center with JIRA_AUTH=basic, its username). Not needed with JIRA_AUTH=bearer.",
       group="jira", required_by=("jira",)),
-    S("JIRA_API_VERSION", "3", "Jira REST API version: 3 (Cloud, ADF bodies) or 2 (Data "
-      "Center, plain-text bodies).", "choice", group="jira", choices=("2", "3")),
+    S("JIRA_API_TOKEN", "", "API token of the AI Runner Jira account; with JIRA_AUTH=bearer, "
+      "its Data Center personal access token.", group="jira", secret=True,
+      required_by=("jira",)),
+    S("JIRA_AUTH", "basic", "How mwai authenticates to Jira: 'basic' (JIRA_EMAIL and "
+      "JIRA_API_TOKEN; Cloud) or 'bearer' (JIRA_API_TOKEN is a Data Center personal access "
+      "token, sent as 'Authorization: Bearer').", "choice", group="jira",
+      choices=("basic", "bearer")),
+    S("JIRA_AI_ACCOUNT_ID", "", "The AI Runner Jira account: its accountId on Cloud, its "
+      "username on Data Center (JIRA_API_VERSION=2); tickets assigned to it are worked on.",
+      group="jira", required_by=("jira",)),
+    S("JIRA_HUMAN_ACCOUNT_ID", "", "The human who reviews plans and results: accountId on "
+      "Cloud, username on Data Center (JIRA_API_VERSION=2).", group="jira",
+      required_by=("jira",)),
+    S("JIRA_API_VERSION", "3", "Jira REST API version: 3 (Cloud: ADF bodies, users by "
+      "accountId) or 2 (Data Center: plain-text bodies, users by username).", "choice",
+      group="jira", choices=("2", "3")),
     S("JIRA_STATUS_BACKLOG", "Backlog", "Status of tickets waiting for a plan.", group="jira"),
     S("JIRA_STATUS_PLAN_REVIEW", "Plan Review", "Status of a planned ticket awaiting approval.",
       group="jira"),

@@ -121,6 +121,7 @@ class Settings:
     jira_base_url: str
     jira_email: str
     jira_api_token: str
+    jira_auth: str
     jira_ai_account_id: str
     jira_human_account_id: str
     jira_api_version: str
@@ -272,6 +273,8 @@ def _missing_required(values: Mapping[str, Any]) -> list[str]:
     for setting in SETTINGS:
         if setting.name == "GH_TOKEN" and values.get("gh_app_id"):
             continue  # a GitHub App authenticates instead
+        if setting.name == "JIRA_EMAIL" and values.get("jira_auth") == "bearer":
+            continue  # a personal access token names its user by itself
         # A value that failed to parse is already reported; only flag empty ones.
         if processor in setting.required_by and not values.get(setting.field, "?"):
             problems.append(

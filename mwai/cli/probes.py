@@ -9,13 +9,13 @@ empty; a failure says what the service answered, without the secrets.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
 from mwai.clients.http import ApiClient, new_session
+from mwai.clients.jira import JiraConfig
 from mwai.errors import MwaiError
 from mwai.scrub import scrub
 from mwai.settings import Settings
@@ -64,13 +64,14 @@ def _missing(names: Sequence[tuple[str, str]]) -> str | None:
 
 
 def _jira_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
-    skip = _missing([("JIRA_BASE_URL", settings.jira_base_url),
-                     ("JIRA_EMAIL", settings.jira_email),
-                     ("JIRA_API_TOKEN", settings.jira_api_token)])
+    needed = [("JIRA_BASE_URL", settings.jira_base_url),
+              ("JIRA_API_TOKEN", settings.jira_api_token)]
+    if settings.jira_auth != "bearer":
+        needed.append(("JIRA_EMAIL", settings.jira_email))
+    skip = _missing(needed)
     if skip:
         return skip
-    token = f"{settings.jira_email}:{settings.jira_api_token}".encode()
-    auth = "Basic " + base64.b64encode(token).decode()
+    auth = JiraConfig.of(settings).authorization()
     client = _client(settings, "jira", settings.jira_base_url, session,
                      {"Authorization": auth})
 
@@ -78,10 +79,12 @@ def _jira_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
         answer = await client.request("GET", f"/rest/api/{settings.jira_api_version}/myself")
         me = answer.json() or {}
         who = me.get("displayName") or me.get("emailAddress") or me.get("accountId")
+        # Cloud names the account by accountId, Data Center by name (username).
+        id_field = "name" if settings.jira_api_version == "2" else "accountId"
         note = ""
-        if settings.jira_ai_account_id and me.get("accountId") and \
-                me["accountId"] != settings.jira_ai_account_id:
-            note = (f" (warning: accountId {me['accountId']} is not JIRA_AI_ACCOUNT_ID "
+        if settings.jira_ai_account_id and me.get(id_field) and \
+                me[id_field] != settings.jira_ai_account_id:
+            note = (f" (warning: {id_field} {me[id_field]} is not JIRA_AI_ACCOUNT_ID "
                     f"{settings.jira_ai_account_id})")
         return f"authenticated as {who}{note}"
 

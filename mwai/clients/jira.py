@@ -34,8 +34,11 @@ MAX_ADF_CHARS = 32_000
 TRUNCATION_NOTE = "\n\n[... truncated by mwai: the text was longer than Jira accepts]"
 MAX_PAGES = 200  # a bound on pagination, whatever the server says about totals
 
-# 3: Jira Cloud, ADF bodies; 2: Data Center and older sites, plain-text bodies.
+# 3: Jira Cloud, ADF bodies, users by accountId; 2: Data Center and older sites,
+# plain-text bodies, users by name (username).
 JiraApiVersion = Literal["2", "3"]
+# basic: email (or username) and API token; bearer: a Data Center personal access token.
+JiraAuth = Literal["basic", "bearer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +51,22 @@ class JiraConfig:
     api_version: JiraApiVersion
     timeout_s: float  # one HTTP request
     retries: int  # retries of a transient failure, then the run is retried later
+    auth: JiraAuth = "basic"
 
     @classmethod
     def of(cls, settings: Settings) -> JiraConfig:
         return cls(base_url=settings.jira_base_url, email=settings.jira_email,
                    api_token=settings.jira_api_token,
                    api_version="2" if settings.jira_api_version == "2" else "3",
-                   timeout_s=settings.http_timeout_s, retries=settings.http_retries)
+                   timeout_s=settings.http_timeout_s, retries=settings.http_retries,
+                   auth="bearer" if settings.jira_auth == "bearer" else "basic")
+
+    def authorization(self) -> str:
+        """The Authorization header's value for this account."""
+        if self.auth == "bearer":
+            return f"Bearer {self.api_token}"
+        credentials = f"{self.email}:{self.api_token}".encode()
+        return "Basic " + base64.b64encode(credentials).decode()
 
 
 def key_number(key: str) -> int:
@@ -128,12 +140,10 @@ def parse_issue(document: Any) -> Issue:
 def parse_comment(document: Any) -> Comment | None:
     if not isinstance(document, dict) or document.get("id") is None:
         return None
-    author = _dict(document.get("author"))
     body = document.get("body")
     return Comment(
         id=str(document["id"]),
-        author_account_id=_str_or_none(author.get("accountId")) or _str_or_none(
-            author.get("name")),
+        author_account_id=_user_id(document.get("author")),
         body=adf_to_text(body if isinstance(body, dict | str) else None),
         created=str(document.get("created") or ""),
     )
@@ -172,14 +182,13 @@ class JiraClient:
         backoff_max_s: float = 8.0,
         max_wait_s: float = 60.0,
     ) -> None:
-        credentials = f"{config.email}:{config.api_token}".encode()
         self.api_version: JiraApiVersion = config.api_version
         self.page_size = page_size
         self.api = ApiClient(
             "jira",
             config.base_url,
             session,
-            headers={"Authorization": "Basic " + base64.b64encode(credentials).decode()},
+            headers={"Authorization": config.authorization()},
             timeout_s=config.timeout_s,
             retries=config.retries,
             backoff_base_s=backoff_base_s,
@@ -402,9 +411,14 @@ class JiraClient:
         return parse_status_changes(histories, fields)
 
     async def assign(self, key: str, account_id: str | None) -> None:
-        """Assign by accountId; None unassigns."""
+        """Assign by accountId (Cloud) or username (Data Center, v2); None unassigns.
+
+        Data Center names users by ``name``: it refuses an ``accountId`` body, or reads
+        it as no user at all and unassigns.
+        """
+        field_name = "name" if self.api_version == "2" else "accountId"
         await self.api.request("PUT", self._path("issue", key, "assignee"),
-                               json={"accountId": account_id}, expect_json=False)
+                               json={field_name: account_id}, expect_json=False)
 
     async def myself(self) -> dict[str, Any]:
         """The account the client authenticates as (for ``mwai check --connect``)."""

@@ -350,3 +350,53 @@ async def test_a_retry_is_a_warning_line_naming_the_service(
     retries = [r for r in caplog.records if r.name == "mwai.http"]
     assert [(r.levelname, r.getMessage()) for r in retries] == [
         ("WARNING", "Retrying jira request")], retries
+
+
+@pytest.fixture
+async def data_center() -> AsyncIterator[FakeJira]:
+    async with FakeJira(data_center=True, ai_account_id="ai-runner",
+                        human_account_id="jsmith") as jira:
+        yield jira
+
+
+async def test_data_center_users_by_username_with_a_personal_access_token(
+        tmp_path: Path, data_center: FakeJira, session: aiohttp.ClientSession) -> None:
+    """JIRA_API_VERSION=2 and JIRA_AUTH=bearer: what a Data Center team configures."""
+    settings = jira_settings(tmp_path, data_center)
+    assert (settings.jira_auth, settings.jira_api_version, settings.jira_email) == (
+        "bearer", "2", "")
+    client = JiraClient(JiraConfig.of(settings), session)
+    key = data_center.create_issue(summary="SSO", assignee="ai-runner")
+    data_center.human_comment(key, "please start")
+    data_center.human_transition(key, "Plan Review")
+
+    issue = await client.get_issue(key)
+    await client.assign(key, "jsmith")
+    (comment,) = await client.get_comments(key)
+    changes = await client.status_changes(key, ("status", "assignee"))
+
+    assert issue.assignee_account_id == "ai-runner"
+    assert data_center.issue(key).assignee_account_id == "jsmith"
+    assert data_center.calls("PUT", "/assignee")[0].json == {"name": "jsmith"}
+    assert comment.author_account_id == "jsmith" and comment.body == "please start"
+    assert [(c.field, c.author_account_id) for c in changes] == [
+        ("status", "jsmith"), ("assignee", "ai-runner")]
+    assert all(r.auth_ok and r.path.startswith("/rest/api/2/") for r in data_center.requests)
+    assert (await client.myself())["name"] == "ai-runner"
+
+
+async def test_data_center_refuses_what_only_cloud_accepts(
+        data_center: FakeJira, fake: FakeJira, session: aiohttp.ClientSession) -> None:
+    key = data_center.create_issue(assignee="ai-runner")
+    url = f"{data_center.url}/rest/api/2/issue/{key}/assignee"
+    async with session.put(url, json={"accountId": "jsmith"},
+                           headers=data_center.auth_headers()) as answer:
+        assert answer.status == 400
+        assert "name" in (await answer.json())["errors"]["assignee"]
+    async with session.get(f"{data_center.url}/rest/api/3/issue/{key}",
+                           headers=data_center.auth_headers()) as answer:
+        assert answer.status == 404  # no REST v3 on Data Center
+    async with session.get(f"{fake.url}/rest/api/3/myself",
+                           headers={"Authorization": f"Bearer {fake.api_token}"}) as answer:
+        assert answer.status == 401  # Cloud's API tokens are basic auth only
+    assert data_center.issue(key).assignee_account_id == "ai-runner"

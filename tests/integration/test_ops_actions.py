@@ -24,6 +24,7 @@ from mwai.cli import actions, probes
 from mwai.cli import alert as alerts
 from mwai.cli import common as ops
 from mwai.cli import prune as prunes
+from mwai.demo.fakes.jira import FakeJira
 from mwai.queue.store import Store
 from mwai.settings import Settings
 from tests.integration.helpers import count, db_rows
@@ -416,3 +417,15 @@ async def test_check_connect_skips_services_that_are_not_configured(settings: Se
     assert [(r["service"], r["ok"]) for r in results] == [
         ("jira", None), ("github", None), ("llm (anthropic)", None)]
     assert "JIRA_BASE_URL" in results[0]["detail"]
+
+
+async def test_check_connect_to_data_center_with_a_personal_access_token(
+        settings_factory: Any) -> None:
+    async with FakeJira(data_center=True, ai_account_id="ai-runner") as jira:
+        settings = settings_factory(**jira.settings_changes())
+        (result, *_) = await probes.check_connections(settings)
+        wrong = settings_factory(**{**jira.settings_changes(), "jira_ai_account_id": "other"})
+        (warned, *_) = await probes.check_connections(wrong)
+    assert result == {"service": "jira", "ok": True, "detail": "authenticated as AI Runner"}
+    assert "warning: name ai-runner is not JIRA_AI_ACCOUNT_ID other" in warned["detail"]
+    assert all(record.auth_ok for record in jira.requests)

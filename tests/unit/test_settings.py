@@ -167,3 +167,16 @@ def test_github_app_replaces_the_token_but_needs_all_three_settings() -> None:
     settings = Settings.from_env({**base, "GH_APP_ID": "123", "GH_APP_PRIVATE_KEY_FILE": "/k.pem",
                                   "GH_APP_INSTALLATION_ID": "9"})
     assert settings.gh_token == "" and settings.gh_app_id == "123"
+
+
+def test_a_data_center_personal_access_token_needs_no_email() -> None:
+    base = {"JIRA_WEBHOOK_SECRET": "s", "JIRA_BASE_URL": "https://jira.example.com",
+            "JIRA_API_TOKEN": "pat", "JIRA_AI_ACCOUNT_ID": "ai-runner",
+            "JIRA_HUMAN_ACCOUNT_ID": "jsmith", "MWAI_REPO_URL": "/srv/repo.git",
+            "ANTHROPIC_API_KEY": "k", "GH_TOKEN": "g", "JIRA_API_VERSION": "2"}
+    with pytest.raises(ConfigError, match="JIRA_EMAIL is required"):
+        Settings.from_env(base)
+    with pytest.raises(ConfigError, match="JIRA_AUTH"):
+        Settings.from_env({**base, "JIRA_AUTH": "token"})
+    settings = Settings.from_env({**base, "JIRA_AUTH": "bearer"})
+    assert (settings.jira_auth, settings.jira_email) == ("bearer", "")

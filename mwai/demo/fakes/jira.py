@@ -1,9 +1,13 @@
-"""An in-process fake of Jira Cloud for tests and ``mwai demo`` (aiohttp on 127.0.0.1).
+"""An in-process fake of Jira Cloud, or Data Center, for tests and ``mwai demo``.
 
 It serves the REST v3 (and v2) subset the AI Runner uses, with the shapes and
 failure modes of the real API:
 
 * basic auth (email:api_token) or 401; unknown issue keys get Jira's 404 text;
+* ``data_center=True``: Jira Data Center instead of Cloud: REST v2 only (v3 and
+  Cloud's changelog resource are 404), users by ``name`` and ``key`` (no
+  accountId), an assignment body without ``name`` refused with 400, and
+  personal access tokens (``Authorization: Bearer``) as well as basic auth;
 * v3 descriptions and comment bodies must be ADF documents (a plain string
   gets 400, as on a real site); v2 ones must be strings;
 * a workflow Backlog / Plan Review / In Progress / In Testing / Done / Blocked
@@ -37,13 +41,20 @@ import base64
 import binascii
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Self
 
 import orjson
 from aiohttp import web
 
 from mwai.clients.adf import adf_problems, adf_to_text, stored_size
+from mwai.demo.fakes.jira_faults import (
+    Fault,
+    JiraFail,
+    JiraFaults,
+    RequestRecord,
+    fault_answer,
+    json_answer,
+)
 from mwai.demo.fakes.jira_search import JqlError, search
 from mwai.demo.fakes.jira_site import WORKFLOW, Body, FakeIssue, JiraSite, Transition
 from mwai.demo.fakes.loopback import LoopbackServer
@@ -56,42 +67,7 @@ MAX_TEXT_CHARS = 32_767
 TOO_LONG = "The entered text is too long. It exceeds the allowed limit of 32,767 characters."
 
 
-@dataclass
-class RequestRecord:
-    method: str
-    path: str
-    query: dict[str, str]
-    json: Any
-    auth_ok: bool
-    status: int = 0
-
-
-@dataclass
-class Fault:
-    status: int  # 0: no error, only the delay
-    retry_after_s: float | None = None
-    delay_s: float = 0.0
-    html: bool = False
-    match: str | None = None  # substring of "METHOD /path"; None: any request
-    hold_s: float = 0.0  # after acting on the request: its answer waits (a kill lands)
-
-
-class JiraFail(Exception):
-    """Answer the request with Jira's error shape."""
-
-    def __init__(self, status: int, messages: Iterable[str] = (),
-                 errors: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = {"errorMessages": list(messages), "errors": errors or {}}
-
-
-def _json(document: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(document),
-                        content_type="application/json")
-
-
-class FakeJira(JiraSite, LoopbackServer):
+class FakeJira(JiraSite, JiraFaults, LoopbackServer):
     """The site's REST API on 127.0.0.1, as mwai's Jira client sees Jira Cloud."""
 
     def __init__(
@@ -109,10 +85,12 @@ class FakeJira(JiraSite, LoopbackServer):
         max_page_size: int = 100,
         initial_status: str = "Backlog",
         workflow: tuple[Transition, ...] = WORKFLOW,
+        data_center: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         super().__init__(
+            data_center=data_center,
             ai_account_id=ai_account_id, human_account_id=human_account_id,
             extra_account_ids=extra_account_ids, webhook_url=webhook_url,
             webhook_secret=webhook_secret, rules_enabled=rules_enabled,
@@ -143,51 +121,27 @@ class FakeJira(JiraSite, LoopbackServer):
         await super().stop()
 
     def settings_changes(self) -> dict[str, Any]:
-        """Settings fields that point mwai at this fake (for dataclasses.replace)."""
-        return {
+        """Settings fields that point mwai at this fake (for dataclasses.replace).
+
+        Data Center: REST v2, the personal access token as a Bearer token, no email.
+        """
+        changes = {
             "jira_base_url": self.url,
             "jira_email": self.email,
             "jira_api_token": self.api_token,
             "jira_ai_account_id": self.ai_account_id,
             "jira_human_account_id": self.human_account_id,
         }
+        if self.data_center:
+            changes.update(jira_email="", jira_api_version="2", jira_auth="bearer")
+        return changes
 
     def auth_headers(self) -> dict[str, str]:
         """Headers of a request made with the AI account's valid credentials."""
+        if self.data_center:
+            return {"Authorization": f"Bearer {self.api_token}"}
         token = base64.b64encode(f"{self.email}:{self.api_token}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
-
-    # ------------------------------------------------------------ faults and the request log
-
-    def fail_next(self, n: int = 1, status: int = 429, retry_after_s: float | None = None,
-                  match: str | None = None) -> None:
-        """The next ``n`` requests (matching ``match``, e.g. "POST /rest") get ``status``."""
-        self.faults.extend(Fault(status, retry_after_s=retry_after_s, match=match)
-                           for _ in range(n))
-
-    def slow_next(self, n: int = 1, delay_s: float = 2.0, match: str | None = None) -> None:
-        """The next ``n`` requests wait ``delay_s`` before being handled normally."""
-        self.faults.extend(Fault(0, delay_s=delay_s, match=match) for _ in range(n))
-
-    def hold_next(self, n: int = 1, hold_s: float = 5.0, match: str | None = None) -> None:
-        """Act on the next ``n`` requests at once, then hold each answer ``hold_s``."""
-        self.faults += [Fault(0, hold_s=hold_s, match=match) for _ in range(n)]
-
-    def html_next(self, n: int = 1, match: str | None = None) -> None:
-        """The next ``n`` requests get a 200 HTML page (a proxy or login page)."""
-        self.faults.extend(Fault(200, html=True, match=match) for _ in range(n))
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        target = f"{method} {path}"
-        for index, fault in enumerate(self.faults):
-            if fault.match is None or fault.match in target:
-                return self.faults.pop(index)
-        return None
-
-    def calls(self, method: str | None = None, path_contains: str = "") -> list[RequestRecord]:
-        """Logged requests, filtered by method and a substring of the path."""
-        return [record for record in self.requests
-                if (method is None or record.method == method) and path_contains in record.path]
 
     # ------------------------------------------------------------ HTTP plumbing
 
@@ -219,42 +173,37 @@ class FakeJira(JiraSite, LoopbackServer):
     ) -> web.StreamResponse:
         fault = self._take_fault(request.method, request.path)
         if fault is not None:
-            if fault.delay_s:
-                await asyncio.sleep(fault.delay_s)
-            if fault.html:
-                return web.Response(status=200, content_type="text/html",
-                                    text="<html><body>Atlassian is down for maintenance"
-                                         "</body></html>")
-            if fault.status:
-                headers = {}
-                if fault.retry_after_s is not None:
-                    headers["Retry-After"] = f"{fault.retry_after_s:g}"
-                message = "Rate limit exceeded." if fault.status == 429 else "Internal error"
-                return web.Response(status=fault.status, headers=headers,
-                                    body=orjson.dumps({"errorMessages": [message]}),
-                                    content_type="application/json")
+            faulty = await fault_answer(fault)
+            if faulty is not None:
+                return faulty
         if not record.auth_ok:
             return web.Response(
                 status=401, headers={"WWW-Authenticate": 'Basic realm="protected-area"'},
                 body=orjson.dumps({"errorMessages": [
                     "Client must be authenticated to access this resource."], "errors": {}}),
                 content_type="application/json")
+        if self.data_center and (request.path.startswith("/rest/api/3/")
+                                 or request.path.endswith("/changelog")):
+            return json_answer({"errorMessages": ["null for uri: " + request.path]}, 404)
         if request.method in ("POST", "PUT"):
             if request.content_type != "application/json":
-                return _json({"errorMessages": ["Unsupported Media Type"], "errors": {}}, 415)
+                return json_answer({"errorMessages": ["Unsupported Media Type"], "errors": {}}, 415)
             if bad_json:
-                return _json({"errorMessages": ["Unexpected character in the JSON body"],
+                return json_answer({"errorMessages": ["Unexpected character in the JSON body"],
                               "errors": {}}, 400)
         try:
             response = await handler(request)
         except JiraFail as failure:
-            return _json(failure.body, failure.status)
+            return json_answer(failure.body, failure.status)
         if fault is not None and fault.hold_s:
             await asyncio.sleep(fault.hold_s)
         return response
 
     def _auth_ok(self, request: web.Request) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and self.data_center:
+            # A Data Center personal access token (Cloud has none: API tokens are basic auth).
+            return hmac.compare_digest(encoded.strip().encode(), self.api_token.encode())
         if scheme.lower() != "basic":
             return False
         try:
@@ -325,7 +274,8 @@ class FakeJira(JiraSite, LoopbackServer):
 
     async def _myself(self, request: web.Request) -> web.Response:
         user = self._user(self.ai_account_id) or {}
-        return _json({**user, "emailAddress": self.email, "timeZone": "UTC", "locale": "en_US"})
+        return json_answer({**user, "emailAddress": self.email, "timeZone": "UTC",
+                            "locale": "en_US"})
 
     async def _get_issue(self, request: web.Request) -> web.Response:
         issue = self._found(request)
@@ -338,7 +288,7 @@ class FakeJira(JiraSite, LoopbackServer):
             histories = [self._history_json(h) for h in issue.history]
             document["changelog"] = {"startAt": 0, "maxResults": len(histories),
                                      "total": len(histories), "histories": histories}
-        return _json(document)
+        return json_answer(document)
 
     async def _get_changelog(self, request: web.Request) -> web.Response:
         """Cloud's paginated changelog, oldest first (Data Center has no such resource)."""
@@ -346,7 +296,7 @@ class FakeJira(JiraSite, LoopbackServer):
         start_at = self._int_param(request, "startAt", 0)
         max_results = min(self._int_param(request, "maxResults", 100), self.max_page_size)
         page = issue.history[start_at:start_at + max_results]
-        return _json({"self": f"{self.url}{request.path}", "maxResults": max_results,
+        return json_answer({"self": f"{self.url}{request.path}", "maxResults": max_results,
                       "startAt": start_at, "total": len(issue.history),
                       "isLast": start_at + len(page) >= len(issue.history),
                       "values": [self._history_json(h) for h in page]})
@@ -360,7 +310,7 @@ class FakeJira(JiraSite, LoopbackServer):
             comments.reverse()
         page = comments[start_at:start_at + max_results]
         v3 = self._v3(request)
-        return _json({"startAt": start_at, "maxResults": max_results, "total": len(comments),
+        return json_answer({"startAt": start_at, "maxResults": max_results, "total": len(comments),
                       "comments": [self._comment_json(c, v3) for c in page]})
 
     async def _post_comment(self, request: web.Request) -> web.Response:
@@ -373,7 +323,7 @@ class FakeJira(JiraSite, LoopbackServer):
         if not adf_to_text(body).strip():
             raise JiraFail(400, errors={"comment": "Comment body can not be empty!"})
         comment = self._add_comment(issue, body, self.ai_account_id)
-        return _json(self._comment_json(comment, v3), 201)
+        return json_answer(self._comment_json(comment, v3), 201)
 
     async def _get_transitions(self, request: web.Request) -> web.Response:
         issue = self._found(request)
@@ -383,7 +333,7 @@ class FakeJira(JiraSite, LoopbackServer):
              "to": self._status(t.to)}
             for t in self.workflow if t.available_from(issue.status)
         ]
-        return _json({"expand": "transitions", "transitions": transitions})
+        return json_answer({"expand": "transitions", "transitions": transitions})
 
     async def _post_transition(self, request: web.Request) -> web.Response:
         issue = self._found(request)
@@ -401,6 +351,16 @@ class FakeJira(JiraSite, LoopbackServer):
     async def _put_assignee(self, request: web.Request) -> web.Response:
         issue = self._found(request)
         document = await request.json(loads=orjson.loads)
+        if self.data_center:
+            # Data Center names users by "name"; it knows no accountId.
+            if not isinstance(document, dict) or "name" not in document:
+                raise JiraFail(400, errors={"assignee": "Field 'name' is required: Jira Data "
+                                                        "Center identifies users by username."})
+            name = document["name"]
+            if name is not None and name not in self.accounts:
+                raise JiraFail(400, errors={"assignee": f"User '{name}' does not exist."})
+            self._set_assignee(issue, name, self.ai_account_id)
+            return web.Response(status=204)
         if not isinstance(document, dict) or "accountId" not in document:
             raise JiraFail(400, errors={"accountId": "accountId is required (or null to "
                                                      "unassign)."})
@@ -427,9 +387,9 @@ class FakeJira(JiraSite, LoopbackServer):
         issues = [self._issue_json(issue, self._v3(request), wanted) for issue in page]
         more = start + size < len(found)
         if self._v3(request):
-            return _json({"issues": issues, "isLast": not more,
+            return json_answer({"issues": issues, "isLast": not more,
                           **({"nextPageToken": str(start + size)} if more else {})})
-        return _json({"issues": issues, "startAt": start, "maxResults": size,
+        return json_answer({"issues": issues, "startAt": start, "maxResults": size,
                       "total": len(found)})
 
     async def _createmeta(self, request: web.Request) -> web.Response:
@@ -439,7 +399,7 @@ class FakeJira(JiraSite, LoopbackServer):
         types = self.issue_types()
         start_at = self._int_param(request, "startAt", 0)
         max_results = min(self._int_param(request, "maxResults", 50), self.max_page_size)
-        return _json({"maxResults": max_results, "startAt": start_at, "total": len(types),
+        return json_answer({"maxResults": max_results, "startAt": start_at, "total": len(types),
                       "issueTypes": types[start_at:start_at + max_results]})
 
     async def _create(self, request: web.Request) -> web.Response:
@@ -475,7 +435,7 @@ class FakeJira(JiraSite, LoopbackServer):
             labels=[label for label in fields.get("labels") or [] if isinstance(label, str)])
         self.issues[key].description = description
         issue = self.issues[key]
-        return _json({"id": issue.id, "key": issue.key,
+        return json_answer({"id": issue.id, "key": issue.key,
                       "self": f"{self.url}/rest/api/3/issue/{issue.id}"}, 201)
 
     def _is_subtask_type(self, name: str) -> bool:

@@ -137,7 +137,10 @@ class JiraSite:
         subtask_type_name: str,
         initial_status: str,
         workflow: tuple[Transition, ...],
+        data_center: bool = False,
     ) -> None:
+        # Data Center: users by name (the ids given here are usernames) and key.
+        self.data_center = data_center
         self.ai_account_id = ai_account_id
         self.human_account_id = human_account_id
         self.accounts = {ai_account_id: "AI Runner", human_account_id: "Human Reviewer"}
@@ -347,6 +350,13 @@ class JiraSite:
     def _user(self, account_id: str | None) -> dict[str, Any] | None:
         if account_id is None:
             return None
+        if self.data_center:
+            # Data Center's user: a username, and a key that is not the username.
+            key = f"JIRAUSER{10100 + list(self.accounts).index(account_id)}" \
+                if account_id in self.accounts else account_id
+            return {"name": account_id, "key": key,
+                    "displayName": self.accounts.get(account_id, account_id),
+                    "active": True, "self": f"{self.url}/rest/api/2/user?username={account_id}"}
         return {"accountId": account_id, "displayName": self.accounts.get(account_id, account_id),
                 "active": True, "accountType": "atlassian",
                 "self": f"{self.url}/rest/api/3/user?accountId={account_id}"}
