@@ -90,13 +90,16 @@ class DemoStack:
     def __init__(self, root: Path, *, plan: dict[str, Any] | None = None,
                  listen_port: int = 0, github_repos: tuple[str, ...] = (GITHUB_REPO,),
                  llm_script: Callable[[dict[str, Any]], str] | None = None,
-                 **settings_changes: Any) -> None:
+                 data_center: bool = False, **settings_changes: Any) -> None:
         self.root = Path(root)
         self.plan = plan or DEMO_PLAN
         self.listen_port = listen_port
         self.settings_changes = settings_changes
         self.secret = secrets.token_urlsafe(24)
-        self.jira = FakeJira(webhook_secret=self.secret)
+        # Data Center: REST v2, a personal access token, and users named by username.
+        self.jira = FakeJira(webhook_secret=self.secret, data_center=data_center,
+                             ai_account_id="ai-runner" if data_center else "ai-account",
+                             human_account_id="jsmith" if data_center else "human-account")
         self.github = FakeGitHub(github_repos, token="demo-" + secrets.token_hex(8))
         self.llm = FakeLlm(llm_script or plan_script(self.plan),
                            anthropic_key="demo-" + secrets.token_hex(8))

@@ -87,11 +87,14 @@ def statuses(stack: DemoStack, parent: str) -> list[str]:
     return [sub.status for sub in stack.jira.subtasks_of(parent)]
 
 
-async def test_whole_story(make_stack: StackFactory, tmp_path: Path) -> None:
+@pytest.mark.parametrize("site", ["cloud", "data-center"])
+async def test_whole_story(make_stack: StackFactory, tmp_path: Path, site: str) -> None:
+    """The story against Jira Cloud, and against Jira Data Center (REST v2, a personal
+    access token, users by username: assignments send {"name": ...})."""
     stale = tmp_path / "stack0" / "work" / "worktrees" / "run-999"
     stale.mkdir(parents=True)  # left by a crash: removed when the processor starts
     (stale / "half-done.txt").write_text("x")
-    stack = await make_stack()
+    stack = await make_stack(data_center=site == "data-center")
     lines: list[str] = []
     result = await play_story(stack, lines.append)
     jira = stack.jira
@@ -135,6 +138,13 @@ async def test_whole_story(make_stack: StackFactory, tmp_path: Path) -> None:
     assert len(pushes) == 2
     assert any("Action: plan" in line for line in lines)
     assert list((tmp_path / "stack0" / "work" / "worktrees").iterdir()) == []
+    assignments = [call.json for call in jira.calls("PUT", "/assignee")]
+    assert assignments and all(set(body) == {"name" if jira.data_center else "accountId"}
+                               for body in assignments)
+    assert all(call.auth_ok for call in jira.requests)
+    if jira.data_center:
+        assert not jira.calls(path_contains="/rest/api/3/")
+        assert {sub.assignee_account_id for sub in jira.subtasks_of(parent)} == {"jsmith"}
 
 
 async def test_rework_gets_a_second_commit_on_the_same_branch_and_pr(
@@ -449,7 +459,7 @@ async def test_a_repeated_start_trigger_creates_nothing_twice(make_stack: StackF
 
 
 async def test_jira_data_center_rest_v2(make_stack: StackFactory) -> None:
-    stack = await make_stack(plan=ONE_SUBTASK_PLAN, jira_api_version="2")
+    stack = await make_stack(plan=ONE_SUBTASK_PLAN, data_center=True)
     parent = await approved_parent(stack)
     await settle(stack, "the change", lambda: statuses(stack, parent) == ["In Testing"])
 
