@@ -7,8 +7,9 @@ sources, are in tests/contracts/jira_webhooks):
   ``{"event_type", "issue_key" | "issueKey", "issue_type", "status",
   "assignee_account_id", "parent_key", "project_key", ...}``; a smart value
   without a value renders as ``""``, which counts as missing;
-* Automation's "Issue data (Automation format)" (and Jira format): the issue
-  itself at the top level, ``{"self", "id", "key", "fields": {...}}``;
+* Automation's "Issue data (Automation format)": the issue itself at the top
+  level, ``{"self", "id", "key", "fields": {...}}``; "Issue data (Jira
+  format)": the same issue in ``{"issue": {...}}``, without ``webhookEvent``;
 * native Jira webhooks: ``{"webhookEvent": "jira:issue_updated" |
   "comment_created" | ..., "issue": {"key", "fields": {...}}, "changelog",
   "user", "comment"}``, users by ``accountId`` (Cloud) or ``name``/``key``
@@ -228,6 +229,7 @@ def _user_id(fields: Any, label: str) -> str | None:
 
 
 def _native(document: dict[str, Any]) -> Trigger:
+    """A native webhook, or Automation's "Issue data (Jira format)" (no webhookEvent)."""
     event = document.get("webhookEvent", "")
     if not isinstance(event, str):
         raise WebhookError(422, "field 'webhookEvent' must be a string")
@@ -235,6 +237,8 @@ def _native(document: dict[str, Any]) -> Trigger:
     if not isinstance(issue, dict) or not _given(issue.get("key")):
         raise WebhookError(400, f"no issue key: a native {event or 'Jira'} webhook needs "
                                 "'issue.key'")
+    if "webhookEvent" not in document:
+        return _issue_trigger(issue, "issue.", "automation", "automation")
     return _issue_trigger(issue, "issue.", "jira", event or "jira:webhook")
 
 

@@ -17,6 +17,8 @@ EXPECTED = {
     "automation_issue_data.json": wh.Trigger(
         "PROJ-42", "automation", "automation", "Story", "Backlog", "712020:ai-account", None,
         "PROJ"),
+    "automation_issue_data_jira_format.json": wh.Trigger(
+        "PROJ-48", "automation", "automation", "Story", "Plan Review", None, None, "PROJ"),
     "automation_custom_empty_smart_values.json": wh.Trigger(
         "PROJ-43", "automation", "issue_assigned", "Story", "Backlog", None, None, "PROJ"),
     "automation_custom_camel_empty_key.json": wh.Trigger(
