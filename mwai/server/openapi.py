@@ -32,19 +32,25 @@ ERROR = {
     "additionalProperties": False,
 }
 
+# A smart value that renders empty arrives as "": it counts as missing.
+_KEY_OR_EMPTY: dict[str, Any] = {"type": ["string", "null"],
+                                 "pattern": "^$|" + ISSUE_KEY_PATTERN}
+
 AUTOMATION_PAYLOAD = {
     "type": "object",
-    "title": "Jira Automation 'Send web request' body (flat)",
+    "title": "Jira Automation 'Send web request' body, custom data (flat)",
     "description": "Only the issue key must be right: the run re-reads the issue from Jira. "
-                   "'issueKey' and the other camelCase spellings are accepted too.",
-    "required": ["issue_key"],
+                   "'issueKey' and the other camelCase spellings are accepted too; a smart "
+                   "value rendered empty (\"\") counts as missing.",
+    "anyOf": [{"required": ["issue_key"]}, {"required": ["issueKey"]}],
     "properties": {
-        "issue_key": {"type": "string", "pattern": ISSUE_KEY_PATTERN},
+        "issue_key": _KEY_OR_EMPTY,
+        "issueKey": _KEY_OR_EMPTY,
         "event_type": _NULLABLE_STRING,
         "issue_type": _NULLABLE_STRING,
         "status": _NULLABLE_STRING,
         "assignee_account_id": _NULLABLE_STRING,
-        "parent_key": {"type": ["string", "null"], "pattern": ISSUE_KEY_PATTERN},
+        "parent_key": _KEY_OR_EMPTY,
         "project_key": _NULLABLE_STRING,
     },
     "not": {"anyOf": [{"required": ["webhookEvent"]}, {"required": ["issue"]}]},
@@ -52,35 +58,44 @@ AUTOMATION_PAYLOAD = {
 
 _NAMED = {"type": ["object", "null"], "properties": {"name": _NULLABLE_STRING}}
 
+# An issue in Jira's JSON: the fields mwai reads (users by accountId on Cloud, by name
+# or key on Server and Data Center).
+_ISSUE_PROPERTIES: dict[str, Any] = {
+    "key": {"type": "string", "pattern": ISSUE_KEY_PATTERN},
+    "fields": {
+        "type": ["object", "null"],
+        "properties": {
+            "issuetype": _NAMED,
+            "status": _NAMED,
+            "assignee": {"type": ["object", "null"],
+                         "properties": {"accountId": _NULLABLE_STRING,
+                                        "name": _NULLABLE_STRING, "key": _NULLABLE_STRING}},
+            "parent": {"type": ["object", "null"], "properties": {"key": _KEY_OR_EMPTY}},
+            "project": {"type": ["object", "null"], "properties": {"key": _NULLABLE_STRING}},
+        },
+    },
+}
+
 NATIVE_PAYLOAD = {
     "type": "object",
-    "title": "Native Jira Cloud webhook body",
-    "required": ["webhookEvent", "issue"],
+    "title": "Native Jira webhook body (Cloud, Server, Data Center), or Automation's "
+             "'Issue data (Jira format)' (the same without webhookEvent)",
+    "required": ["issue"],
     "properties": {
         "webhookEvent": {"type": "string", "examples": ["jira:issue_updated",
                                                         "comment_created"]},
-        "issue": {
-            "type": "object",
-            "required": ["key"],
-            "properties": {
-                "key": {"type": "string", "pattern": ISSUE_KEY_PATTERN},
-                "fields": {
-                    "type": ["object", "null"],
-                    "properties": {
-                        "issuetype": _NAMED,
-                        "status": _NAMED,
-                        "assignee": {"type": ["object", "null"],
-                                     "properties": {"accountId": _NULLABLE_STRING}},
-                        "parent": {"type": ["object", "null"],
-                                   "properties": {"key": {"type": ["string", "null"],
-                                                          "pattern": ISSUE_KEY_PATTERN}}},
-                        "project": {"type": ["object", "null"],
-                                    "properties": {"key": _NULLABLE_STRING}},
-                    },
-                },
-            },
-        },
+        "issue": {"type": "object", "required": ["key"], "properties": _ISSUE_PROPERTIES},
     },
+}
+
+ISSUE_DATA_PAYLOAD = {
+    "type": "object",
+    "title": "Jira Automation 'Issue data (Automation format)' body: the issue at the top "
+             "level",
+    "required": ["key"],
+    "properties": _ISSUE_PROPERTIES,
+    "not": {"anyOf": [{"required": ["webhookEvent"]}, {"required": ["issue"]},
+                      {"required": ["issue_key"]}, {"required": ["issueKey"]}]},
 }
 
 WEBHOOK_ACCEPTED = {
@@ -183,7 +198,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": {
             "operationId": "webhookJira",
             "summary": "Trigger a run for a Jira issue",
-            "description": "Accepts a Jira Automation 'Send web request' body with the "
+            "description": "Accepts a Jira Automation 'Send web request' body (custom data, "
+                           "or the built-in Issue data bodies) with the "
                            f"{wh.SECRET_HEADER} header, or a native Jira webhook signed with "
                            f"{wh.SIGNATURE_HEADER} (HMAC-SHA256 of the body).",
             "security": [{"webhookSecret": []}, {"hubSignature": []}],
@@ -201,6 +217,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "content": {_JSON: {"schema": {"anyOf": [
                     {"$ref": "#/components/schemas/AutomationPayload"},
                     {"$ref": "#/components/schemas/NativeWebhook"},
+                    {"$ref": "#/components/schemas/IssueDataPayload"},
                 ]}}},
             },
             "responses": WEBHOOK_STATUSES,
@@ -276,6 +293,7 @@ def document() -> dict[str, Any]:
             "schemas": {
                 "Error": ERROR,
                 "AutomationPayload": AUTOMATION_PAYLOAD,
+                "IssueDataPayload": ISSUE_DATA_PAYLOAD,
                 "NativeWebhook": NATIVE_PAYLOAD,
                 "WebhookAccepted": WEBHOOK_ACCEPTED,
                 "Health": HEALTH,

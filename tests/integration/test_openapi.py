@@ -196,3 +196,17 @@ async def test_408_for_a_body_that_stalls_matches_the_document(
     assert response.status == 408, raw
     assert b"MWAI_CLIENT_TIMEOUT_S" in raw
     assert_matches("/webhook/jira", "post", 408, response.headers, raw)
+
+
+def test_every_real_webhook_body_is_described_by_the_document() -> None:
+    """The request schema of POST /webhook/jira admits each real-shaped body mwai accepts
+    (tests/contracts/jira_webhooks): the document describes what Jira really sends."""
+    document = openapi.document()
+    schema = document["paths"]["/webhook/jira"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]
+    check = jsonschema_rs.validator_for({**schema, "components": document["components"]})
+    bodies = sorted((Path(__file__).parents[1] / "contracts" / "jira_webhooks").glob("*.json"))
+    assert len(bodies) >= 7
+    for path in bodies:
+        errors = [error.message for error in check.iter_errors(orjson.loads(path.read_bytes()))]
+        assert errors == [], path.name
