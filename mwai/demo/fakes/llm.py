@@ -43,6 +43,9 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     status: int = 0
+    # The usage the answer reported (what a client should count as spent).
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass
@@ -203,7 +206,7 @@ class FakeLlm(LoopbackServer):
     async def _scripted(
         self, request: web.Request, problem_of: Callable[..., web.Response | None],
         error: Callable[..., web.Response],
-    ) -> tuple[dict[str, Any], str] | web.Response:
+    ) -> tuple[RecordedRequest, dict[str, Any], str] | web.Response:
         """The request's scripted reply text, or the answer that refuses it (validation,
         an injected fault, no reply left)."""
         recorded, document, valid = await self._record(request)
@@ -218,15 +221,16 @@ class FakeLlm(LoopbackServer):
             recorded.status = 400
             return error(400, "invalid_request_error", "FakeLlm has no scripted reply left")
         recorded.status = 200
-        return document, text
+        return recorded, document, text
 
     async def _anthropic(self, request: web.Request) -> web.Response:
         scripted = await self._scripted(request, self._anthropic_problem, self._anthropic_error)
         if isinstance(scripted, web.Response):
             return scripted
-        document, text = scripted
+        recorded, document, text = scripted
         prompt = str(document.get("system", "")) + "".join(
             _message_text(m.get("content")) for m in document["messages"])
+        recorded.input_tokens, recorded.output_tokens = count_tokens(prompt), count_tokens(text)
         return web.json_response({
             "id": f"msg_fake{next(self._ids):06d}",
             "type": "message",
@@ -288,10 +292,11 @@ class FakeLlm(LoopbackServer):
         scripted = await self._scripted(request, self._openai_problem, self._openai_error)
         if isinstance(scripted, web.Response):
             return scripted
-        document, text = scripted
+        recorded, document, text = scripted
         prompt_tokens = count_tokens("".join(
             _message_text(m.get("content")) for m in document["messages"]))
         completion_tokens = count_tokens(text)
+        recorded.input_tokens, recorded.output_tokens = prompt_tokens, completion_tokens
         return web.json_response({
             "id": f"chatcmpl-fake{next(self._ids):06d}",
             "object": "chat.completion",
