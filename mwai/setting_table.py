@@ -158,11 +158,13 @@ SETTINGS: tuple[Setting, ...] = (
       group="llm", choices=LLM_PROVIDERS),
     S("ANTHROPIC_API_KEY", "", "Anthropic API key.", group="llm", secret=True),
     S("ANTHROPIC_MODEL", "claude-sonnet-4-5", "Anthropic model name.", group="llm"),
-    S("ANTHROPIC_BASE_URL", "https://api.anthropic.com", "Anthropic API base URL.",
+    S("ANTHROPIC_BASE_URL", "https://api.anthropic.com", "Anthropic API base URL, with or "
+      "without its trailing /v1.",
       group="llm"),
     S("OPENAI_API_KEY", "", "OpenAI (or compatible) API key.", group="llm", secret=True),
     S("OPENAI_MODEL", "gpt-4o", "OpenAI-compatible model name.", group="llm"),
-    S("OPENAI_BASE_URL", "https://api.openai.com/v1", "OpenAI-compatible API base URL.",
+    S("OPENAI_BASE_URL", "https://api.openai.com/v1", "OpenAI-compatible API base URL "
+      "(a bare host gets /v1; a URL with a path is used as given).",
       group="llm"),
     S("MWAI_LLM_MAX_TOKENS", "8192", "Largest LLM answer requested.", "int", group="llm",
       minimum=1),

@@ -16,6 +16,7 @@ import aiohttp
 
 from mwai.clients.http import ApiClient, new_session
 from mwai.clients.jira import JiraConfig
+from mwai.clients.llm import api_base
 from mwai.errors import MwaiError
 from mwai.scrub import scrub
 from mwai.settings import Settings
@@ -113,14 +114,16 @@ def _llm_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
         skip = _missing([("ANTHROPIC_API_KEY", settings.anthropic_api_key)])
         if skip:
             return skip
-        client = _client(settings, "anthropic", settings.anthropic_base_url, session, {
+        root = api_base("anthropic", settings.anthropic_base_url)
+        client = _client(settings, "anthropic", root, session, {
             "x-api-key": settings.anthropic_api_key, "anthropic-version": "2023-06-01"})
         path, model = "/v1/models", settings.anthropic_model
     else:
         skip = _missing([("OPENAI_API_KEY", settings.openai_api_key)])
         if skip:
             return skip
-        client = _client(settings, "openai", settings.openai_base_url, session, {
+        root = api_base("openai", settings.openai_base_url)
+        client = _client(settings, "openai", root, session, {
             "Authorization": f"Bearer {settings.openai_api_key}"})
         path, model = "/models", settings.openai_model
 

@@ -14,7 +14,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ import aiohttp
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mwai.clients.http import ApiClient, CallObserver, HttpError, summarize_body
+from mwai.clients.http import ApiClient, CallObserver, HttpError, Response, summarize_body
 from mwai.errors import PermanentError, TransientError
 from mwai.settings import Settings
 
@@ -35,6 +35,12 @@ READY_MUTATION = (
     "{pullRequest{isDraft}}}"
 )
 
+# GitHub's advice for a secondary rate limit that says nothing of when to come back.
+SECONDARY_LIMIT_WAIT_S = 60.0
+# GitHub's limits on a pull request (a longer title is refused with 422).
+TITLE_MAX_CHARS = 256
+BODY_MAX_CHARS = 65536
+NO_DRAFTS = "draft pull requests are not supported"
 
 # An installation token is renewed this long before GitHub says it expires.
 TOKEN_REFRESH_MARGIN_S = 300.0
@@ -108,6 +114,40 @@ class PullRequest:
         )
 
 
+def rate_limit_wait_s(status: int, headers: Mapping[str, str], body: bytes) -> float | None:
+    """Whether a 403 or 429 of GitHub is a rate limit (None: it is not), and the least
+    wait it asks for. GitHub answers its primary limit with x-ratelimit-remaining: 0
+    and its secondary limits with retry-after or a message saying so; any other 403
+    (a token without the permission, a blocked repository) is final."""
+    if status not in (403, 429):
+        return None
+    if headers.get("retry-after") or headers.get("x-ratelimit-remaining", "").strip() == "0":
+        return 0.0  # the headers say how long: server_wait_s reads them
+    if "secondary rate limit" in body.decode("utf-8", "replace").lower():
+        return SECONDARY_LIMIT_WAIT_S
+    return 0.0 if status == 429 else None
+
+
+def cut_title(title: str, limit: int = TITLE_MAX_CHARS) -> str:
+    """The title within GitHub's limit, cut at a word boundary and marked with "..."."""
+    title = " ".join(title.split())
+    if len(title) <= limit:
+        return title
+    cut = title[: limit - 3]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:-") + "..."
+
+
+def cut_body(body: str, limit: int = BODY_MAX_CHARS) -> str:
+    """The body within GitHub's limit, with a line saying it was cut."""
+    if len(body) <= limit:
+        return body
+    note = "\n\n(cut at GitHub's limit of a pull request body)"
+    return body[: limit - len(note)] + note
+
+
 def graphql_url(api_url: str) -> str:
     """GitHub.com: https://api.github.com/graphql; Enterprise (…/api/v3): …/api/graphql."""
     base = api_url.rstrip("/")
@@ -166,6 +206,7 @@ class GitHubClient:
             timeout_s=config.timeout_s,
             retries=config.retries,
             observer=observer,
+            rate_limit=rate_limit_wait_s,
         )
         self.graphql_url = graphql_url(config.api_url)
         self.app = config.app
@@ -182,7 +223,7 @@ class GitHubClient:
         async with self._token_lock:
             if self._clock() < self._token_expires_s - TOKEN_REFRESH_MARGIN_S:
                 return self._installation_token
-            answer = await self.api.request(
+            answer = await self._request(
                 "POST", f"/app/installations/{self.app.installation_id}/access_tokens",
                 headers={"Authorization": f"Bearer {app_jwt(self.app)}"},
             )
@@ -199,23 +240,34 @@ class GitHubClient:
             self._token_expires_s = self._clock() + (expires.timestamp() - time.time())
             return token
 
+    async def _request(self, method: str, path: str, **options: Any) -> Response:
+        """ApiClient.request; a 403 that is not a rate limit says what to check."""
+        try:
+            return await self.api.request(method, path, **options)
+        except HttpError as exc:
+            if exc.status != 403:
+                raise
+            raise HttpError("github", method, path, 403, f"{exc.detail} (GitHub refused: "
+                            "give GH_TOKEN or the GitHub App the contents and pull requests "
+                            "write permissions on the repository)") from None
+
     async def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self.token()}"}
 
     async def whoami(self) -> dict[str, Any]:
         """GET /user with a token; GET /app (the app itself) for a GitHub App."""
         if self.app is not None:
-            answer = await self.api.request(
+            answer = await self._request(
                 "GET", "/app", headers={"Authorization": f"Bearer {app_jwt(self.app)}"})
         else:
-            answer = await self.api.request("GET", "/user", headers=await self._auth())
+            answer = await self._request("GET", "/user", headers=await self._auth())
         document = answer.json()
         return document if isinstance(document, dict) else {}
 
     async def find_pr(self, repo: str, branch: str) -> PullRequest | None:
         """The open pull request whose head is ``branch`` of the repo's owner, if any."""
         owner, name = split_repo(repo)
-        answer = await self.api.request(
+        answer = await self._request(
             "GET", f"/repos/{owner}/{name}/pulls",
             params={"head": f"{owner}:{branch}", "state": "open", "per_page": 10},
             headers=await self._auth(),
@@ -237,17 +289,19 @@ class GitHubClient:
         body: str,
         draft: bool = True,
     ) -> tuple[PullRequest, bool]:
-        """Create the PR (created=True) or, if one is open for the branch, update it."""
+        """Create the PR (created=True) or, if one is open for the branch, update it.
+
+        The title and body are cut to GitHub's limits; a repository without draft pull
+        requests gets a ready one."""
         owner, name = split_repo(repo)
         path = f"/repos/{owner}/{name}/pulls"
-        answer = await self.api.request(
-            "POST", path,
-            json={"title": title, "head": branch, "base": base, "body": body, "draft": draft},
-            ok=frozenset({422}), headers=await self._auth(),
-        )
+        title, body = cut_title(title), cut_body(body)
+        answer = await self._create_pr(path, title, branch, base, body, draft)
+        if answer.status == 422 and draft and _mentions(answer.json(), NO_DRAFTS):
+            answer = await self._create_pr(path, title, branch, base, body, False)
         if answer.status != 422:
             return PullRequest.from_json(answer.json()), True
-        if not _already_exists(answer.json()):
+        if not _mentions(answer.json(), ALREADY_EXISTS):
             raise HttpError("github", "POST", path, 422, summarize_body(answer.body))
         existing = await self.find_pr(repo, branch)
         if existing is None:
@@ -256,17 +310,25 @@ class GitHubClient:
                 f"github says a pull request already exists for {owner}:{branch} but none "
                 "is open; retrying later"
             )
-        updated = await self.api.request(
+        updated = await self._request(
             "PATCH", f"{path}/{existing.number}", json={"title": title, "body": body},
             headers=await self._auth(),
         )
         return PullRequest.from_json(updated.json()), False
 
+    async def _create_pr(self, path: str, title: str, branch: str, base: str, body: str,
+                         draft: bool) -> Response:
+        return await self._request(
+            "POST", path,
+            json={"title": title, "head": branch, "base": base, "body": body, "draft": draft},
+            ok=frozenset({422}), headers=await self._auth(),
+        )
+
     async def mark_ready(self, repo: str, pr: PullRequest) -> None:
         """Turn a draft PR into one ready for review (GraphQL; REST cannot)."""
         if not pr.draft:
             return
-        answer = await self.api.request(
+        answer = await self._request(
             "POST", self.graphql_url,
             json={"query": READY_MUTATION, "variables": {"id": pr.node_id}},
             headers=await self._auth(),
@@ -285,11 +347,11 @@ class GitHubClient:
         )
 
 
-def _already_exists(document: Any) -> bool:
+def _mentions(document: Any, text: str) -> bool:
+    """Whether GitHub's 422 body says ``text`` (in its message or one of its errors)."""
     if not isinstance(document, dict):
         return False
     errors = document.get("errors") or []
-    return any(
-        isinstance(error, dict) and ALREADY_EXISTS in str(error.get("message", "")).lower()
-        for error in errors
-    )
+    messages = [str(document.get("message", ""))] + [
+        str(error.get("message", "")) for error in errors if isinstance(error, dict)]
+    return any(text in message.lower() for message in messages)

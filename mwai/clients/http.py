@@ -3,8 +3,12 @@
 Every remote call of mwai (Jira, GitHub, the LLM providers, alert webhooks)
 goes through ``ApiClient.request``:
 
-* 429 and 5xx (500/502/503/504) and timeouts / connection errors are retried
-  with exponential backoff and jitter, waiting at least what Retry-After says;
+* what the official SDKs (anthropic, openai) retry is retried: 408, 409 (Jira's
+  transition answers it on a conflicting update), 429, every 5xx (proxies' 520-524,
+  Anthropic's 529), timeouts and connection errors; with exponential backoff and
+  jitter, waiting at least what Retry-After (seconds or an HTTP date) or, when the
+  quota is spent, GitHub's x-ratelimit-reset says (capped);
+* a client may name other answers that are rate limits (GitHub's 403s);
 * when the retries run out, or Retry-After asks for a longer wait than
   ``max_wait_s``, a ``TransientError`` is raised so the *run* is retried later
   (carrying the Retry-After hint);
@@ -28,6 +32,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
 
 from mwai.backoff import backoff_s
 from mwai.errors import PermanentError, TransientError
@@ -35,10 +40,15 @@ from mwai.logs import HTTP_LOGGER
 
 log = logging.getLogger(HTTP_LOGGER)
 
-# 529: Anthropic "overloaded".
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+# Retried below 500 as the official SDKs do: request timeout, conflict, too many requests.
+RETRY_STATUSES_4XX = frozenset({408, 409, 429})
+# A rate-limit reset further away than this is a skewed clock, not a wait worth making.
+RATE_LIMIT_RESET_MAX_S = 3600.0
 USER_AGENT = "mwai (+https://github.com/mwai)"
 
+# (status, headers, body) -> None when the answer is not a rate limit, else the least
+# wait in seconds it asks for (0 when its headers say how long): a client's own rule.
+RateLimitRule = Callable[[int, Mapping[str, str], bytes], float | None]
 # Called after every attempt with (service, status or "error"): metrics hook.
 CallObserver = Callable[[str, str], None]
 # Used by clients created without an observer; mwai.server.app sets it to the app's
@@ -84,6 +94,28 @@ def parse_retry_after(value: str | None, now_s: float | None = None) -> float | 
     return max(0.0, moment.timestamp() - current)
 
 
+def retryable_status(status: int) -> bool:
+    """Whether retrying may get another answer: 408, 409, 429 and every 5xx."""
+    return status in RETRY_STATUSES_4XX or status >= 500
+
+
+def server_wait_s(headers: Mapping[str, str], now_s: float | None = None) -> float | None:
+    """How long the service asked to wait: Retry-After, else (when x-ratelimit-remaining
+    is 0) until GitHub's x-ratelimit-reset (epoch seconds), at most
+    RATE_LIMIT_RESET_MAX_S; None when it did not say. ``headers`` is case-insensitive."""
+    retry_after_s = parse_retry_after(headers.get("retry-after"), now_s)
+    if retry_after_s is not None:
+        return retry_after_s
+    if headers.get("x-ratelimit-remaining", "").strip() != "0":
+        return None
+    try:
+        reset_s = float(headers.get("x-ratelimit-reset", ""))
+    except ValueError:
+        return None
+    current = time.time() if now_s is None else now_s
+    return min(RATE_LIMIT_RESET_MAX_S, max(0.0, reset_s - current))
+
+
 def summarize_body(body: bytes, limit: int = 300) -> str:
     """The service's own error message if it sent JSON, else the start of the body."""
     try:
@@ -127,6 +159,7 @@ class ApiClient:
         backoff_max_s: float = 8.0,
         max_wait_s: float = 60.0,
         observer: CallObserver | None = None,
+        rate_limit: RateLimitRule | None = None,
     ) -> None:
         self.service = service
         self.base_url = base_url.rstrip("/")
@@ -138,6 +171,7 @@ class ApiClient:
         self.backoff_max_s = backoff_max_s
         self.max_wait_s = max_wait_s
         self.observer = observer
+        self.rate_limit = rate_limit
 
     def _observe(self, outcome: str) -> None:
         observer = self.observer or DEFAULT_OBSERVER.get()
@@ -185,7 +219,7 @@ class ApiClient:
                 ) as answer:
                     payload = await answer.read()
                     status = answer.status
-                    answer_headers = dict(answer.headers)
+                    answer_headers = CIMultiDict(answer.headers)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 self._observe("error")
                 problem = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
@@ -193,8 +227,12 @@ class ApiClient:
                     problem = f"timed out after {self.timeout.total:g} s"
                 continue
             self._observe(str(status))
-            if status in RETRY_STATUSES:
-                retry_after_s = parse_retry_after(answer_headers.get("Retry-After"))
+            limited_s = (None if self.rate_limit is None
+                         else self.rate_limit(status, answer_headers, payload))
+            if retryable_status(status) or limited_s is not None:
+                retry_after_s = server_wait_s(answer_headers)
+                if limited_s is not None:
+                    retry_after_s = max(retry_after_s or 0.0, limited_s)
                 problem = f"{status}: {summarize_body(payload, 200)}"
                 continue
             if status >= 400 and status not in accepted:

@@ -8,6 +8,7 @@ retried the same way as every other remote call of mwai.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, assert_never
 
@@ -114,6 +115,20 @@ def check_messages(messages: list[dict[str, str]]) -> None:
             raise PermanentError(f"LLM message {index} has no text content")
 
 
+def api_base(provider: LlmProvider, base_url: str) -> str:
+    """The base URL the client's paths go under, from a setting given with or without /v1.
+
+    Anthropic's paths start with /v1 and its base URL is documented both ways (the tools
+    mwai replaces end it in /v1): a trailing /v1 is dropped rather than doubled.
+    OpenAI's base URL ends in its version, and compatible servers put their API under
+    other paths (Gemini's /v1beta/openai): only a bare host, like
+    https://api.openai.com, gets OpenAI's /v1; a URL with a path is used as given."""
+    base = base_url.strip().rstrip("/")
+    if provider == "anthropic":
+        return base.removesuffix("/v1")
+    return base if urllib.parse.urlsplit(base).path else base + "/v1"
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
@@ -135,7 +150,7 @@ class _ProviderClient:
         self.max_tokens = config.max_tokens
         self.api = ApiClient(
             self.service,
-            config.base_url,
+            api_base(self.service, config.base_url),
             session,
             headers=self._headers(config.api_key),
             timeout_s=config.timeout_s,
@@ -177,7 +192,7 @@ class _ProviderClient:
 
 
 class AnthropicClient(_ProviderClient):
-    """POST {ANTHROPIC_BASE_URL}/v1/messages."""
+    """POST {ANTHROPIC_BASE_URL}/v1/messages (the base given with or without /v1)."""
 
     service = "anthropic"
     url_setting = "ANTHROPIC_BASE_URL"

@@ -49,6 +49,8 @@ class RunContext:
         return self.run.worker
 
     notes: list[Event] = field(default_factory=list)
+    # What this attempt added to the run's cost and tokens (add_usage).
+    attempt_usage: dict[str, float] = field(default_factory=dict)
 
     async def event(self, message: str, level: str = "info", **meta: Any) -> None:
         """Journal a step: an events row (on disk on return) and a log line.
@@ -86,13 +88,28 @@ class RunContext:
             self.observer.fix_attempted()
 
     async def record(self, **fields: Any) -> None:
-        """Record what the run produced on the run row (action, branch, pr_url, cost...)."""
+        """Record what the run produced on the run row (action, branch, pr_url); what it
+        spent goes through ``add_usage``."""
         await self.store.set_run_result(self.run.id, **fields)
         if fields.get("action"):
             # The rest of the run's log lines (and its Sentry events) name the action.
             bind(action=fields["action"])
         if self.observer is not None:
             self.observer.run_recorded(self.run, fields)
+
+    async def add_usage(self, cost_usd: float | None, input_tokens: int | None,
+                        output_tokens: int | None) -> None:
+        """Add what this attempt spent to the run's totals: a retried run costs the sum
+        of its attempts. The observer is told this attempt's totals so far (it counts
+        what is new since its last report of the attempt)."""
+        await self.store.add_run_usage(self.run.id, cost_usd, input_tokens, output_tokens)
+        spent = self.attempt_usage
+        for name, value in (("cost_usd", cost_usd), ("input_tokens", input_tokens),
+                            ("output_tokens", output_tokens)):
+            if value is not None:
+                spent[name] = spent.get(name, 0) + value
+        if self.observer is not None:
+            self.observer.run_recorded(self.run, dict(spent))
 
     async def enqueue(self, issue_key: str, payload_json: str, event_type: str) -> EnqueueResult:
         """Queue a follow-up run (e.g. the next sub-task) and wake a worker for it."""

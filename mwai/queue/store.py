@@ -312,8 +312,13 @@ class Store(StoreReads):
         await self._write(writes.op_stop_process, self.process_id)
 
     async def set_run_result(self, run_id: int, **fields: Any) -> None:
-        """Record what the run produced (action, branch, pr_url, cost_usd, tokens)."""
+        """Record what the run produced (action, branch, pr_url)."""
         await self._write(writes.op_set_result, run_id, fields)
+
+    async def add_run_usage(self, run_id: int, cost_usd: float | None,
+                            input_tokens: int | None, output_tokens: int | None) -> None:
+        """Add what an attempt spent to the run's cost and tokens (None adds nothing)."""
+        await self._write(writes.op_add_usage, run_id, cost_usd, input_tokens, output_tokens)
 
     async def complete(self, run_id: int, worker: str, message: str = "Run completed",
                        **meta: Any) -> bool:

@@ -158,12 +158,19 @@ def op_stop_process(conn: sqlite3.Connection, process_id: str) -> None:
 
 
 def op_set_result(conn: sqlite3.Connection, run_id: int, fields: dict[str, Any]) -> None:
-    allowed = ("action", "branch", "pr_url", "cost_usd", "input_tokens", "output_tokens")
+    allowed = ("action", "branch", "pr_url")  # cost and tokens: op_add_usage
     unknown = set(fields) - set(allowed)
     if unknown:
         raise ValueError(f"unknown run result fields: {sorted(unknown)}")
     params = {name: fields.get(name) for name in allowed}
     conn.execute(Q["update_run_result"], {**params, "run_id": run_id, "now": clock.now_s()})
+
+
+def op_add_usage(conn: sqlite3.Connection, run_id: int, cost_usd: float | None,
+                 input_tokens: int | None, output_tokens: int | None) -> None:
+    conn.execute(Q["add_run_usage"], {"run_id": run_id, "cost_usd": cost_usd,
+                                      "input_tokens": input_tokens,
+                                      "output_tokens": output_tokens, "now": clock.now_s()})
 
 
 def op_finish(

@@ -240,8 +240,7 @@ class JiraProcessor:
         usage = run.usage
         if usage.cost_usd is None and usage.input_tokens is None and usage.output_tokens is None:
             return
-        await run.ctx.record(cost_usd=usage.cost_usd, input_tokens=usage.input_tokens,
-                             output_tokens=usage.output_tokens)
+        await run.ctx.add_usage(usage.cost_usd, usage.input_tokens, usage.output_tokens)
 
     async def report_lost(self, store: Store, lost: LostRun) -> None:
         """Lease recovery failed a run for good: say so on the issue, as any failure."""

@@ -40,7 +40,7 @@ NO_ACTION = "none"
 WEBHOOK_PATH = "/webhook/jira"
 DURATION_BUCKETS_S = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 WAIT_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
-# What ctx.record(...) reports that is summed into counters.
+# What runs report (RunContext.add_usage) that is summed into counters.
 _SUMMED = ("cost_usd", "input_tokens", "output_tokens")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -136,7 +136,8 @@ class Metrics:
         if action:
             self._actions[run.id] = str(action)
         action = self._action(run)
-        # Values on the run row are totals; count what is new since the last report.
+        # Values reported are the attempt's totals so far (RunContext.add_usage; the run row
+        # holds the sum of its attempts): count what is new since the last report.
         seen = self._recorded.setdefault(run.id, {})
         for name in _SUMMED:
             value = fields.get(name)

@@ -253,3 +253,74 @@ def test_app_settings_are_read_from_the_key_file(tmp_path: Path) -> None:
         app_credentials("9", str(tmp_path / "nope"), "5")
     with pytest.raises(PermanentError, match="GH_APP_INSTALLATION_ID are needed"):
         app_credentials("9", str(key_file), "")
+
+
+@pytest.mark.parametrize("kind", ["403-primary", "403-secondary"])
+async def test_a_403_rate_limit_is_waited_out_and_one_pr_opened(
+        tmp_path: Path, fake: FakeGitHub, session: aiohttp.ClientSession, kind: str) -> None:
+    fake.fail_next(kind, retry_after_s=0)
+    pr, created = await client_for(tmp_path, fake, session).open_or_update_pr(
+        REPO, BRANCH, "main", "t", "b")
+    assert created and [r.status for r in fake.requests] == [403, 201]
+    assert [p["number"] for p in fake.pulls(REPO)] == [pr.number]
+
+
+async def test_a_403_rate_limit_that_outlasts_the_retries_is_transient(
+        tmp_path: Path, fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
+    fake.fail_next("403-primary", count=2, retry_after_s=0)
+    github = client_for(tmp_path, fake, session, http_retries=1)
+    with pytest.raises(TransientError, match="API rate limit exceeded"):
+        await github.open_or_update_pr(REPO, BRANCH, "main", "t", "b")
+    assert fake.pulls(REPO) == []
+
+
+async def test_a_403_that_is_no_rate_limit_is_final_and_says_what_to_check(
+        tmp_path: Path, fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
+    fake.fail_next("403")
+    with pytest.raises(HttpError) as caught:
+        await client_for(tmp_path, fake, session).open_or_update_pr(
+            REPO, BRANCH, "main", "t", "b")
+    assert caught.value.status == 403
+    assert "Resource not accessible by integration" in str(caught.value)
+    assert "pull requests write permissions" in str(caught.value)
+    assert len(fake.requests) == 1 and fake.pulls(REPO) == []
+
+
+async def test_a_300_character_title_is_cut_at_a_word_and_accepted(
+        tmp_path: Path, fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
+    title = "PROJ-1: " + " ".join(f"part{i}" for i in range(60))
+    assert len(title) > 300
+    body = "x" * 70_000
+    pr, created = await client_for(tmp_path, fake, session).open_or_update_pr(
+        REPO, BRANCH, "main", title, body)
+    (pull,) = fake.pulls(REPO)
+    assert created and pull["number"] == pr.number
+    assert len(pull["title"]) <= 256 and pull["title"].endswith("...")
+    assert title.startswith(pull["title"].removesuffix("..."))
+    assert title[len(pull["title"]) - 3] == " "  # cut where a word ends
+    assert len(pull["body"]) <= 65_536
+
+
+async def test_the_fake_refuses_a_title_over_256_like_github(
+        fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
+    async with session.post(f"{fake.api_url}/repos/{REPO}/pulls",
+                            headers={"Authorization": f"Bearer {fake.token}"},
+                            json={"title": "t" * 257, "head": BRANCH, "base": "main"}) as answer:
+        assert answer.status == 422
+        document = await answer.json()
+    assert document["message"] == "Validation Failed"
+    assert document["errors"][0]["field"] == "title"
+    assert "maximum is 256 characters" in document["errors"][0]["message"]
+    assert fake.pulls(REPO) == []
+
+
+async def test_a_repository_without_drafts_gets_a_normal_pr(
+        tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    async with FakeGitHub((REPO,), drafts=False) as fake:
+        github = client_for(tmp_path, fake, session)
+        pr, created = await github.open_or_update_pr(REPO, BRANCH, "main", "t", "b")
+        assert created and not pr.draft
+        assert [(r.status, r.json["draft"]) for r in fake.requests] == [(422, True),
+                                                                        (201, False)]
+        await github.mark_ready(REPO, pr)  # nothing to do: no GraphQL call
+        assert len(fake.requests) == 2 and len(fake.pulls(REPO)) == 1

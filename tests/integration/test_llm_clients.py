@@ -134,6 +134,35 @@ async def test_500_and_html_page_are_retried(tmp_path: Path, fake: FakeLlm,
     assert [r.status for r in fake.requests] == [500, 200, 200]
 
 
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+@pytest.mark.parametrize("kind", ["408", "409", "503", "529"])
+async def test_statuses_the_official_sdks_retry_are_retried(
+        tmp_path: Path, fake: FakeLlm, session: aiohttp.ClientSession, provider: str,
+        kind: str) -> None:
+    fake.fail_next(kind)
+    fake.add_reply("after the retry")
+    reply = await make_llm(llm_config(tmp_path, fake, llm_provider=provider),
+                           session).complete("s", MESSAGES)
+    assert reply.text == "after the retry"
+    assert [r.status for r in fake.requests] == [int(kind), 200]
+
+
+@pytest.mark.parametrize("provider, setting, given", [
+    ("anthropic", "anthropic_base_url", "{url}/v1"),
+    ("anthropic", "anthropic_base_url", "{url}/"),
+    ("openai", "openai_base_url", "{url}"),
+    ("openai", "openai_base_url", "{url}/v1/"),
+])
+async def test_base_url_with_or_without_v1(tmp_path: Path, fake: FakeLlm,
+                                           session: aiohttp.ClientSession, provider: str,
+                                           setting: str, given: str) -> None:
+    fake.add_reply("found")
+    config = llm_config(tmp_path, fake, llm_provider=provider,
+                        **{setting: given.format(url=fake.url)})
+    assert (await make_llm(config, session).complete("s", MESSAGES)).text == "found"
+    assert fake.requests[0].path in ("/v1/messages", "/v1/chat/completions")
+
+
 async def test_retries_exhausted_is_a_transient_error(tmp_path: Path, fake: FakeLlm,
                                                       session: aiohttp.ClientSession) -> None:
     fake.fail_next("500", count=2)

@@ -48,7 +48,9 @@ class KnownProcessor:
     async def process(self, ctx: RunContext) -> None:
         key = ctx.run.issue_key
         if key == "OK-1":
-            await ctx.record(action="plan", cost_usd=0.5, input_tokens=100, output_tokens=20)
+            await ctx.record(action="plan")
+            await ctx.add_usage(0.25, 60, 20)
+            await ctx.add_usage(0.25, 40, None)  # spent twice in an attempt: both count
             async with new_session() as session:
                 # No observer given: the app's metrics count it anyway.
                 await ApiClient("fakejira", self.api_url, session).request("GET", "/ok")

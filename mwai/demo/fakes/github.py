@@ -6,7 +6,11 @@ Serves ``GET /user``, ``POST/GET /repos/{o}/{r}/pulls``, ``GET/PATCH
 "Bad credentials" without the right token, 404 for an unknown repository, and 422
 "Validation Failed" for a second open pull request of the same head and base.
 ``enterprise=True`` serves REST under ``/api/v3`` and GraphQL at ``/api/graphql``
-like GitHub Enterprise Server. Faults: 429 + Retry-After, 500/502, slow, HTML.
+like GitHub Enterprise Server. Faults: 429 + Retry-After, 500/502/503, slow, HTML, and
+403s with the real shapes: the primary rate limit (x-ratelimit-remaining: 0 and
+x-ratelimit-reset), a secondary rate limit (retry-after and its message) and a 403
+that is no rate limit. Like GitHub, a title over 256 characters is refused (422), and
+``drafts=False`` plays a repository without draft pull requests (422 on a draft).
 With ``app=FakeApp(...)`` it also plays a GitHub App: ``GET /app`` and
 ``POST /app/installations/{id}/access_tokens`` take an RS256 JWT (checked against the
 app's public key, issuer and lifetime) and hand out expiring installation tokens that
@@ -33,8 +37,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mwai.demo.fakes.loopback import Fault, LoopbackServer
 
-FAULT_KINDS = ("429", "500", "502", "slow", "html")
+FAULT_KINDS = ("429", "500", "502", "503", "slow", "html", "403-primary", "403-secondary",
+               "403")
 DOCS = "https://docs.github.com/rest"
+RATE_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+TITLE_MAX_CHARS = 256
+BODY_MAX_CHARS = 65536
+SECONDARY_MESSAGE = ("You have exceeded a secondary rate limit. Please wait a few minutes "
+                     "before you try again. If you reach out to GitHub Support for help, "
+                     "please include the request ID 0000:FAKE:0000.")
 
 
 @dataclass
@@ -112,6 +123,38 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
         status=status)
 
 
+def _forbidden(fault: Fault) -> web.Response:
+    """GitHub's 403s: the primary and secondary rate limits, or a refused permission."""
+    if fault.kind == "403-primary":
+        response = web.json_response({
+            "message": "API rate limit exceeded for installation ID 42. If you reach out to "
+                       "GitHub Support for help, please include the request ID 0000:FAKE.",
+            "documentation_url": RATE_DOCS, "status": "403"}, status=403)
+        response.headers.update({
+            "x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0",
+            "x-ratelimit-used": "5000", "x-ratelimit-resource": "core",
+            "x-ratelimit-reset": str(int(time.time() + fault.retry_after_s))})
+        return response
+    if fault.kind == "403-secondary":
+        response = web.json_response({
+            "message": SECONDARY_MESSAGE,
+            "documentation_url": RATE_DOCS + "#about-secondary-rate-limits",
+            "status": "403"}, status=403)
+        response.headers["retry-after"] = f"{fault.retry_after_s:g}"
+        return response
+    return _error(403, "Resource not accessible by integration")
+
+
+def _too_long(document: dict[str, Any]) -> web.Response | None:
+    """GitHub's 422 for a title or body over its limit."""
+    for name, limit in (("title", TITLE_MAX_CHARS), ("body", BODY_MAX_CHARS)):
+        if len(str(document.get(name) or "")) > limit:
+            return _error(422, "Validation Failed", errors=[{
+                "resource": "PullRequest", "code": "custom", "field": name,
+                "message": f"{name} is too long (maximum is {limit} characters)"}])
+    return None
+
+
 class FakeGitHub(LoopbackServer):
     def __init__(
         self,
@@ -121,8 +164,10 @@ class FakeGitHub(LoopbackServer):
         login: str = "mwai-bot",
         enterprise: bool = False,
         app: FakeApp | None = None,
+        drafts: bool = True,
     ) -> None:
         self.token = token
+        self.drafts = drafts  # False: the repositories refuse draft pull requests
         self.github_app = app
         self.login = login
         self.repos = {repo: FakeRepo(repo.partition("/")[0], repo.partition("/")[2])
@@ -160,7 +205,8 @@ class FakeGitHub(LoopbackServer):
     def fail_next(
         self, kind: str, count: int = 1, retry_after_s: float = 0.0, delay_s: float = 2.0
     ) -> None:
-        """The next ``count`` requests get this fault (429, 500, 502, slow, html)."""
+        """The next ``count`` requests get this fault (one of FAULT_KINDS); a rate limit
+        asks to come back in ``retry_after_s``."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; use one of {', '.join(FAULT_KINDS)}")
         self.faults.extend(Fault(kind, retry_after_s, delay_s) for _ in range(count))
@@ -216,6 +262,8 @@ class FakeGitHub(LoopbackServer):
             limited = _error(429, "API rate limit exceeded")
             limited.headers["Retry-After"] = f"{fault.retry_after_s:g}"
             return limited
+        elif fault is not None and fault.kind.startswith("403"):
+            return _forbidden(fault)
         elif fault is not None:
             return _error(int(fault.kind), "Server Error")
         if recorded.json is not None and not isinstance(recorded.json, dict):
@@ -310,6 +358,13 @@ class FakeGitHub(LoopbackServer):
             return _error(422, "Validation Failed", errors=[
                 {"resource": "PullRequest", "code": "missing_field", "field": name}
                 for name in missing])
+        refused = _too_long(document)
+        if refused is not None:
+            return refused
+        if document.get("draft") and not self.drafts:
+            return _error(422, "Validation Failed", errors=[{
+                "resource": "PullRequest", "code": "custom",
+                "message": "Draft pull requests are not supported in this repository."}])
         head = str(document["head"])
         owner, _, branch = head.rpartition(":")
         if owner and owner != repo.owner:
@@ -355,6 +410,9 @@ class FakeGitHub(LoopbackServer):
         if pull is None:
             return _error(404, "Not Found")
         document = await _body(request)
+        refused = _too_long(document)
+        if refused is not None:
+            return refused
         for name in ("title", "body", "state"):
             if name in document:
                 pull[name] = document[name]

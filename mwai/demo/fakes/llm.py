@@ -5,7 +5,8 @@ One aiohttp app serves ``POST /v1/messages`` (Anthropic) and
 Answers are scripted (a queue of texts, or a function of the request JSON), carry
 usage counts, and every request is logged for assertions. Malformed requests and
 missing / wrong credentials are rejected with the status and error shape of the real
-APIs; ``fail_next`` injects 429 + Retry-After, 500, slow answers and HTML pages.
+APIs; ``fail_next`` injects 429 + Retry-After, 408, 409, 500, 503, 529 (the statuses
+the official SDKs retry), slow answers and HTML pages.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from aiohttp import web
 from mwai.demo.fakes.loopback import Fault, LoopbackServer
 
 Script = Callable[[dict[str, Any]], str]
-FAULT_KINDS = ("429", "500", "529", "slow", "html")
+FAULT_KINDS = ("429", "408", "409", "500", "503", "529", "slow", "html")
+# status -> the error type and message of the answer (Anthropic's names; OpenAI's shape
+# carries the same words).
+STATUS_ERRORS = {
+    408: ("timeout_error", "Request timed out"),
+    409: ("conflict_error", "Conflict: the request collided with another one"),
+    500: ("api_error", "Internal server error"),
+    503: ("api_error", "Service unavailable"),
+    529: ("overloaded_error", "Overloaded"),
+}
 
 
 @dataclass
@@ -33,6 +43,9 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     status: int = 0
+    # The usage the answer reported (what a client should count as spent).
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass
@@ -96,7 +109,7 @@ class FakeLlm(LoopbackServer):
     def fail_next(
         self, kind: str, count: int = 1, retry_after_s: float = 0.0, delay_s: float = 2.0
     ) -> None:
-        """The next ``count`` requests get this fault (429, 500, 529, slow, html)."""
+        """The next ``count`` requests get this fault (one of FAULT_KINDS)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; use one of {', '.join(FAULT_KINDS)}")
         self.state.faults.extend(Fault(kind, retry_after_s, delay_s) for _ in range(count))
@@ -135,10 +148,9 @@ class FakeLlm(LoopbackServer):
         if fault.kind == "429":
             response = error(429, "rate_limit_error", "Rate limited: slow down")
             response.headers["Retry-After"] = f"{fault.retry_after_s:g}"
-        elif fault.kind == "529":
-            response = error(529, "overloaded_error", "Overloaded")
         else:
-            response = error(500, "api_error", "Internal server error")
+            kind, message = STATUS_ERRORS[int(fault.kind)]
+            response = error(int(fault.kind), kind, message)
         recorded.status = response.status
         return response
 
@@ -194,7 +206,7 @@ class FakeLlm(LoopbackServer):
     async def _scripted(
         self, request: web.Request, problem_of: Callable[..., web.Response | None],
         error: Callable[..., web.Response],
-    ) -> tuple[dict[str, Any], str] | web.Response:
+    ) -> tuple[RecordedRequest, dict[str, Any], str] | web.Response:
         """The request's scripted reply text, or the answer that refuses it (validation,
         an injected fault, no reply left)."""
         recorded, document, valid = await self._record(request)
@@ -209,15 +221,16 @@ class FakeLlm(LoopbackServer):
             recorded.status = 400
             return error(400, "invalid_request_error", "FakeLlm has no scripted reply left")
         recorded.status = 200
-        return document, text
+        return recorded, document, text
 
     async def _anthropic(self, request: web.Request) -> web.Response:
         scripted = await self._scripted(request, self._anthropic_problem, self._anthropic_error)
         if isinstance(scripted, web.Response):
             return scripted
-        document, text = scripted
+        recorded, document, text = scripted
         prompt = str(document.get("system", "")) + "".join(
             _message_text(m.get("content")) for m in document["messages"])
+        recorded.input_tokens, recorded.output_tokens = count_tokens(prompt), count_tokens(text)
         return web.json_response({
             "id": f"msg_fake{next(self._ids):06d}",
             "type": "message",
@@ -279,10 +292,11 @@ class FakeLlm(LoopbackServer):
         scripted = await self._scripted(request, self._openai_problem, self._openai_error)
         if isinstance(scripted, web.Response):
             return scripted
-        document, text = scripted
+        recorded, document, text = scripted
         prompt_tokens = count_tokens("".join(
             _message_text(m.get("content")) for m in document["messages"]))
         completion_tokens = count_tokens(text)
+        recorded.input_tokens, recorded.output_tokens = prompt_tokens, completion_tokens
         return web.json_response({
             "id": f"chatcmpl-fake{next(self._ids):06d}",
             "object": "chat.completion",

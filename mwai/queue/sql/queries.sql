@@ -124,9 +124,19 @@ UPDATE runs SET
     action        = coalesce(:action, action),
     branch        = coalesce(:branch, branch),
     pr_url        = coalesce(:pr_url, pr_url),
-    cost_usd      = coalesce(:cost_usd, cost_usd),
-    input_tokens  = coalesce(:input_tokens, input_tokens),
-    output_tokens = coalesce(:output_tokens, output_tokens),
+    updated_at    = :now
+WHERE id = :run_id;
+
+-- name: add_run_usage
+-- What one attempt of a run spent, added to the earlier attempts' (a NULL adds nothing):
+-- runs.cost_usd and the tokens are the run's totals, as the metrics count them.
+UPDATE runs SET
+    cost_usd      = CASE WHEN :cost_usd IS NULL THEN cost_usd
+                         ELSE coalesce(cost_usd, 0.0) + :cost_usd END,
+    input_tokens  = CASE WHEN :input_tokens IS NULL THEN input_tokens
+                         ELSE coalesce(input_tokens, 0) + :input_tokens END,
+    output_tokens = CASE WHEN :output_tokens IS NULL THEN output_tokens
+                         ELSE coalesce(output_tokens, 0) + :output_tokens END,
     updated_at    = :now
 WHERE id = :run_id;
 
