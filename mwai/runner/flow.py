@@ -445,7 +445,7 @@ class JiraProcessor:
                 f"Implements {parent.key}: {parent.summary}", "",
                 "Sub-tasks (one commit each, by mwai):",
                 *[f"- {s.key}: {s.summary}" for s in siblings],
-                "", "A draft (where the repository allows drafts) until every sub-task is Done in Jira.",
+                "", "A draft (where drafts are allowed) until every sub-task is Done in Jira.",
                 "", f"Files changed by the last sub-task ({run.ctx.run.issue_key}):",
                 *[f"- `{f}`" for f in pushed.get("files", [])], "",
                 str(agent.get("checks_summary", "")), report.markdown_table(agent.get("checks",
